@@ -1,0 +1,34 @@
+// The facade the binding (and one day a raylet policy) calls: cluster state + policies.
+// Validates every request at the boundary (std::invalid_argument with a message that says
+// what was wrong), dispatches on the policy kind, records placements per group.
+#pragma once
+
+#include <memory>
+
+#include "src/scheduler/cluster_state.h"
+#include "src/scheduler/group_request.h"
+#include "src/scheduler/scheduling_policy.h"
+
+namespace irfront::scheduler {
+
+class GroupScheduler {
+ public:
+  GroupScheduler();
+
+  // Cluster membership. Unknown ids / negative or NaN cpus -> std::invalid_argument.
+  void AddNode(NodeId id, double cpus);
+  void UpdateNode(NodeId id, double cpus, bool alive);
+  void RemoveNode(NodeId id);  // forgets the node; groups placed on it keep their record
+
+  // Places a group and records it (replacing an earlier record of the same group id).
+  // A result that is not ok() records nothing.
+  SchedulingResult Schedule(const GroupRequest& request, PolicyKind policy);
+
+  void FreeGroup(GroupId id);  // unknown id: no-op
+  const ClusterState& state() const { return state_; }
+
+ private:
+  ClusterState state_;
+};
+
+}  // namespace irfront::scheduler
