@@ -1,0 +1,113 @@
+"""Helpers shared by the benchmarks in bench/: aligned tables, JSON results, timing.
+
+A benchmark produces a list of rows (dicts with the same keys), prints them with
+`print_table` and, when asked, writes them with `write_json`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Optional
+
+
+def format_value(value: Any, spec: Optional[str] = None) -> str:
+    """One cell: None -> '-', floats with `spec` (default: 3 significant digits)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if spec is not None:
+        return format(value, spec)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def format_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Optional[Sequence[str]] = None,
+    formats: Optional[dict[str, str]] = None,
+) -> str:
+    """An aligned text table: a header line, a rule, one line per row.
+
+    columns: keys to show, in order (default: the first row's keys).
+    formats: per-column format specs, e.g. {"median_ms": ".2f"}.
+    Numbers are right-aligned, text left-aligned.
+    """
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    formats = formats or {}
+    cells = [[format_value(r.get(c), formats.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    numeric = [
+        all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
+        for c in columns
+    ]
+
+    def line(values: Iterable[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)]
+    out.extend(line(c) for c in cells)
+    return "\n".join(out)
+
+
+def print_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Optional[Sequence[str]] = None,
+    formats: Optional[dict[str, str]] = None,
+    title: Optional[str] = None,
+) -> None:
+    if title:
+        print(title)
+    print(format_table(rows, columns, formats), flush=True)
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the benchmark (kept with the results)."""
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def write_json(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Writes the rows as a JSON list (creating the directory); NaN/inf become null."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if hasattr(v, "item"):  # numpy scalar
+            return clean(v.item())
+        return v
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump([{k: clean(v) for k, v in r.items()} for r in rows], f, indent=1)
+        f.write("\n")
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def time_ms(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Runs fn once; returns (wall milliseconds, its result)."""
+    start = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - start) * 1e3, result

@@ -1,0 +1,1 @@
+"""Group-aware task submission on stock Ray (placeholder; see DESIGN.md)."""
