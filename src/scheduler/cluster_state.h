@@ -41,6 +41,8 @@ class ClusterState {
   void RecordGroup(GroupId id, std::vector<NodeId> nodes, std::vector<double> cpus);
   // The node of each task of a live group; nullptr when unknown or freed.
   const std::vector<NodeId>* GroupNodes(GroupId id) const;
+  // The CPU demand of each task of a live group; nullptr when unknown or freed.
+  const std::vector<double>* GroupCpus(GroupId id) const;
   // Forgets a group and its load. Returns false (and does nothing) for an unknown id.
   bool FreeGroup(GroupId id);
   size_t group_count() const { return groups_.size(); }

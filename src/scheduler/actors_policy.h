@@ -1,0 +1,20 @@
+// Actors policy: places n stateful actors once.
+//
+// Minimises: the bytes the actors will read from other nodes (their inputs, e.g. the
+// producer tasks of the group they reduce), with the locality solver, subject to
+// balance by count: each alive node takes an equal share (largest remainder, ties ->
+// lower node id), not a free-CPU share, because actors are long-lived and usually
+// 0-CPU. Ties: as in locality_policy.h (deterministic, lowest node index first).
+// Assumes: a validated request; nodes that cannot host the largest actor are skipped.
+#pragma once
+
+#include "src/scheduler/scheduling_policy.h"
+
+namespace irfront::scheduler {
+
+class ActorsPolicy : public ISchedulingPolicy {
+ public:
+  SchedulingResult Schedule(const ClusterState& state, const GroupRequest& request) override;
+};
+
+}  // namespace irfront::scheduler

@@ -1,0 +1,20 @@
+#include "src/scheduler/locality_policy.h"
+
+#include <string>
+
+#include "src/scheduler/locality_solver.h"
+#include "src/scheduler/placement_common.h"
+
+namespace irfront::scheduler {
+
+SchedulingResult LocalityPolicy::Schedule(const ClusterState& state,
+                                          const GroupRequest& request) {
+  const std::string reason = FeasibilityReason(state, request);
+  if (!reason.empty()) return SchedulingResult::Infeasible(reason);
+  const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
+  const TaskLocality locality = ComputeLocality(state, request, view);
+  const auto shares = FreeCpuShares(view, static_cast<int64_t>(request.num_tasks()));
+  return MakeResult(view, locality, SolveLocality(locality, shares));
+}
+
+}  // namespace irfront::scheduler

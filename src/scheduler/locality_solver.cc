@@ -1,0 +1,226 @@
+#include "src/scheduler/locality_solver.h"
+
+#include <algorithm>
+#include <cassert>
+#include <functional>
+#include <limits>
+#include <utility>
+
+namespace irfront::scheduler {
+namespace {
+
+constexpr int64_t kInf = std::numeric_limits<int64_t>::max() / 4;
+constexpr int32_t kSource = -1;      // pred of a vertex reached from the new task
+constexpr int32_t kViaAggregator = -1;  // route: the task goes through A
+constexpr int32_t kUnassigned = -2;     // route: not placed yet
+
+class Solver {
+ public:
+  Solver(const TaskLocality& loc, const std::vector<int64_t>& shares)
+      : loc_(loc), shares_(shares), num_nodes_(static_cast<int32_t>(shares.size())),
+        agg_(num_nodes_), sink_(num_nodes_ + 1), route_(loc.total_bytes.size(), kUnassigned),
+        slot_(loc.total_bytes.size(), 0), aflow_(num_nodes_, 0), bucket_(num_nodes_),
+        pi_(num_nodes_ + 2, 0), dist_(num_nodes_ + 2, kInf), settled_(num_nodes_ + 2, 0),
+        pred_(num_nodes_ + 2), pred_task_(num_nodes_ + 2), pred_entry_(num_nodes_ + 2) {}
+
+  std::vector<int32_t> Solve();
+
+ private:
+  int32_t Tasks() const { return static_cast<int32_t>(loc_.total_bytes.size()); }
+  // Bytes moved when task t uses candidate entry e (kViaAggregator: all its bytes).
+  int64_t Cost(int32_t t, int64_t e) const {
+    return e == kViaAggregator ? loc_.total_bytes[t] : loc_.total_bytes[t] - loc_.local[e];
+  }
+  bool HasRoom(int32_t j) const {
+    return static_cast<int64_t>(bucket_[j].size()) + aflow_[j] < shares_[j];
+  }
+  void Place(int32_t t, int64_t entry);
+  void Unplace(int32_t t);
+  void Augment(int32_t task);
+  void RunDijkstra(int32_t task);
+  void ApplyPath();
+  void Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry);
+  void ExpandNode(int32_t v, int64_t d);
+  void ExpandAggregator(int64_t d);
+  std::vector<int32_t> Finish() const;
+
+  const TaskLocality& loc_;
+  const std::vector<int64_t>& shares_;
+  const int32_t num_nodes_, agg_, sink_;
+  std::vector<int64_t> route_;  // candidate entry, kViaAggregator or kUnassigned
+  std::vector<int32_t> slot_;   // position in bucket_[node] or via_
+  std::vector<int64_t> aflow_;  // units A -> node j
+  std::vector<std::vector<int32_t>> bucket_;  // tasks routed directly to node j
+  std::vector<int32_t> via_;                  // tasks routed through A
+  std::vector<int64_t> pi_;                   // potentials: nodes, A, sink
+  // Dijkstra scratch, reset through touched_.
+  std::vector<int64_t> dist_;
+  std::vector<char> settled_;
+  std::vector<int32_t> pred_, pred_task_;
+  std::vector<int64_t> pred_entry_;
+  std::vector<int32_t> touched_, settled_list_;
+  std::vector<std::pair<int64_t, int32_t>> heap_;
+};
+
+void Solver::Place(int32_t t, int64_t entry) {
+  route_[t] = entry;
+  std::vector<int32_t>& list = entry == kViaAggregator ? via_ : bucket_[loc_.node[entry]];
+  slot_[t] = static_cast<int32_t>(list.size());
+  list.push_back(t);
+}
+
+void Solver::Unplace(int32_t t) {
+  if (route_[t] == kUnassigned) return;
+  std::vector<int32_t>& list =
+      route_[t] == kViaAggregator ? via_ : bucket_[loc_.node[route_[t]]];
+  const int32_t last = list.back();
+  list[slot_[t]] = last;
+  slot_[last] = slot_[t];
+  list.pop_back();
+  route_[t] = kUnassigned;
+}
+
+void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry) {
+  if (settled_[v] || d >= dist_[v]) return;
+  if (dist_[v] == kInf) touched_.push_back(v);
+  dist_[v] = d;
+  pred_[v] = from;
+  pred_task_[v] = task;
+  pred_entry_[v] = entry;
+  heap_.emplace_back(d, v);
+  std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+}
+
+// Out of node v: each task on v may move to another of its nodes or to A; flow A -> v
+// may be undone; v may take one more task (-> sink).
+void Solver::ExpandNode(int32_t v, int64_t d) {
+  const int64_t base = d + pi_[v];
+  if (HasRoom(v)) Relax(sink_, base - pi_[sink_], v, -1, 0);
+  if (aflow_[v] > 0) Relax(agg_, base - pi_[agg_], v, -1, 0);
+  for (int32_t t : bucket_[v]) {
+    const int64_t here = Cost(t, route_[t]);
+    for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
+      const int32_t k = loc_.node[e];
+      if (k == v) continue;
+      assert(Cost(t, e) - here + pi_[v] - pi_[k] >= 0);
+      Relax(k, base + Cost(t, e) - here - pi_[k], v, t, e);
+    }
+    Relax(agg_, base + Cost(t, kViaAggregator) - here - pi_[agg_], v, t, kViaAggregator);
+  }
+}
+
+// Out of A: a unit to any node, or a task routed through A moves to one of its nodes.
+void Solver::ExpandAggregator(int64_t d) {
+  const int64_t base = d + pi_[agg_];
+  for (int32_t k = 0; k < num_nodes_; ++k) Relax(k, base - pi_[k], agg_, -1, 0);
+  for (int32_t t : via_) {
+    for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
+      const int32_t k = loc_.node[e];
+      Relax(k, base - loc_.local[e] - pi_[k], agg_, t, e);
+    }
+  }
+}
+
+void Solver::RunDijkstra(int32_t task) {
+  for (int64_t e = loc_.offsets[task]; e < loc_.offsets[task + 1]; ++e) {
+    const int32_t k = loc_.node[e];
+    Relax(k, Cost(task, e) - pi_[k], kSource, task, e);
+  }
+  Relax(agg_, Cost(task, kViaAggregator) - pi_[agg_], kSource, task, kViaAggregator);
+  while (!heap_.empty()) {
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+    const auto [d, v] = heap_.back();
+    heap_.pop_back();
+    if (settled_[v] || d > dist_[v]) continue;
+    settled_[v] = 1;
+    settled_list_.push_back(v);
+    if (v == sink_) break;
+    if (v == agg_) {
+      ExpandAggregator(d);
+    } else {
+      ExpandNode(v, d);
+    }
+  }
+  assert(settled_[sink_]);  // shares sum to n and A reaches every node
+}
+
+// Moves the tasks along the path found by RunDijkstra, sink back to the source.
+void Solver::ApplyPath() {
+  int32_t v = pred_[sink_];
+  while (v != kSource) {
+    const int32_t u = pred_[v];
+    const int32_t t = pred_task_[v];
+    if (t >= 0) {
+      Unplace(t);
+      Place(t, v == agg_ ? kViaAggregator : pred_entry_[v]);
+    } else if (u == agg_) {
+      ++aflow_[v];  // A -> v
+    } else {
+      --aflow_[u];  // undo A -> u
+    }
+    v = u;
+  }
+}
+
+void Solver::Augment(int32_t task) {
+  RunDijkstra(task);
+  const int64_t reach = dist_[sink_];
+  for (int32_t v : settled_list_) pi_[v] += dist_[v] - reach;
+  ApplyPath();
+  for (int32_t v : touched_) dist_[v] = kInf, settled_[v] = 0;
+  touched_.clear();
+  settled_list_.clear();
+  heap_.clear();
+}
+
+std::vector<int32_t> Solver::Finish() const {
+  std::vector<int32_t> node(Tasks(), -1);
+  std::vector<int32_t> through;
+  for (int32_t t = 0; t < Tasks(); ++t) {
+    if (route_[t] >= 0) node[t] = loc_.node[route_[t]];
+    else through.push_back(t);
+  }
+  // Units through A are interchangeable: pair tasks (index order) with nodes (id order).
+  size_t next = 0;
+  for (int32_t j = 0; j < num_nodes_; ++j) {
+    for (int64_t u = 0; u < aflow_[j]; ++u) node[through[next++]] = j;
+  }
+  assert(next == through.size());
+  return node;
+}
+
+std::vector<int32_t> Solver::Solve() {
+  std::vector<int32_t> deferred, no_data;
+  for (int32_t t = 0; t < Tasks(); ++t) {
+    int64_t best = kViaAggregator;  // entries ascend by node index: ties -> lowest
+    for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
+      if (loc_.local[e] > 0 && (best == kViaAggregator || loc_.local[e] > loc_.local[best])) {
+        best = e;
+      }
+    }
+    if (best == kViaAggregator) {
+      no_data.push_back(t);
+    } else if (HasRoom(loc_.node[best])) {
+      Place(t, best);
+    } else {
+      deferred.push_back(t);
+    }
+  }
+  for (int32_t t : deferred) Augment(t);
+  int32_t j = 0;
+  for (int32_t t : no_data) {  // cost is the same everywhere: fill leftover room
+    while (!HasRoom(j)) ++j;
+    Place(t, kViaAggregator);
+    ++aflow_[j];
+  }
+  return Finish();
+}
+
+}  // namespace
+
+std::vector<int32_t> SolveLocality(const TaskLocality& locality,
+                                   const std::vector<int64_t>& shares) {
+  return Solver(locality, shares).Solve();
+}
+
+}  // namespace irfront::scheduler

@@ -1,0 +1,56 @@
+// Helpers shared by the policies: the eligible nodes of a request (alive, sorted by id,
+// with loads), each task's input locations over them, fair shares, and the result.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/scheduler/cluster_state.h"
+#include "src/scheduler/group_request.h"
+#include "src/scheduler/scheduling_policy.h"
+
+namespace irfront::scheduler {
+
+// Alive nodes that can host `min_cpus`, sorted by id. load[j] excludes the request's own
+// earlier record (a group placed again replaces its record).
+struct NodeView {
+  std::vector<NodeId> ids;
+  std::vector<double> cpus;
+  std::vector<double> load;
+  size_t size() const { return ids.size(); }
+  int32_t IndexOf(NodeId id) const;  // -1 when not in the view
+};
+NodeView MakeNodeView(const ClusterState& state, GroupId self, double min_cpus);
+
+// Per task, the view nodes holding some of its inputs and how many bytes (CSR, node
+// indices ascending). total_bytes[i] = all input bytes of task i.
+struct TaskLocality {
+  std::vector<int64_t> total_bytes;
+  std::vector<int64_t> offsets;  // n + 1
+  std::vector<int32_t> node;     // view index
+  std::vector<int64_t> local;    // bytes of the task's inputs held on that node
+  int64_t LocalBytes(size_t task, int32_t node_index) const;
+};
+TaskLocality ComputeLocality(const ClusterState& state, const GroupRequest& request,
+                             const NodeView& view);
+
+// The node an input is held on because its producer task was placed there, or -1
+// (no producer, unknown or freed group, task out of range).
+NodeId ProducerNode(const ClusterState& state, const GroupRequest& request, size_t input);
+
+// Largest-remainder shares of n tasks proportional to `weights` (ties -> lower index).
+// Falls back to equal weights when every weight is 0. Sums to n exactly.
+std::vector<int64_t> LargestRemainderShares(const std::vector<double>& weights, int64_t n);
+// Fair share by free CPU: w_j = max(0, cpus_j - load_j), or cpus_j when all are 0.
+std::vector<int64_t> FreeCpuShares(const NodeView& view, int64_t n);
+
+double MaxTaskCpus(const GroupRequest& request);
+// Infeasible result when no view node can host the largest task; else empty reason.
+std::string FeasibilityReason(const ClusterState& state, const GroupRequest& request);
+
+// Success result from view indices, with bytes moved computed from `locality`.
+SchedulingResult MakeResult(const NodeView& view, const TaskLocality& locality,
+                            const std::vector<int32_t>& assignment);
+
+}  // namespace irfront::scheduler

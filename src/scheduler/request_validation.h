@@ -1,0 +1,16 @@
+// Boundary checks of the GroupScheduler: each throws std::invalid_argument with a message
+// that names what was wrong, what was given and the expected form.
+#pragma once
+
+#include "src/scheduler/cluster_state.h"
+#include "src/scheduler/group_request.h"
+
+namespace irfront::scheduler {
+
+// Largest total of input bytes in one request (keeps solver sums far from overflow).
+constexpr int64_t kMaxRequestBytes = int64_t{1} << 50;
+
+void ValidateCpus(const char* where, double cpus);
+void ValidateRequest(const ClusterState& state, const GroupRequest& request);
+
+}  // namespace irfront::scheduler
