@@ -136,10 +136,24 @@ def test_pack_fills_nodes_in_id_order():
 
 def test_pack_starts_on_the_nodes_of_the_group_it_depends_on():
     s = cluster(4, 4, 4)
-    s.place(1, ones(1), [[Input(1, nodes=(2,))]], policy="locality")  # group 1 on node 2
+    s.update_node(0, alive=False)
+    s.update_node(1, alive=False)
+    s.place(1, ones(1), policy="pack")  # group 1 on node 2, the only alive node
+    s.update_node(0, alive=True)
+    s.update_node(1, alive=True)
     assert s.group_nodes(1).tolist() == [2]
     p = s.place(2, ones(2), depends_on=1, policy="pack")
     assert p.nodes.tolist() == [2, 2]
+    # Without the dependency, pack starts at the lowest id.
+    assert s.place(3, ones(2), policy="pack").nodes.tolist() == [0, 0]
+
+
+def test_pack_puts_a_task_with_one_producer_where_the_producer_went():
+    s = cluster(4, 4, 4)
+    first = s.place(1, ones(3), policy="spread")
+    inputs = [[Input(1, producer=(1, 2))], [Input(1, producer=(1, 1))]]
+    p = s.place(2, ones(2), inputs, depends_on=1, policy="pack")
+    assert p.nodes.tolist() == [first.nodes[2], first.nodes[1]]
 
 
 def test_pack_uses_the_least_loaded_node_when_all_are_full():
@@ -188,9 +202,11 @@ def test_dead_node_is_never_used_even_when_it_holds_the_data(policy):
 @pytest.mark.parametrize("policy", ALL_POLICIES)
 def test_removed_node_is_never_used(policy):
     s = cluster(4, 4)
+    s.place(1, ones(2), policy="spread")  # one task on node 0
     s.remove_node(0)
-    p = s.place(1, ones(3), [[Input(5, nodes=(0,))]] * 3, policy=policy)
+    p = s.place(2, ones(3), [[Input(5, producer=(1, 0))]] * 3, policy=policy)
     assert p.nodes.tolist() == [1, 1, 1]
+    assert p.bytes_moved == 15  # the producer's node is gone
 
 
 @pytest.mark.parametrize("policy", ALL_POLICIES)
@@ -333,6 +349,8 @@ def test_place_arrays_python_side_errors(kwargs, error, message):
         {"input_producer_group": [0], "input_producer_task": []},  # one without the other
         {"task_cpus": [-1.0]},                  # negative demand
         {"task_cpus": [float("nan")]},
+        {"input_producer_group": [1], "input_producer_task": [-3]},  # negative task
+        {"group_id": -2},                       # negative group id
     ],
 )
 def test_place_arrays_core_errors_are_value_errors(kwargs):
@@ -362,8 +380,8 @@ def test_place_input_list_errors():
         s.place(1, ones(1), [[Input(1, producer=(1,))]])
 
 
-@pytest.mark.parametrize("producer", [(1, 5), (1, -3), (99, 0)],
-                         ids=["task-out-of-range", "negative-task", "unknown-group"])
+@pytest.mark.parametrize("producer", [(1, 5), (99, 0)],
+                         ids=["task-out-of-range", "unknown-group"])
 def test_unresolvable_producer_gives_no_location(producer):
     # An input whose producer task is not recorded is held nowhere: its bytes move.
     s = cluster(1, 1)
