@@ -1,1 +1,36 @@
-"""Group-aware task submission on stock Ray (placeholder; see DESIGN.md)."""
+"""ray_patch: group-aware task submission on stock Ray (the draft's "slightly extended
+Ray API"), enforced with Ray's public scheduling strategies.
+
+    refs = [f.remote(x) for x in xs]                                   # plain Ray
+    refs = ray_patch.group_map(f, xs, group_dependency=prev.group_id)  # one group
+    ray_patch.free_groups([refs.group_id])
+
+A group's tasks are placed together by the C++ core (irfront.scheduler.GroupScheduler),
+pinned with NodeAffinitySchedulingStrategy(node, soft=True) and named
+``f"{fn}[g{group_id}:{i}]"`` so Ray's dashboard, state API and timeline show the groups.
+"""
+from ray_patch.runtime import GroupError, configure, get_runtime, reset
+from ray_patch.submit import (
+    GroupActors,
+    GroupedFunction,
+    GroupRefs,
+    call_actors,
+    core_group_count,
+    free_groups,
+    group_actors,
+    group_count,
+    group_map,
+    group_starmap,
+    grouped,
+    new_group_id,
+    placement,
+    refresh_nodes,
+    submit_group,
+)
+
+__all__ = [
+    "GroupActors", "GroupError", "GroupRefs", "GroupedFunction", "call_actors", "core_group_count",
+    "configure", "free_groups", "get_runtime", "group_actors", "group_count", "group_map",
+    "group_starmap", "grouped", "new_group_id", "placement", "refresh_nodes", "reset",
+    "submit_group",
+]

@@ -1,0 +1,172 @@
+"""A multi-node Ray cluster on this machine, kept on loopback (127.0.0.1).
+
+    with LocalCluster(num_nodes=4, cpus_per_node=2) as cluster:
+        ...                                  # ray is initialised against it
+        cluster.remove_node(cluster.worker_nodes[0])   # a node failure
+
+Each node is a raylet with its own object store (ray.cluster_utils.Cluster), so objects
+really move between nodes through Ray's object manager. ``connect(address)`` joins an
+existing cluster instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Ray binds to the machine's interface address unless told otherwise; this keeps it (and
+# every raylet it starts, which inherits the environment) on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+
+def _force_loopback() -> None:
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:  # ray may have been imported before this module: fix its cached constant too
+        from ray._private import ray_constants
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except Exception:  # pragma: no cover - layout of a future Ray
+        pass
+
+
+def _worker_pythonpath(extra: list[str]) -> None:
+    """Lets Ray workers import irfront, ray_patch and the caller's extra paths."""
+    here = os.path.dirname(os.path.abspath(__file__))  # .../python/irfront
+    paths = [os.path.dirname(here)]  # .../python
+    import ray_patch  # noqa: F401 - resolved from the driver's path
+    paths.append(os.path.dirname(os.path.dirname(os.path.abspath(
+        sys.modules["ray_patch"].__file__))))
+    paths += extra
+    old = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    merged = []
+    for p in paths + old:
+        if p not in merged:
+            merged.append(p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(merged)
+
+
+def check_loopback() -> list[str]:
+    """The NodeManagerAddress of every node; raises if any is not 127.0.0.1."""
+    addrs = [n["NodeManagerAddress"] for n in ray.nodes()]
+    bad = [a for a in addrs if a != LOOPBACK]
+    if bad:
+        raise RuntimeError(f"Ray nodes are not on loopback: {addrs}; set "
+                           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray")
+    return addrs
+
+
+class LocalCluster:
+    """``num_nodes`` Ray nodes (head included) of ``cpus_per_node`` CPUs on 127.0.0.1.
+
+    Starts on construction (``start=True``) and, with ``connect=True``, initialises Ray
+    against it. Use as a context manager, or call ``shutdown()``.
+    """
+
+    def __init__(self, num_nodes: int = 4, cpus_per_node: int = 2, *,
+                 object_store_mb: int = 256, head_cpus: int | None = None,
+                 connect: bool = True, start: bool = True,
+                 pythonpath: list[str] | None = None):
+        if num_nodes < 1:
+            raise ValueError(f"LocalCluster: num_nodes must be >= 1; got {num_nodes}")
+        self.num_nodes = num_nodes
+        self.cpus_per_node = cpus_per_node
+        self.object_store_mb = object_store_mb
+        self.head_cpus = cpus_per_node if head_cpus is None else head_cpus
+        self._connect = connect
+        self._pythonpath = list(pythonpath or [])
+        self._cluster = None
+        self.worker_nodes: list = []
+        if start:
+            self.start()
+
+    def _node_args(self, cpus: int) -> dict:
+        return {"num_cpus": cpus, "node_ip_address": LOOPBACK,
+                "object_store_memory": self.object_store_mb * 1024 * 1024}
+
+    def start(self) -> "LocalCluster":
+        from ray.cluster_utils import Cluster
+        _force_loopback()
+        _worker_pythonpath(self._pythonpath)
+        if ray.is_initialized():
+            raise RuntimeError("LocalCluster: Ray is already initialised in this process; "
+                               "call ray.shutdown() first or use irfront.cluster.connect()")
+        self._cluster = Cluster(initialize_head=True,
+                                head_node_args=self._node_args(self.head_cpus))
+        try:
+            for _ in range(self.num_nodes - 1):
+                self.worker_nodes.append(self._cluster.add_node(
+                    **self._node_args(self.cpus_per_node)))
+            self._cluster.wait_for_nodes()
+            if self._connect:
+                ray.init(address=self._cluster.address)
+                check_loopback()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    @property
+    def address(self) -> str:
+        return self._cluster.address
+
+    @property
+    def head_node(self):
+        return self._cluster.head_node
+
+    def node_ids(self) -> list[str]:
+        """Ray hex ids of the alive nodes (needs a connected driver)."""
+        return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+
+    def add_node(self, cpus: int | None = None):
+        node = self._cluster.add_node(**self._node_args(
+            self.cpus_per_node if cpus is None else cpus))
+        self.worker_nodes.append(node)
+        self._cluster.wait_for_nodes()
+        return node
+
+    def remove_node(self, node=None, allow_graceful: bool = False):
+        """Removes a worker node (default: the last one added): a node failure."""
+        if node is None:
+            node = self.worker_nodes[-1]
+        elif isinstance(node, int):
+            node = self.worker_nodes[node]
+        elif isinstance(node, str):
+            node = next(w for w in self.worker_nodes if w.node_id == node)
+        self._cluster.remove_node(node, allow_graceful=allow_graceful)
+        self.worker_nodes.remove(node)
+        return node
+
+    def shutdown(self) -> None:
+        """Disconnects the driver and stops every node; safe to call twice."""
+        if ray.is_initialized():
+            ray.shutdown()
+        try:
+            import ray_patch
+            ray_patch.reset()
+        except Exception:  # pragma: no cover
+            pass
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = None
+            self.worker_nodes = []
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "running" if self._cluster is not None else "stopped"
+        return (f"LocalCluster(num_nodes={self.num_nodes}, cpus_per_node="
+                f"{self.cpus_per_node}, object_store_mb={self.object_store_mb}, {state})")
+
+
+def connect(address: str = "auto", **init_kwargs) -> None:
+    """Joins an existing Ray cluster (``ray.init(address=...)``); a no-op when Ray is
+    already initialised. ``check_loopback()`` checks a cluster on this machine."""
+    _force_loopback()
+    if not ray.is_initialized():
+        ray.init(address=address, **init_kwargs)

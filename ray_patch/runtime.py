@@ -1,0 +1,296 @@
+"""The group runtime: everything ray_patch keeps between submissions, in one place.
+
+- the node table: Ray node hex id <-> the small int ids the C++ core uses, one soft
+  NodeAffinitySchedulingStrategy per node, refreshed from ``ray.nodes()`` at most every
+  ``refresh_interval_s`` unless a failure forces it;
+- the C++ ``GroupScheduler`` (irfront.scheduler) holding the cluster and group state;
+- a registry of the outputs of group tasks: ``ObjectRef.binary() -> (group_id, task)``,
+  so a later group names its inputs' producers instead of asking Ray where they are;
+- per-group records (name, dependency, policy, the node of each task).
+
+One runtime per Ray job: when Ray is shut down and initialised again, the next call builds
+a fresh one. Frees requested by garbage collection (weakref finalizers) are queued and
+applied at the next call, never from inside a finalizer, so the C++ state is never
+re-entered while it is placing a group.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+NO_NODE = -1
+
+
+class GroupError(ValueError):
+    """A group cannot be submitted as asked; the message says what to do instead."""
+
+
+@dataclass
+class GroupRecord:
+    """What ray_patch knows about one submitted group."""
+
+    group_id: int
+    name: str
+    depends_on: int | None
+    policy: str
+    nodes: np.ndarray  # int64, one int node id per task (NO_NODE when unknown)
+    in_core: bool  # placed (and recorded) by the C++ core
+    keys: list[bytes] = field(default_factory=list)  # registry keys of its outputs
+
+
+class Runtime:
+    """Node table, C++ scheduler, output registry and group records of one Ray job."""
+
+    def __init__(self, *, refresh_interval_s: float = 1.0,
+                 default_object_bytes: int = 1 << 20, scheduler: Any = None,
+                 retire_policies: tuple[str, ...] = ("locality", "spread", "actors")):
+        if not ray.is_initialized():
+            raise GroupError(
+                "Ray is not initialised; call ray.init(address=...) (or "
+                "irfront.init(...) / irfront.cluster.LocalCluster()) before submitting groups")
+        if scheduler is None:
+            from irfront.scheduler import GroupScheduler  # the C++ core, built lazily
+            scheduler = GroupScheduler()
+        self.scheduler = scheduler
+        self.job_id = ray.get_runtime_context().get_job_id()
+        self.refresh_interval_s = refresh_interval_s
+        self.default_object_bytes = default_object_bytes
+        # Placing a group with one of these policies retires its dependency first: a BSP
+        # stage's tasks run after the stage it reads from, so that stage's CPU demand no
+        # longer counts as load. "pack" keeps the draft's rule (load of live groups).
+        self.retire_policies = tuple(retire_policies)
+        self.hex_of: list[str] = []  # int node id -> Ray hex id
+        self.int_of: dict[str, int] = {}  # Ray hex id -> int node id
+        self.strategies: list[NodeAffinitySchedulingStrategy] = []
+        self._node_state: dict[int, tuple[float, bool]] = {}  # last (cpus, alive) sent
+        self.registry: dict[bytes, tuple[int, int]] = {}
+        self.groups: dict[int, GroupRecord] = {}
+        self.actor_node: dict[bytes, int] = {}  # actor id -> int node it was pinned to
+        self._gids = itertools.count(1)
+        self._last_refresh = -float("inf")
+        self._pending_free: collections.deque[int] = collections.deque()
+        self.lock = threading.RLock()
+        self.refresh_nodes(force=True)
+
+    # ---- group ids and freeing -------------------------------------------------------
+    def new_group_id(self) -> int:
+        gid = next(self._gids)
+        while gid in self.groups:
+            gid = next(self._gids)
+        return gid
+
+    def defer_free(self, group_id: int) -> None:
+        """Queue a free (safe from finalizers / other threads); applied on the next call."""
+        self._pending_free.append(group_id)
+
+    def drain(self) -> None:
+        while self._pending_free:
+            self.free(self._pending_free.popleft())
+
+    def free(self, group_id: int) -> None:
+        rec = self.groups.pop(group_id, None)
+        self.scheduler.free_group(group_id)
+        if rec is not None:
+            reg = self.registry
+            for key in rec.keys:
+                reg.pop(key, None)
+
+    def retire(self, group_id: int) -> None:
+        """The core forgets the group (and its CPU load); ray_patch keeps its record, so
+        its outputs stay known by the node that produced them."""
+        rec = self.groups.get(group_id)
+        if rec is not None and rec.in_core:
+            self.scheduler.free_group(group_id)
+            rec.in_core = False
+
+    def group_count(self) -> int:
+        self.drain()
+        return self.scheduler.group_count()
+
+    # ---- nodes --------------------------------------------------------------------------
+    def refresh_nodes(self, force: bool = False) -> None:
+        """Reads ray.nodes() into the core: new nodes, CPU changes, deaths."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < self.refresh_interval_s:
+            return
+        self._last_refresh = now
+        for info in ray.nodes():
+            hexid = info["NodeID"]
+            alive = bool(info.get("Alive", False))
+            cpus = float(info.get("Resources", {}).get("CPU", 0.0)) if alive else 0.0
+            nid = self.int_of.get(hexid)
+            if nid is None:
+                if not alive:
+                    continue
+                nid = len(self.hex_of)
+                self.hex_of.append(hexid)
+                self.int_of[hexid] = nid
+                self.strategies.append(NodeAffinitySchedulingStrategy(hexid, soft=True))
+                self.scheduler.add_node(nid, cpus)
+                self._node_state[nid] = (cpus, True)
+            elif self._node_state.get(nid) != (cpus, alive):
+                if alive:
+                    self.scheduler.update_node(nid, cpus=cpus, alive=True)
+                else:
+                    self.scheduler.update_node(nid, alive=False)
+                self._node_state[nid] = (cpus, alive)
+
+    def alive_nodes(self) -> list[str]:
+        return [self.hex_of[n] for n, (cpus, alive) in sorted(self._node_state.items())
+                if alive and cpus > 0]
+
+    def node_int(self, hexid: str) -> int:
+        nid = self.int_of.get(hexid)
+        if nid is None:
+            self.refresh_nodes(force=True)
+            nid = self.int_of.get(hexid, NO_NODE)
+        return nid
+
+    # ---- inputs -------------------------------------------------------------------------
+    def build_inputs(self, task_refs: list[list[ray.ObjectRef]]):
+        """CSR arrays describing every task's ObjectRef inputs (see GroupRequest)."""
+        offsets = [0]
+        sizes: list[int] = []
+        pgroup: list[int] = []
+        ptask: list[int] = []
+        locs: list[list[int]] = []
+        unknown: dict[bytes, list[int]] = {}  # ref key -> input slots waiting for Ray
+        unknown_refs: list[ray.ObjectRef] = []
+        reg, groups, dflt = self.registry, self.groups, self.default_object_bytes
+        for refs in task_refs:
+            for ref in refs:
+                key = ref.binary()
+                slot = len(sizes)
+                hit = reg.get(key)
+                rec = groups.get(hit[0]) if hit is not None else None
+                if rec is not None and rec.in_core:
+                    sizes.append(dflt)
+                    pgroup.append(hit[0])
+                    ptask.append(hit[1])
+                    locs.append([])
+                elif rec is not None and rec.nodes[hit[1]] != NO_NODE:
+                    sizes.append(dflt)
+                    pgroup.append(-1)
+                    ptask.append(-1)
+                    locs.append([int(rec.nodes[hit[1]])])
+                else:
+                    sizes.append(dflt)
+                    pgroup.append(-1)
+                    ptask.append(-1)
+                    locs.append([])
+                    if key not in unknown:
+                        unknown[key] = []
+                        unknown_refs.append(ref)
+                    unknown[key].append(slot)
+            offsets.append(len(sizes))
+        if unknown_refs:
+            self._locate(unknown_refs, unknown, sizes, locs)
+        loc_offsets = np.zeros(len(locs) + 1, dtype=np.int64)
+        if locs:
+            np.cumsum([len(x) for x in locs], out=loc_offsets[1:])
+        loc_nodes = np.fromiter(itertools.chain.from_iterable(locs), dtype=np.int64)
+        return (np.asarray(offsets, dtype=np.int64), np.asarray(sizes, dtype=np.int64),
+                np.asarray(pgroup, dtype=np.int64), np.asarray(ptask, dtype=np.int64),
+                loc_offsets, loc_nodes)
+
+    def _locate(self, refs, slots_of, sizes, locs) -> None:
+        """Asks Ray where objects not produced by a known group live, and their size."""
+        try:
+            found = ray.experimental.get_object_locations(refs)
+        except Exception:  # a lookup failure only costs locality
+            return
+        for ref, info in found.items():
+            nodes = [n for n in (self.node_int(h) for h in info.get("node_ids") or ())
+                     if n != NO_NODE]
+            size = int(info.get("object_size") or 0)
+            for slot in slots_of.get(ref.binary(), ()):
+                sizes[slot] = size
+                locs[slot] = nodes
+
+    # ---- recording ------------------------------------------------------------------------
+    def record(self, rec: GroupRecord, outputs: Iterable[tuple[int, Any]]) -> None:
+        """Registers the output refs of a group: (task index, ref or list of refs)."""
+        reg, keys, gid = self.registry, rec.keys, rec.group_id
+        for i, out in outputs:
+            if isinstance(out, ray.ObjectRef):
+                k = out.binary()
+                reg[k] = (gid, i)
+                keys.append(k)
+            else:
+                for ref in out:
+                    k = ref.binary()
+                    reg[k] = (gid, i)
+                    keys.append(k)
+        old = self.groups.get(gid)
+        if old is not None and old is not rec:
+            for k in old.keys:
+                if reg.get(k, (None,))[0] == gid and k not in keys:
+                    reg.pop(k, None)
+        self.groups[gid] = rec
+
+    def counts(self, group_id: int) -> dict[str, int] | None:
+        """Ray hex node id -> number of tasks of the group pinned there."""
+        rec = self.groups.get(group_id)
+        if rec is None:
+            return None
+        out: dict[str, int] = {}
+        for n in rec.nodes.tolist():
+            h = self.hex_of[n] if n != NO_NODE else "unknown"
+            out[h] = out.get(h, 0) + 1
+        return out
+
+
+_RUNTIME: Runtime | None = None
+_LOCK = threading.Lock()
+_SETTINGS: dict[str, Any] = {}
+
+
+def configure(**settings: Any) -> None:
+    """Settings for the next runtime built (refresh_interval_s, default_object_bytes,
+    scheduler); applied to the current one too where that makes sense."""
+    _SETTINGS.update(settings)
+    rt = _RUNTIME
+    if rt is not None:
+        for k in ("refresh_interval_s", "default_object_bytes", "retire_policies"):
+            if k in settings:
+                setattr(rt, k, settings[k])
+
+
+def get_runtime() -> Runtime:
+    """The runtime of the current Ray job; a fresh one after ray.shutdown()/ray.init()."""
+    global _RUNTIME
+    rt = _RUNTIME
+    if not ray.is_initialized():
+        raise GroupError(
+            "Ray is not initialised; call ray.init(address=...) (or irfront.init(...) / "
+            "irfront.cluster.LocalCluster()) before submitting groups")
+    if rt is not None and rt.job_id == ray.get_runtime_context().get_job_id():
+        rt.drain()
+        return rt
+    with _LOCK:
+        _RUNTIME = Runtime(**_SETTINGS)
+        return _RUNTIME
+
+
+def current_runtime() -> Runtime | None:
+    """The runtime if one exists for the current Ray job, without creating one."""
+    rt = _RUNTIME
+    if rt is None or not ray.is_initialized():
+        return None
+    if rt.job_id != ray.get_runtime_context().get_job_id():
+        return None
+    return rt
+
+
+def reset() -> None:
+    """Forgets the runtime (its node table, groups and registry)."""
+    global _RUNTIME
+    _RUNTIME = None

@@ -1,0 +1,357 @@
+"""Group-aware submission of Ray remote functions and actor classes.
+
+A group's tasks are placed together by the C++ core (irfront.scheduler.GroupScheduler) on
+the live cluster, then submitted with Ray's public options only:
+``fn.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
+name=f"{fn}[g{gid}:{i}]")``. ``soft=True`` lets a task whose node has died run elsewhere;
+the node table is refreshed from ``ray.nodes()`` when stale and whenever placement fails.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import ray
+from ray.actor import ActorClass
+from ray.remote_function import RemoteFunction
+
+from ray_patch.runtime import NO_NODE, GroupError, GroupRecord, Runtime, get_runtime
+
+POLICIES = ("pack", "locality", "spread", "actors")
+
+
+class GroupRefs(list):
+    """The futures of one group (a plain list), with the group's id attached.
+
+    One ObjectRef per task, or one list of ObjectRefs per task when num_returns > 1.
+    """
+
+    group_id: int
+
+    def __init__(self, items: Iterable[Any], group_id: int):
+        super().__init__(items)
+        self.group_id = group_id
+
+
+class GroupActors(list):
+    """The actor handles of one actor group (a plain list), with the group's id."""
+
+    group_id: int
+
+    def __init__(self, items: Iterable[Any], group_id: int):
+        super().__init__(items)
+        self.group_id = group_id
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def task_name(fn: Any) -> str:
+    """The short name of a remote function, actor class or plain callable."""
+    if isinstance(fn, RemoteFunction):
+        return fn._function.__name__
+    if isinstance(fn, ActorClass):
+        return fn.__ray_metadata__.class_name
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _check_remote_function(fn: Any) -> None:
+    if isinstance(fn, RemoteFunction):
+        return
+    if isinstance(fn, ActorClass):
+        raise GroupError(f"task must be a @ray.remote function; got actor class "
+                         f"'{task_name(fn)}'; use group_actors() for actor classes")
+    raise GroupError(f"task must be a @ray.remote function; got plain "
+                     f"{'function' if callable(fn) else type(fn).__name__} "
+                     f"'{task_name(fn)}'; decorate it with @ray.remote")
+
+
+def _as_tuples(arg_tuples: Sequence[Any]) -> list[tuple]:
+    out = []
+    for i, a in enumerate(arg_tuples):
+        if isinstance(a, tuple):
+            out.append(a)
+        elif isinstance(a, list):
+            out.append(tuple(a))
+        else:
+            raise GroupError(f"argument tuple {i} is a {type(a).__name__}; pass one tuple "
+                             f"(or list) of arguments per task, e.g. [(x,) for x in xs]")
+    return out
+
+
+def _inputs_of(arg_tuples: Sequence[tuple]) -> list[list[ray.ObjectRef]]:
+    ref = ray.ObjectRef
+    return [[a for a in args if isinstance(a, ref)] for args in arg_tuples]
+
+
+def _depends_on(rt: Runtime, explicit: int | None,
+                task_refs: list[list[ray.ObjectRef]]) -> int | None:
+    """The group this one depends on: given, else the producer group of its first input."""
+    if explicit is not None:
+        return int(explicit)
+    reg = rt.registry
+    for refs in task_refs:
+        for ref in refs:
+            hit = reg.get(ref.binary())
+            if hit is not None:
+                return hit[0]
+    return None
+
+
+def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
+          task_refs: list[list[ray.ObjectRef]], *, group_dependency: int | None,
+          policy: str) -> tuple[np.ndarray, int | None]:
+    """Places a group with the C++ core; returns (int node per task, depends_on)."""
+    if policy not in POLICIES:
+        raise GroupError(f"unknown policy {policy!r}; pass one of {', '.join(POLICIES)}")
+    rt.refresh_nodes()
+    dep = _depends_on(rt, group_dependency, task_refs)
+    rec = rt.groups.get(dep) if dep is not None else None
+    core_dep = dep if rec is not None and rec.in_core else None
+    if core_dep is not None and policy in rt.retire_policies:
+        # The dependency's tasks finish before this group's start (BSP): its CPU stops
+        # counting as load; its outputs stay known by node (location inputs).
+        rt.retire(core_dep)
+        core_dep = None
+    arrays = rt.build_inputs(task_refs)
+    p = rt.scheduler.place_arrays(group_id, task_cpus, *arrays, depends_on=core_dep,
+                                  policy=policy)
+    if not p.feasible:  # maybe the node table is stale: re-read it once
+        rt.refresh_nodes(force=True)
+        arrays = rt.build_inputs(task_refs)
+        p = rt.scheduler.place_arrays(group_id, task_cpus, *arrays, depends_on=core_dep,
+                                      policy=policy)
+    if not p.feasible:
+        if not rt.alive_nodes():
+            raise GroupError("the Ray cluster has no alive node with CPUs; add nodes "
+                             "(e.g. irfront.cluster.LocalCluster(num_nodes=4)) or connect "
+                             "to a running cluster")
+        raise GroupError(f"group g{group_id} cannot be placed: {p.reason}")
+    return np.asarray(p.nodes, dtype=np.int64), dep
+
+
+# ---- tasks ---------------------------------------------------------------------------------
+def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
+                 group_id: int | None = None, group_dependency: int | None = None,
+                 policy: str = "locality", num_returns: int | None = None,
+                 name: str | None = None) -> GroupRefs:
+    """Submits one task of ``fn`` per argument tuple, as one group.
+
+    The group is placed by the C++ core (``policy``: pack, locality, spread), each task
+    pinned softly to its node and named ``f"{name}[g{group_id}:{i}]"``. ``group_dependency``
+    names the group this one reads from (default: the producer group of the first input).
+    Returns the futures (a list with ``.group_id``); free the group with ``free_groups``.
+    """
+    _check_remote_function(fn)
+    args = _as_tuples(arg_tuples)
+    rt = get_runtime()
+    with rt.lock:
+        gid = rt.new_group_id() if group_id is None else int(group_id)
+        cpus = float(fn._default_options.get("num_cpus", 1) or 0)
+        nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
+                           group_dependency=group_dependency, policy=policy)
+        base = name or task_name(fn)
+        strat = rt.strategies
+        options = fn.options
+        out = []
+        if num_returns is None:
+            for i, a in enumerate(args):
+                out.append(options(scheduling_strategy=strat[nodes[i]],
+                                   name=f"{base}[g{gid}:{i}]").remote(*a))
+        else:
+            for i, a in enumerate(args):
+                out.append(options(scheduling_strategy=strat[nodes[i]], name=f"{base}[g{gid}:{i}]",
+                                   num_returns=num_returns).remote(*a))
+        rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
+        rt.record(rec, enumerate(out))
+    return GroupRefs(out, gid)
+
+
+def group_map(fn: RemoteFunction, xs: Iterable[Any], **kw: Any) -> GroupRefs:
+    """``[fn.remote(x) for x in xs]`` as one group; keywords as in ``submit_group``."""
+    return submit_group(fn, [(x,) for x in xs], **kw)
+
+
+def group_starmap(fn: RemoteFunction, arg_tuples: Iterable[Sequence[Any]],
+                  **kw: Any) -> GroupRefs:
+    """``[fn.remote(*a) for a in arg_tuples]`` as one group."""
+    return submit_group(fn, list(arg_tuples), **kw)
+
+
+class GroupedFunction:
+    """A remote function whose calls are submitted as groups: ``grouped(f).map(xs)``."""
+
+    def __init__(self, fn: RemoteFunction, **defaults: Any):
+        _check_remote_function(fn)
+        self._fn = fn
+        self._defaults = defaults
+
+    def options(self, **kw: Any) -> "GroupedFunction":
+        """Same function, other group defaults (group_dependency, policy, num_returns...)."""
+        return GroupedFunction(self._fn, **{**self._defaults, **kw})
+
+    def map(self, xs: Iterable[Any], **kw: Any) -> GroupRefs:
+        return group_map(self._fn, xs, **{**self._defaults, **kw})
+
+    def starmap(self, arg_tuples: Iterable[Sequence[Any]], **kw: Any) -> GroupRefs:
+        return group_starmap(self._fn, arg_tuples, **{**self._defaults, **kw})
+
+    def remote(self, *args: Any) -> Any:
+        """One call as a group of one task; returns its future(s)."""
+        return submit_group(self._fn, [args], **self._defaults)[0]
+
+    def __repr__(self) -> str:
+        return f"grouped({task_name(self._fn)})"
+
+
+def grouped(fn: RemoteFunction, **defaults: Any) -> GroupedFunction:
+    """Wraps a @ray.remote function so that ``.map``/``.starmap`` submit one group."""
+    return GroupedFunction(fn, **defaults)
+
+
+# ---- actors --------------------------------------------------------------------------------
+def _check_actor_class(cls: Any) -> None:
+    if not isinstance(cls, ActorClass):
+        what = "remote function" if isinstance(cls, RemoteFunction) else \
+            f"plain {'class' if isinstance(cls, type) else type(cls).__name__}"
+        raise GroupError(f"actor_cls must be a @ray.remote class; got {what} "
+                         f"'{task_name(cls)}'; decorate the class with @ray.remote")
+
+
+def group_actors(actor_cls: ActorClass, n: int,
+                 arg_tuples: Sequence[Sequence[Any]] | None = None, *,
+                 group_id: int | None = None, group_dependency: int | None = None,
+                 inputs: Sequence[Sequence[ray.ObjectRef]] | None = None,
+                 policy: str = "actors", name_actors: bool = True) -> GroupActors:
+    """Creates ``n`` actors of ``actor_cls`` as one group, placed once by the core.
+
+    ``inputs[i]`` lists the objects actor i will read (so the actors go where their data
+    is); ``group_dependency`` is the group producing them. With ``name_actors`` each actor
+    is a named actor ``f"{cls}[g{gid}:{i}]"`` (visible in the state API and dashboard).
+    """
+    _check_actor_class(actor_cls)
+    args = _as_tuples(arg_tuples) if arg_tuples is not None else [()] * n
+    if len(args) != n:
+        raise GroupError(f"got {len(args)} argument tuples for {n} actors; pass one per "
+                         f"actor, e.g. [(i,) for i in range({n})]")
+    refs = [list(r) for r in inputs] if inputs is not None else [[] for _ in range(n)]
+    if len(refs) != n:
+        raise GroupError(f"got {len(refs)} input lists for {n} actors; pass one per actor")
+    rt = get_runtime()
+    with rt.lock:
+        gid = rt.new_group_id() if group_id is None else int(group_id)
+        cpus = actor_cls.__ray_metadata__.num_cpus
+        if cpus is None:  # Ray: 1 CPU to place an actor, 0 while it lives
+            cpus = 1.0 if policy == "pack" else 0.0
+        nodes, dep = place(rt, gid, np.full(n, cpus), refs,
+                           group_dependency=group_dependency, policy=policy)
+        base = task_name(actor_cls)
+        handles = []
+        for i, a in enumerate(args):
+            opts: dict[str, Any] = {"scheduling_strategy": rt.strategies[nodes[i]]}
+            if name_actors:
+                opts["name"] = f"{base}[g{gid}:{i}]"
+            try:
+                h = actor_cls.options(**opts).remote(*a)
+            except ValueError as e:  # the name is still held by an actor being collected
+                if "name" not in opts or "already" not in str(e):
+                    raise
+                opts["name"] = f"{base}[g{gid}:{i}]~{rt.job_id}-{id(handles):x}"
+                h = actor_cls.options(**opts).remote(*a)
+            rt.actor_node[h._actor_id.binary()] = int(nodes[i])
+            handles.append(h)
+        rt.record(GroupRecord(gid, base, dep, policy, nodes, in_core=True), ())
+    return GroupActors(handles, gid)
+
+
+def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequence[Any]],
+                *, group_id: int | None = None, group_dependency: int | None = None,
+                num_returns: int | None = None, invoke: Any = None,
+                name: str | None = None) -> GroupRefs:
+    """Calls ``method`` once on each actor (actor i with ``arg_tuples[i]``) as one group.
+
+    Actor calls run where their actor lives; the group gives them names
+    ``f"{name}[g{gid}:{i}]"`` and registers their outputs at their actor's node. With
+    ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)`` instead.
+    """
+    args = _as_tuples(arg_tuples)
+    if len(args) != len(handles):
+        raise GroupError(f"got {len(args)} argument tuples for {len(handles)} actors; "
+                         "pass one per actor")
+    rt = get_runtime()
+    with rt.lock:
+        gid = rt.new_group_id() if group_id is None else int(group_id)
+        base = name or method
+        nodes = np.full(len(handles), NO_NODE, dtype=np.int64)
+        out = []
+        for i, (h, a) in enumerate(zip(handles, args)):
+            nodes[i] = rt.actor_node.get(h._actor_id.binary(), NO_NODE)
+            m = h.__ray_call__ if invoke is not None else getattr(h, method)
+            o: dict[str, Any] = {"name": f"{base}[g{gid}:{i}]"}
+            if num_returns is not None:
+                o["num_returns"] = num_returns
+            if invoke is not None:
+                out.append(m.options(**o).remote(invoke, *a))
+            else:
+                out.append(m.options(**o).remote(*a))
+        rt.record(GroupRecord(gid, base, group_dependency, "actor-calls", nodes,
+                              in_core=False), enumerate(out))
+    return GroupRefs(out, gid)
+
+
+# ---- groups --------------------------------------------------------------------------------
+def free_groups(group_ids: Iterable[int]) -> None:
+    """Frees groups: the core forgets their placement and load, the registry their
+    outputs. Unknown or already-freed ids are ignored. Does not cancel running tasks."""
+    from ray_patch.runtime import current_runtime
+    rt = current_runtime()
+    if rt is None:
+        return
+    with rt.lock:
+        rt.drain()
+        for gid in group_ids:
+            rt.free(int(gid))
+
+
+def new_group_id() -> int:
+    """A fresh group id (for naming a group before submitting it)."""
+    rt = get_runtime()
+    with rt.lock:
+        gid = rt.new_group_id()
+        # Reserve it so the counter does not hand it out again.
+        rt.groups.setdefault(gid, GroupRecord(gid, "", None, "", np.zeros(0, np.int64),
+                                                      in_core=False))
+        return gid
+
+
+def group_count() -> int:
+    """Live (submitted, not freed) groups ray_patch tracks; 0 when no runtime exists."""
+    from ray_patch.runtime import current_runtime
+    rt = current_runtime()
+    if rt is None:
+        return 0
+    with rt.lock:
+        rt.drain()
+        return len(rt.groups)
+
+
+def core_group_count() -> int:
+    """Groups the C++ core holds (retired and freed groups are not counted)."""
+    from ray_patch.runtime import current_runtime
+    rt = current_runtime()
+    if rt is None:
+        return 0
+    with rt.lock:
+        return rt.group_count()
+
+
+def placement(group_id: int) -> dict[str, int] | None:
+    """Ray node hex id -> number of tasks of the group pinned there (None if unknown)."""
+    from ray_patch.runtime import current_runtime
+    rt = current_runtime()
+    return None if rt is None else rt.counts(group_id)
+
+
+def refresh_nodes() -> None:
+    """Re-reads the node table from Ray now (call after seeing a node failure)."""
+    rt = get_runtime()
+    with rt.lock:
+        rt.refresh_nodes(force=True)
