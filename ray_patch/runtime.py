@@ -29,6 +29,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 NO_NODE = -1
 
 
+# Process-wide: a group id is never reused, even by the runtime of a later Ray job.
+_GIDS = itertools.count(1)
+_TOKENS = itertools.count(1)
+
+
 class GroupError(ValueError):
     """A group cannot be submitted as asked; the message says what to do instead."""
 
@@ -74,7 +79,7 @@ class Runtime:
         self.registry: dict[bytes, tuple[int, int]] = {}
         self.groups: dict[int, GroupRecord] = {}
         self.actor_node: dict[bytes, int] = {}  # actor id -> int node it was pinned to
-        self._gids = itertools.count(1)
+        self.token = next(_TOKENS)  # identifies this runtime to finalizers
         self._last_refresh = -float("inf")
         self._pending_free: collections.deque[int] = collections.deque()
         self.lock = threading.RLock()
@@ -82,9 +87,9 @@ class Runtime:
 
     # ---- group ids and freeing -------------------------------------------------------
     def new_group_id(self) -> int:
-        gid = next(self._gids)
+        gid = next(_GIDS)
         while gid in self.groups:
-            gid = next(self._gids)
+            gid = next(_GIDS)
         return gid
 
     def defer_free(self, group_id: int) -> None:

@@ -8,6 +8,7 @@ the node table is refreshed from ``ray.nodes()`` when stale and whenever placeme
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -152,14 +153,19 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
         strat = rt.strategies
         options = fn.options
         out = []
-        if num_returns is None:
-            for i, a in enumerate(args):
-                out.append(options(scheduling_strategy=strat[nodes[i]],
-                                   name=f"{base}[g{gid}:{i}]").remote(*a))
-        else:
-            for i, a in enumerate(args):
-                out.append(options(scheduling_strategy=strat[nodes[i]], name=f"{base}[g{gid}:{i}]",
-                                   num_returns=num_returns).remote(*a))
+        try:
+            if num_returns is None:
+                for i, a in enumerate(args):
+                    out.append(options(scheduling_strategy=strat[nodes[i]],
+                                       name=f"{base}[g{gid}:{i}]").remote(*a))
+            else:
+                for i, a in enumerate(args):
+                    out.append(options(scheduling_strategy=strat[nodes[i]],
+                                       name=f"{base}[g{gid}:{i}]",
+                                       num_returns=num_returns).remote(*a))
+        except BaseException:  # e.g. arguments that do not fit fn's signature
+            rt.scheduler.free_group(gid)
+            raise
         rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
         rt.record(rec, enumerate(out))
     return GroupRefs(out, gid)
@@ -245,21 +251,31 @@ def group_actors(actor_cls: ActorClass, n: int,
                            group_dependency=group_dependency, policy=policy)
         base = task_name(actor_cls)
         handles = []
-        for i, a in enumerate(args):
-            opts: dict[str, Any] = {"scheduling_strategy": rt.strategies[nodes[i]]}
-            if name_actors:
-                opts["name"] = f"{base}[g{gid}:{i}]"
-            try:
-                h = actor_cls.options(**opts).remote(*a)
-            except ValueError as e:  # the name is still held by an actor being collected
-                if "name" not in opts or "already" not in str(e):
-                    raise
-                opts["name"] = f"{base}[g{gid}:{i}]~{rt.job_id}-{id(handles):x}"
-                h = actor_cls.options(**opts).remote(*a)
-            rt.actor_node[h._actor_id.binary()] = int(nodes[i])
-            handles.append(h)
+        try:
+            for i, a in enumerate(args):
+                handles.append(_create_actor(rt, actor_cls, a, nodes[i],
+                                             f"{base}[g{gid}:{i}]" if name_actors else None))
+        except BaseException:
+            rt.scheduler.free_group(gid)
+            raise
         rt.record(GroupRecord(gid, base, dep, policy, nodes, in_core=True), ())
     return GroupActors(handles, gid)
+
+
+def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
+                  name: str | None) -> Any:
+    opts: dict[str, Any] = {"scheduling_strategy": rt.strategies[node]}
+    if name is not None:
+        opts["name"] = name
+    try:
+        h = actor_cls.options(**opts).remote(*args)
+    except ValueError as e:  # the name is still held by an actor being collected
+        if name is None or "already" not in str(e):
+            raise
+        opts["name"] = f"{name}~{rt.token}-{time.monotonic_ns():x}"
+        h = actor_cls.options(**opts).remote(*args)
+    rt.actor_node[h._actor_id.binary()] = int(node)
+    return h
 
 
 def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequence[Any]],

@@ -50,11 +50,11 @@ class NodePlacement:
         return f"{self.node} g{self.group_id}{dep} [{self.scheduler}] {counts}"
 
 
-def _free_group(job_id: str, group_id: int) -> None:
+def _free_group(runtime_token: int, group_id: int) -> None:
     """Finalizer of an evaluated node: queue its group for freeing (never frees inline)."""
     try:
         from ray_patch.runtime import _RUNTIME
-        if _RUNTIME is not None and _RUNTIME.job_id == job_id:
+        if _RUNTIME is not None and _RUNTIME.token == runtime_token:
             _RUNTIME.defer_free(group_id)
     except Exception:  # interpreter shutdown
         pass
@@ -174,8 +174,11 @@ class Node:
         self._scheduler = scheduler
         self._depends_on = depends_on
         if scheduler != "vanilla":
-            fin = weakref.finalize(self, _free_group,
-                                   ray.get_runtime_context().get_job_id(), group_id)
+            from ray_patch.runtime import current_runtime
+            rt = current_runtime()
+            if rt is None:
+                return
+            fin = weakref.finalize(self, _free_group, rt.token, group_id)
             fin.atexit = False
             self._finalizer = fin
 
