@@ -1,8 +1,9 @@
 #include "src/scheduler/locality_solver.h"
 
+#include "src/scheduler/index_heap.h"
+
 #include <algorithm>
 #include <cassert>
-#include <functional>
 #include <limits>
 #include <utility>
 
@@ -21,7 +22,7 @@ class Solver {
         agg_(num_nodes_), sink_(num_nodes_ + 1), route_(loc.total_bytes.size(), kUnassigned),
         slot_(loc.total_bytes.size(), 0), aflow_(num_nodes_, 0), bucket_(num_nodes_),
         pi_(num_nodes_ + 2, 0), dist_(num_nodes_ + 2, kInf), settled_(num_nodes_ + 2, 0),
-        pred_(num_nodes_ + 2), pred_task_(num_nodes_ + 2), pred_entry_(num_nodes_ + 2) {}
+        pred_(num_nodes_ + 2), pred_task_(num_nodes_ + 2), pred_entry_(num_nodes_ + 2), heap_(num_nodes_ + 2) {}
 
   std::vector<int32_t> Solve();
 
@@ -59,7 +60,7 @@ class Solver {
   std::vector<int32_t> pred_, pred_task_;
   std::vector<int64_t> pred_entry_;
   std::vector<int32_t> touched_, settled_list_;
-  std::vector<std::pair<int64_t, int32_t>> heap_;
+  IndexHeap heap_;
 };
 
 void Solver::Place(int32_t t, int64_t entry) {
@@ -87,15 +88,13 @@ void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t ent
   pred_[v] = from;
   pred_task_[v] = task;
   pred_entry_[v] = entry;
-  heap_.emplace_back(d, v);
-  std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+  heap_.Push(v, d);
 }
 
 // Out of node v: each task on v may move to another of its nodes or to A; flow A -> v
 // may be undone; v may take one more task (-> sink).
 void Solver::ExpandNode(int32_t v, int64_t d) {
   const int64_t base = d + pi_[v];
-  if (HasRoom(v)) Relax(sink_, base - pi_[sink_], v, -1, 0);
   if (aflow_[v] > 0) Relax(agg_, base - pi_[agg_], v, -1, 0);
   for (int32_t t : bucket_[v]) {
     const int64_t here = Cost(t, route_[t]);
@@ -128,13 +127,18 @@ void Solver::RunDijkstra(int32_t task) {
   }
   Relax(agg_, Cost(task, kViaAggregator) - pi_[agg_], kSource, task, kViaAggregator);
   while (!heap_.empty()) {
-    std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
-    const auto [d, v] = heap_.back();
-    heap_.pop_back();
-    if (settled_[v] || d > dist_[v]) continue;
+    const int32_t v = heap_.Pop();
+    const int64_t d = dist_[v];
     settled_[v] = 1;
     settled_list_.push_back(v);
-    if (v == sink_) break;
+    if (v != agg_ && HasRoom(v)) {
+      // A node with room has potential 0 = the sink's (it only ever decreases and stays
+      // >= the sink's): the sink is reached at distance d, nothing can be shorter.
+      assert(pi_[v] == pi_[sink_]);
+      dist_[sink_] = d, pred_[sink_] = v, settled_[sink_] = 1;
+      touched_.push_back(sink_);
+      break;
+    }
     if (v == agg_) {
       ExpandAggregator(d);
     } else {
@@ -170,7 +174,7 @@ void Solver::Augment(int32_t task) {
   for (int32_t v : touched_) dist_[v] = kInf, settled_[v] = 0;
   touched_.clear();
   settled_list_.clear();
-  heap_.clear();
+  heap_.Clear();
 }
 
 std::vector<int32_t> Solver::Finish() const {
