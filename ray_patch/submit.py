@@ -19,6 +19,8 @@ from ray.remote_function import RemoteFunction
 from ray_patch.runtime import NO_NODE, GroupError, GroupRecord, Runtime, get_runtime
 
 POLICIES = ("pack", "locality", "spread", "actors")
+_NO_NODES = ("the Ray cluster has no alive node with CPUs; add nodes (e.g. "
+             "irfront.cluster.LocalCluster(num_nodes=4)) or connect to a running cluster")
 
 
 class GroupRefs(list):
@@ -104,6 +106,10 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
     if policy not in POLICIES:
         raise GroupError(f"unknown policy {policy!r}; pass one of {', '.join(POLICIES)}")
     rt.refresh_nodes()
+    if not rt.alive_nodes():
+        rt.refresh_nodes(force=True)
+        if not rt.alive_nodes():
+            raise GroupError(_NO_NODES)
     dep = _depends_on(rt, group_dependency, task_refs)
     rec = rt.groups.get(dep) if dep is not None else None
     core_dep = dep if rec is not None and rec.in_core else None
@@ -122,9 +128,7 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
                                       policy=policy)
     if not p.feasible:
         if not rt.alive_nodes():
-            raise GroupError("the Ray cluster has no alive node with CPUs; add nodes "
-                             "(e.g. irfront.cluster.LocalCluster(num_nodes=4)) or connect "
-                             "to a running cluster")
+            raise GroupError(_NO_NODES)
         raise GroupError(f"group g{group_id} cannot be placed: {p.reason}")
     return np.asarray(p.nodes, dtype=np.int64), dep
 
