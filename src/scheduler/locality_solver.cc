@@ -61,6 +61,7 @@ class Solver {
   std::vector<int64_t> pred_entry_;
   std::vector<int32_t> touched_, settled_list_;
   IndexHeap heap_;
+  int32_t first_room_ = 0;  // no node below it has room (room only ever shrinks)
 };
 
 void Solver::Place(int32_t t, int64_t entry) {
@@ -109,9 +110,14 @@ void Solver::ExpandNode(int32_t v, int64_t d) {
 }
 
 // Out of A: a unit to any node, or a task routed through A moves to one of its nodes.
+// Potentials only decrease from 0 and a node with room keeps 0, so A -> (node with room)
+// is the cheapest edge out of A, and a path through A -> (full node) can never reach the
+// sink sooner: only the lowest-index node with room is relaxed.
 void Solver::ExpandAggregator(int64_t d) {
   const int64_t base = d + pi_[agg_];
-  for (int32_t k = 0; k < num_nodes_; ++k) Relax(k, base - pi_[k], agg_, -1, 0);
+  while (first_room_ < num_nodes_ && !HasRoom(first_room_)) ++first_room_;
+  assert(first_room_ < num_nodes_);
+  Relax(first_room_, base - pi_[first_room_], agg_, -1, 0);
   for (int32_t t : via_) {
     for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
       const int32_t k = loc_.node[e];
