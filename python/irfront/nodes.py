@@ -19,7 +19,6 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
