@@ -226,11 +226,48 @@ std::vector<int32_t> Solver::Solve() {
   return Finish();
 }
 
+// Tasks renumbered so that those with the same best node (most local bytes, lowest
+// index) are adjacent: a node's tasks then share cache lines when the solver scans them.
+// Stable, so tasks with the same best node keep their index order.
+TaskLocality GroupByBestNode(const TaskLocality& loc, int32_t num_nodes,
+                             std::vector<int32_t>* order) {
+  const size_t n = loc.total_bytes.size();
+  std::vector<int32_t> key(n, num_nodes);  // num_nodes: no local bytes anywhere
+  std::vector<int32_t> start(num_nodes + 2, 0);
+  for (size_t t = 0; t < n; ++t) {
+    int64_t most = 0;
+    for (int64_t e = loc.offsets[t]; e < loc.offsets[t + 1]; ++e) {
+      if (loc.local[e] > most) most = loc.local[e], key[t] = loc.node[e];
+    }
+    ++start[key[t] + 1];
+  }
+  for (int32_t j = 0; j <= num_nodes; ++j) start[j + 1] += start[j];
+  order->assign(n, 0);
+  for (size_t t = 0; t < n; ++t) (*order)[start[key[t]]++] = static_cast<int32_t>(t);
+  TaskLocality out;
+  out.offsets.push_back(0);
+  for (int32_t t : *order) {
+    out.total_bytes.push_back(loc.total_bytes[t]);
+    for (int64_t e = loc.offsets[t]; e < loc.offsets[t + 1]; ++e) {
+      out.node.push_back(loc.node[e]);
+      out.local.push_back(loc.local[e]);
+    }
+    out.offsets.push_back(static_cast<int64_t>(out.node.size()));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<int32_t> SolveLocality(const TaskLocality& locality,
                                    const std::vector<int64_t>& shares) {
-  return Solver(locality, shares).Solve();
+  std::vector<int32_t> order;
+  const TaskLocality grouped =
+      GroupByBestNode(locality, static_cast<int32_t>(shares.size()), &order);
+  const std::vector<int32_t> placed = Solver(grouped, shares).Solve();
+  std::vector<int32_t> node(placed.size());
+  for (size_t i = 0; i < placed.size(); ++i) node[order[i]] = placed[i];
+  return node;
 }
 
 }  // namespace irfront::scheduler

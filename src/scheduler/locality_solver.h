@@ -12,7 +12,9 @@
 // Warm start: every task whose cheapest node still has room goes there (with zero
 // potentials that flow is optimal for its value); tasks with no local bytes at all fill
 // leftover room at the end (lowest node index first), which is optimal once every other
-// task is placed. Deterministic: heap ties broken by vertex index, tasks in index order.
+// task is placed. Deterministic: heap ties broken by vertex index; tasks are taken
+// grouped by their best node (lowest node index first), then in index order (the grouping
+// keeps a node's tasks adjacent in memory for the scans).
 #pragma once
 
 #include <cstdint>
