@@ -98,33 +98,39 @@ TaskLocality ComputeLocality(const ClusterState& state, const GroupRequest& requ
 }
 
 std::vector<int64_t> LargestRemainderShares(const std::vector<double>& weights, int64_t n) {
+  // Exact integer arithmetic on weights in units of 2^-20 (exact for integer and
+  // dyadic CPU counts), so that equal remainders really tie and go to the lower index.
+  // Huge weights use a coarser unit so that every scaled weight stays below 2^61.
+  using Wide = __int128;
   const size_t m = weights.size();
   if (m == 0) return {};
-  double total = std::accumulate(weights.begin(), weights.end(), 0.0);
-  std::vector<double> w = weights;
-  if (!(total > 0.0)) {
-    w.assign(m, 1.0);
-    total = static_cast<double>(m);
+  const double largest = *std::max_element(weights.begin(), weights.end());
+  const int exponent = largest > 0.0 ? std::min(20, 60 - std::ilogb(largest)) : 20;
+  std::vector<Wide> w(m, 0);
+  Wide total = 0;
+  for (size_t j = 0; j < m; ++j) {
+    const double scaled = std::ldexp(std::max(0.0, weights[j]), exponent);
+    w[j] = static_cast<Wide>(std::llround(scaled));
+    total += w[j];
+  }
+  if (total == 0) {
+    w.assign(m, 1);
+    total = static_cast<Wide>(m);
   }
   std::vector<int64_t> share(m, 0);
-  std::vector<double> remainder(m, 0.0);
+  std::vector<Wide> remainder(m, 0);
   int64_t assigned = 0;
   for (size_t j = 0; j < m; ++j) {
-    const double quota = static_cast<double>(n) * w[j] / total;
-    share[j] = static_cast<int64_t>(std::floor(quota));
-    remainder[j] = quota - static_cast<double>(share[j]);
+    const Wide scaled = static_cast<Wide>(n) * w[j];
+    share[j] = static_cast<int64_t>(scaled / total);
+    remainder[j] = scaled % total;
     assigned += share[j];
   }
   std::vector<size_t> order(m);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return remainder[a] > remainder[b]; });
-  for (size_t k = 0; assigned < n; k = (k + 1) % m, ++assigned) ++share[order[k]];
-  // Rounding may overshoot by a unit in pathological cases: take it back from the
-  // smallest remainders.
-  for (size_t k = m; assigned > n && k > 0; --k) {
-    if (share[order[k - 1]] > 0) --share[order[k - 1]], --assigned;
-  }
+  for (size_t k = 0; assigned < n; ++k, ++assigned) ++share[order[k]];  // < m steps
   return share;
 }
 

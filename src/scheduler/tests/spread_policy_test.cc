@@ -1,6 +1,8 @@
 // Spread policy: balance only.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "src/scheduler/tests/test_util.h"
 
 namespace irfront::scheduler {
@@ -33,6 +35,16 @@ TEST_F(SpreadPolicyTest, SharesFollowFreeCpu) {
   auto result = s_.Schedule(PlainRequest(1, 6, 0.0), PolicyKind::kSpread);
   EXPECT_EQ(result.task_counts().at(0), 4);
   EXPECT_EQ(result.task_counts().at(1), 2);
+}
+
+// Equal remainders tie exactly and go to the lower id: free CPU 1,1,1,1,1,7 and 2 tasks
+// give quotas 1/6 (x5) and 7/6; node 5 gets 1, the last task goes to node 0.
+TEST_F(SpreadPolicyTest, RemainderTiesGoToLowerId) {
+  for (double cpus : {1.0, 1.0, 1.0, 1.0, 1.0, 7.0}) {
+    s_.AddNode(static_cast<NodeId>(s_.state().nodes().size()), cpus);
+  }
+  auto result = s_.Schedule(PlainRequest(1, 2, 1.0), PolicyKind::kSpread);
+  EXPECT_EQ(result.task_counts(), (std::map<NodeId, int64_t>{{0, 1}, {5, 1}}));
 }
 
 // Data is ignored: all inputs on node 0 still spread over both nodes.
