@@ -38,6 +38,10 @@ class LoweringOptions:
     # Policy for actor groups; None: "actors" under locality, "pack" under pack.
     actor_policy: str | None = None
     name_actors: bool = True  # named actors "Cls[g7:0]" (visible in the state API)
+    # Optimisations (irfront/optimize.py); None: on under locality, off otherwise.
+    fuse: bool | None = None  # a chain of one-to-one Maps runs as one task per partition
+    shuffle_by_node: bool | None = None  # a shuffle into actors writes one object per node
+    preschedule: bool | None = None  # stream driver: submit the next batch ahead (gated)
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -357,3 +361,8 @@ def _group_label_of(x: Any) -> str:
         except Exception:
             continue
     return ""
+
+
+# The optimisation passes register replacement lowerings for Map and ReduceActors (they
+# fall back to the functions above when their switches are off).
+from irfront import optimize as _optimize  # noqa: E402,F401

@@ -1,0 +1,80 @@
+"""The 2018 draft's streaming application: its tasks and its reducer actor.
+
+    deps     = Broadcast(generate_dependencies, nodes * 4, data_mb)
+    x        = Map(map_step, x, [(start,)] * n)          # num_maps times
+    shuffled = Map(shuffle, x, [(num_reducers,)] * n, num_returns=num_reducers)
+    ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers)
+
+``map_step`` passes its partition on unchanged (the draft's map stages move data, they do
+not compute): unfused, each stage writes a new ``data_mb`` object per partition. The
+shuffle writes tiny outputs (one partial sum per reducer, as in the draft), and each
+reducer records ``time.time() - start`` when its ``reduce`` call runs: the latency from
+the batch's start on the driver to its arrival at that reducer (same machine clock).
+
+``build_batch`` builds one micro-batch of the program; ``bench/stream.py`` drives it.
+This module is pickled by value (``ray.cloudpickle.register_pickle_by_value``), so the
+workers of any cluster can run it without having ``bench/`` on their path.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import ray
+
+from irfront import Map, ReduceActors
+
+FLOAT_BYTES = 8
+
+
+@ray.remote
+def generate_dependencies(data_mb: float, seed: int = 0):
+    """The broadcast array: ``data_mb`` MiB of float64 (at least one element)."""
+    n = max(1, int(data_mb * (1 << 20)) // FLOAT_BYTES)
+    return np.random.default_rng(seed).random(n)
+
+
+@ray.remote
+def map_step(batch, start):
+    """One one-to-one stage: the partition, unchanged (``start`` as in the draft)."""
+    return batch
+
+
+@ray.remote
+def shuffle(batch, num_reducers):
+    """The all-to-all step: one partial sum per reducer (contiguous chunks, one pass)."""
+    chunks = np.array_split(batch, num_reducers)
+    return tuple(float(c.sum()) for c in chunks)
+
+
+@ray.remote
+class Reducer:
+    """Accumulates partial sums; records each batch's latency on arrival."""
+
+    def __init__(self, index):
+        self.index = index
+        self.total = 0.0
+        self.records = []
+
+    def reduce(self, partials, start, tag=None):
+        now = time.time()
+        self.total += sum(partials)
+        if tag is not None:
+            self.records.append((tag, now - start))
+        return self.index
+
+    def take_records(self):
+        out, self.records = self.records, []
+        return out
+
+    def get_total(self):
+        return self.total
+
+
+def build_batch(deps, reducers, num_maps: int, num_reducers: int, start, tag=None):
+    """One micro-batch of the draft's program as IR (nothing is evaluated here)."""
+    x = deps
+    for _ in range(num_maps):
+        x = Map(map_step, x, args=[(start,)] * len(x))
+    shuffled = Map(shuffle, x, [(num_reducers,)] * len(x), num_returns=num_reducers)
+    return ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers)
