@@ -23,14 +23,16 @@ from ray_patch.submit import (
     group_starmap,
     grouped,
     new_group_id,
+    node_failed,
     placement,
     refresh_nodes,
     submit_group,
+    update_actor_node,
 )
 
 __all__ = [
     "GroupActors", "GroupError", "GroupRefs", "GroupedFunction", "call_actors", "core_group_count",
     "configure", "free_groups", "get_runtime", "group_actors", "group_count", "group_map",
-    "group_starmap", "grouped", "new_group_id", "placement", "refresh_nodes", "reset",
-    "submit_group",
+    "group_starmap", "grouped", "new_group_id", "node_failed", "placement", "refresh_nodes", "reset",
+    "submit_group", "update_actor_node",
 ]

@@ -82,6 +82,7 @@ class Runtime:
         self.token = next(_TOKENS)  # identifies this runtime to finalizers
         self._last_refresh = -float("inf")
         self._pending_free: collections.deque[int] = collections.deque()
+        self.failed_nodes: set[str] = set()  # marked dead by mark_dead(), for good
         self.lock = threading.RLock()
         self.refresh_nodes(force=True)
 
@@ -129,7 +130,7 @@ class Runtime:
         self._last_refresh = now
         for info in ray.nodes():
             hexid = info["NodeID"]
-            alive = bool(info.get("Alive", False))
+            alive = bool(info.get("Alive", False)) and hexid not in self.failed_nodes
             cpus = float(info.get("Resources", {}).get("CPU", 0.0)) if alive else 0.0
             nid = self.int_of.get(hexid)
             if nid is None:
@@ -147,6 +148,18 @@ class Runtime:
                 else:
                     self.scheduler.update_node(nid, alive=False)
                 self._node_state[nid] = (cpus, alive)
+
+    def mark_dead(self, hexid: str) -> None:
+        """Marks a node dead in the core now (a failure seen before the GCS reports it).
+        It stays dead: a Ray node id never comes back, even while the GCS, not having
+        noticed yet, still lists it as alive."""
+        nid = self.int_of.get(hexid)
+        if nid is None:
+            return
+        self.failed_nodes.add(hexid)
+        if self._node_state.get(nid, (0.0, False))[1]:
+            self.scheduler.update_node(nid, alive=False)
+            self._node_state[nid] = (0.0, False)
 
     def alive_nodes(self) -> list[str]:
         return [self.hex_of[n] for n, (cpus, alive) in sorted(self._node_state.items())

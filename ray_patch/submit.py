@@ -137,15 +137,21 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
 def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                  group_id: int | None = None, group_dependency: int | None = None,
                  policy: str = "locality", num_returns: int | None = None,
-                 name: str | None = None) -> GroupRefs:
+                 name: str | None = None, max_retries: int | None = None) -> GroupRefs:
     """Submits one task of ``fn`` per argument tuple, as one group.
 
     The group is placed by the C++ core (``policy``: pack, locality, spread), each task
     pinned softly to its node and named ``f"{name}[g{group_id}:{i}]"``. ``group_dependency``
     names the group this one reads from (default: the producer group of the first input).
     Returns the futures (a list with ``.group_id``); free the group with ``free_groups``.
+    ``max_retries``: Ray's task retries (a crashed worker, an output lost with its node is
+    rebuilt from lineage); None keeps ``fn``'s own setting (Ray's default is 3).
     """
     _check_remote_function(fn)
+    if max_retries is not None and (isinstance(max_retries, bool) or
+                                    not isinstance(max_retries, int) or max_retries < -1):
+        raise GroupError(f"max_retries must be an int >= -1 (-1: retry forever); got "
+                         f"{max_retries!r}")
     args = _as_tuples(arg_tuples)
     rt = get_runtime()
     with rt.lock:
@@ -155,7 +161,8 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                            group_dependency=group_dependency, policy=policy)
         base = name or task_name(fn)
         strat = rt.strategies
-        options = fn.options
+        options = fn.options if max_retries is None else \
+            (lambda **o: fn.options(max_retries=max_retries, **o))
         out = []
         try:
             if num_returns is None:
@@ -361,6 +368,33 @@ def core_group_count() -> int:
         return 0
     with rt.lock:
         return rt.group_count()
+
+
+def node_failed(node_hex: str | None = None) -> None:
+    """Tells the runtime a node failed: re-reads the node table now and, with
+    ``node_hex``, marks that node dead in the core at once (Ray's GCS may take seconds
+    to notice), so no later group is placed on it. Its pinned tasks are soft-pinned:
+    Ray runs them elsewhere."""
+    from ray_patch.runtime import current_runtime
+    rt = current_runtime()
+    if rt is None:
+        return
+    with rt.lock:
+        rt.refresh_nodes(force=True)
+        if node_hex is not None:
+            rt.mark_dead(node_hex)
+
+
+def update_actor_node(handle: Any, node_hex: str) -> None:
+    """Records where an actor lives now (after Ray restarted it on another node)."""
+    from ray_patch.runtime import current_runtime
+    rt = current_runtime()
+    if rt is None:
+        return
+    with rt.lock:
+        nid = rt.node_int(node_hex)
+        if nid != NO_NODE:
+            rt.actor_node[handle._actor_id.binary()] = nid
 
 
 def placement(group_id: int) -> dict[str, int] | None:
