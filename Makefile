@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: all setup build test test-cpp test-py demo bench-placement clean
+.PHONY: all setup build test test-cpp test-py demo bench-placement bench-stream clean
 
 all: build
 
@@ -32,8 +32,15 @@ test-py: build
 
 test: test-cpp test-py
 
+# The streaming benchmark on an embedded 4-node x 2-CPU local cluster (a few minutes).
 demo: build
-	$(PY) bench/placement.py --quick
+	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,pack,locality \
+		--iterations 40 --json bench/results/stream_demo.json --plots bench/results/demo
+	@echo "plots: bench/results/demo/stream_cdf.png bench/results/demo/stream_latency_vs_size.png"
+
+bench-stream: build
+	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality-noahead,locality-plain \
+		--json bench/results/stream.json --plots bench/results/stream
 
 bench-placement: build
 	$(PY) bench/placement.py --json bench/results/placement.json

@@ -1,0 +1,133 @@
+"""IR optimisations (irfront/optimize.py): same reducer sums as vanilla under every switch
+combination; fusion runs one task per partition; shuffle-by-node writes one object per
+node; pre-scheduled (gated) batches through the stream driver."""
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import sys
+
+import numpy as np
+import pytest
+import ray
+
+import irfront
+import ray_patch
+from conftest import NUM_NODES, ROOT, needs_core
+from irfront import Broadcast, InitActors
+from irfront.optimize import enabled, options_for
+from irfront.stream import Batch, MicroBatchStream
+
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import stream_workload as wl  # noqa: E402
+
+pytestmark = [needs_core, pytest.mark.timeout(180)]
+
+PARTS = NUM_NODES * 2
+REDUCERS = NUM_NODES + 2  # 2, 2, 1, 1 per node: per-node objects of one and two parts
+MAPS = 2
+DATA_MB = 0.01
+BATCHES = 3
+
+
+@pytest.fixture(autouse=True)
+def clean(cluster, scheduler_mode):
+    ray.cloudpickle.register_pickle_by_value(wl)
+    yield
+    gc.collect()
+    assert ray_patch.group_count() == 0, ray_patch.get_runtime().groups
+    assert ray_patch.core_group_count() == 0
+
+
+def run_pipeline(opts, ahead=False):
+    """BATCHES micro-batches of the benchmark's program; the reducers' totals."""
+    with irfront.lowering_options(**{f: getattr(opts, f) for f in
+                                     ("scheduler", "fuse", "shuffle_by_node")}):
+        reducers = InitActors(wl.Reducer, REDUCERS, [(i,) for i in range(REDUCERS)])
+        deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 3)
+
+        def submit(start):
+            return wl.build_batch(deps, reducers, MAPS, REDUCERS, start).eval()
+
+        stream = MicroBatchStream(interval_s=0.02, max_in_flight=2)
+        stream.run([Batch(submit, ahead=ahead) for _ in range(BATCHES)])
+        stream.close()
+        return ray.get([h.get_total.remote() for h in reducers.eval()])
+
+
+@pytest.fixture(scope="module")
+def vanilla_totals(cluster):
+    ray.cloudpickle.register_pickle_by_value(wl)
+    return run_pipeline(options_for("vanilla")[0])
+
+
+COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
+          for f, s in itertools.product((True, False), repeat=2)]
+
+
+@pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
+    ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality", True),
+    ("locality-nofuse-noshuffle", True)])
+def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
+    opts, _ = options_for(name)
+    totals = run_pipeline(opts, ahead=ahead)
+    x = np.random.default_rng(3).random(int(DATA_MB * (1 << 20)) // 8)
+    expect = [BATCHES * PARTS * float(c.sum()) for c in np.array_split(x, REDUCERS)]
+    np.testing.assert_allclose(vanilla_totals, expect, rtol=1e-12)
+    np.testing.assert_allclose(totals, vanilla_totals, rtol=1e-12)
+
+
+def test_defaults_on_under_locality_only():
+    for s in ("fuse", "shuffle_by_node", "preschedule"):
+        assert enabled(irfront.LoweringOptions(scheduler="locality"), s)
+        assert not enabled(irfront.LoweringOptions(scheduler="vanilla"), s)
+        assert not enabled(irfront.LoweringOptions(scheduler="pack"), s)
+    opts, _ = options_for("locality-nofuse-noahead")
+    assert (opts.fuse, opts.shuffle_by_node, opts.preschedule) == (False, True, False)
+    assert options_for("locality-plain")[0].fuse is False
+    assert options_for("vanilla+fuse")[0].fuse is True
+    with pytest.raises(ValueError, match="unknown scheduler variant"):
+        options_for("locality-nofusion")
+
+
+def _group_record(gid):
+    return ray_patch.get_runtime().groups[gid]
+
+
+def test_fused_chain_is_one_group_of_one_task_per_partition():
+    irfront.init(scheduler="locality", shuffle_by_node=False)
+    deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 1)
+    m1 = irfront.Map(wl.map_step, deps, [(0.0,)] * PARTS)
+    m2 = irfront.Map(wl.map_step, m1, [(0.0,)] * PARTS)
+    sh = irfront.Map(wl.shuffle, m2, [(4,)] * PARTS, num_returns=4)
+    out = sh.get()
+    x = np.random.default_rng(1).random(int(DATA_MB * (1 << 20)) // 8)
+    assert out == [[float(c.sum()) for c in np.array_split(x, 4)]] * PARTS
+    rec = _group_record(sh.group_id)
+    assert rec.name == "map_step+map_step+shuffle" and len(rec.nodes) == PARTS
+    p = sh.placement()
+    assert p.depends_on == deps.group_id and sum(p.counts.values()) == PARTS
+    assert not m1.evaluated and not m2.evaluated  # fused away, never submitted
+    # A Map used twice is not fused into either consumer.
+    m3 = irfront.Map(wl.map_step, deps, [(0.0,)] * PARTS)
+    both = irfront.ReduceActors("reduce", InitActors(wl.Reducer, 2, [(0,), (1,)]),
+                                irfront.Map(wl.map_step, m3, [(0.0,)] * PARTS),
+                                [(0.0,)] * 2)
+    assert [len(x) for x in [both.eval()]] == [2]
+
+
+def test_shuffle_by_node_writes_one_object_per_node():
+    irfront.init(scheduler="locality")
+    n = NUM_NODES * 2
+    reducers = InitActors(wl.Reducer, n, [(i,) for i in range(n)])
+    deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 2)
+    red = wl.build_batch(deps, reducers, MAPS, n, 0.0)
+    red.get()
+    sh = red.objects
+    assert not sh.evaluated and sh.group_id is not None  # group, no per-actor futures
+    rec = _group_record(sh.group_id)
+    nodes = len(reducers.placement().counts)
+    assert sorted(reducers.placement().counts.values()) == [2] * NUM_NODES  # balanced
+    assert len(rec.keys) == PARTS * nodes  # one object per (task, node), not per reducer
+    assert red.placement().depends_on == sh.group_id
