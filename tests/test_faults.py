@@ -143,3 +143,39 @@ def test_reducer_exiting_inside_apply_is_restored_and_replayed(baseline, tmp_pat
     rec = report.recoveries
     assert rec and rec[0]["reducer"] == 0 and rec[0]["checkpoint_seq"] <= 7
     assert report.lost_batches == 0
+
+
+def test_node_removed_mid_stream(cluster, baseline):
+    # A node added to the shared cluster for this test and removed mid-stream (only it).
+    node = cluster.add_node()
+    ray_patch.refresh_nodes()
+    rt = ray_patch.get_runtime()
+    dead_hex = node.node_id
+    n = 5  # one reducer per node of the 5, so one lives on the node that goes away
+    seen_after: list[set] = []
+
+    def remove(seq, stream):
+        if seq == 0:
+            where = [ray.get(h.ping.remote())[0] for h in stream.handles]
+            assert dead_hex in where, (dead_hex, where)
+        if seq == 4:
+            cluster.remove_node(node)
+        if seq > 4:  # stage groups placed after the failure avoid the dead node
+            for g in stream._groups.get(seq, [])[:-1]:
+                seen_after.append(set((ray_patch.placement(g) or {}).keys()))
+
+    states, report = run(on_batch=remove, num_reducers=n)
+    exp = [0] * n
+    for parts in source():
+        for p in parts:
+            for i, c in enumerate(np.array_split(p * 3, n)):
+                exp[i] += int(c.sum())
+    assert [int(v) for _, v in states] == exp
+    assert [s for s, _ in states] == [NUM_BATCHES - 1] * n
+    assert report.lost_batches == 0
+    assert report.recoveries, "the reducer on the removed node was not recovered"
+    rec = report.recoveries[0]
+    assert rec["node"] != dead_hex  # restarted elsewhere
+    # Once the failure was seen, no later group went to the dead node.
+    assert dead_hex not in set().union(*seen_after[-3:])
+    assert dead_hex not in rt.alive_nodes()
