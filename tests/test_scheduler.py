@@ -219,16 +219,22 @@ def test_task_larger_than_every_node_is_infeasible_and_not_recorded(policy):
     assert s.group_count() == 0 and s.group_nodes(1) is None
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "C++ core: ValidateRequest throws 'no alive node' (ValueError) where "
-    "scheduling_policy.h documents SchedulingResult::Infeasible for 'no alive node can "
-    "run some task'; a cluster whose nodes all died is a runtime state, not bad input"))
 @pytest.mark.parametrize("policy", ALL_POLICIES)
 def test_no_alive_node_is_infeasible(policy):
+    # Nodes that all died are a cluster state, not bad input: infeasible, nothing recorded.
     s = cluster(4)
     s.update_node(0, alive=False)
     p = s.place(1, ones(2), policy=policy)
-    assert not p.feasible and p.reason
+    assert not p.feasible and "no alive node" in p.reason
+    assert s.group_count() == 0
+    s.update_node(0, alive=True)
+    assert s.place(1, ones(2), policy=policy).feasible
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_empty_cluster_is_a_value_error(policy):
+    with pytest.raises(ValueError, match="empty cluster: add nodes with add_node"):
+        GroupScheduler().place(1, ones(1), policy=policy)
 
 
 def test_infeasible_place_keeps_an_earlier_record_of_the_same_group():

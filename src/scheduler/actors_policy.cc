@@ -13,10 +13,8 @@ SchedulingResult ActorsPolicy::Schedule(const ClusterState& state,
   if (!reason.empty()) return SchedulingResult::Infeasible(reason);
   const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
   const TaskLocality locality = ComputeLocality(state, request, view);
-  const std::vector<double> equal(view.size(), 1.0);
-  const auto shares =
-      LargestRemainderShares(equal, static_cast<int64_t>(request.num_tasks()));
-  return MakeResult(view, locality, SolveLocality(locality, shares));
+  const auto caps = EqualCaps(view, static_cast<int64_t>(request.num_tasks()));
+  return MakeResult(view, locality, SolveLocality(locality, caps));
 }
 
 }  // namespace irfront::scheduler

@@ -2,9 +2,9 @@
 //
 // Minimises: the bytes the actors will read from other nodes (their inputs, e.g. the
 // producer tasks of the group they reduce), with the locality solver, subject to
-// balance by count: each alive node takes an equal share (largest remainder, ties ->
-// lower node id), not a free-CPU share, because actors are long-lived and usually
-// 0-CPU. Ties: as in locality_policy.h (deterministic, lowest node index first).
+// balance by count: each alive node takes at most ceil(n / nodes) actors (equal weights,
+// not free CPU, because actors are long-lived and usually 0-CPU). Ties: as in
+// locality_policy.h.
 // Assumes: a validated request; nodes that cannot host the largest actor are skipped.
 #pragma once
 

@@ -13,8 +13,8 @@ SchedulingResult LocalityPolicy::Schedule(const ClusterState& state,
   if (!reason.empty()) return SchedulingResult::Infeasible(reason);
   const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
   const TaskLocality locality = ComputeLocality(state, request, view);
-  const auto shares = FreeCpuShares(view, static_cast<int64_t>(request.num_tasks()));
-  return MakeResult(view, locality, SolveLocality(locality, shares));
+  const auto caps = FreeCpuCaps(view, static_cast<int64_t>(request.num_tasks()));
+  return MakeResult(view, locality, SolveLocality(locality, caps));
 }
 
 }  // namespace irfront::scheduler

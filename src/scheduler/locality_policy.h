@@ -2,11 +2,12 @@
 //
 // Minimises: the total bytes moved by the whole group (exact optimum, see
 // locality_solver.h), subject to each alive node taking at most its fair share of the
-// group: shares proportional to free CPU w_j = max(0, cpus_j - load_j) (cpus_j when every
-// w_j is 0), rounded by largest remainder so that they sum to the group size (remainder
-// ties -> lower node id). As the shares sum to n, every node takes exactly its share.
-// Ties between optimal placements: broken deterministically by the solver (task index
-// order, lowest node index first on equal path cost).
+// group: the cap c_j = ceil(n * w_j / sum w), w_j = free CPU max(0, cpus_j - load_j)
+// (cpus_j when every w_j is 0), computed exactly. Caps are upper bounds (sum c_j >= n):
+// the solver chooses which nodes take fewer. With equal free CPU, max/mean load is
+// below 1 + nodes/tasks.
+// Ties between optimal placements: broken deterministically by the solver's order, not
+// by a searched secondary objective (see locality_solver.h).
 // Assumes: the request was validated; nodes that cannot host the group's largest task
 // (and dead nodes) are not candidates; a group whose largest task fits no alive node is
 // infeasible.

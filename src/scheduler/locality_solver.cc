@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <limits>
+#include <queue>
 #include <utility>
 
 namespace irfront::scheduler {
@@ -17,8 +18,8 @@ constexpr int32_t kUnassigned = -2;     // route: not placed yet
 
 class Solver {
  public:
-  Solver(const TaskLocality& loc, const std::vector<int64_t>& shares)
-      : loc_(loc), shares_(shares), num_nodes_(static_cast<int32_t>(shares.size())),
+  Solver(const TaskLocality& loc, const std::vector<int64_t>& caps)
+      : loc_(loc), caps_(caps), num_nodes_(static_cast<int32_t>(caps.size())),
         agg_(num_nodes_), sink_(num_nodes_ + 1), route_(loc.total_bytes.size(), kUnassigned),
         slot_(loc.total_bytes.size(), 0), aflow_(num_nodes_, 0), bucket_(num_nodes_),
         pi_(num_nodes_ + 2, 0), dist_(num_nodes_ + 2, kInf), settled_(num_nodes_ + 2, 0),
@@ -32,9 +33,10 @@ class Solver {
   int64_t Cost(int32_t t, int64_t e) const {
     return e == kViaAggregator ? loc_.total_bytes[t] : loc_.total_bytes[t] - loc_.local[e];
   }
-  bool HasRoom(int32_t j) const {
-    return static_cast<int64_t>(bucket_[j].size()) + aflow_[j] < shares_[j];
-  }
+  bool HasRoom(int32_t j) const { return Room(j) > 0; }
+  int64_t Room(int32_t j) const;
+  int64_t BestEntry(int32_t t) const;
+  void FillNoData(const std::vector<int32_t>& no_data);
   void Place(int32_t t, int64_t entry);
   void Unplace(int32_t t);
   void Augment(int32_t task);
@@ -46,7 +48,7 @@ class Solver {
   std::vector<int32_t> Finish() const;
 
   const TaskLocality& loc_;
-  const std::vector<int64_t>& shares_;
+  const std::vector<int64_t>& caps_;
   const int32_t num_nodes_, agg_, sink_;
   std::vector<int64_t> route_;  // candidate entry, kViaAggregator or kUnassigned
   std::vector<int32_t> slot_;   // position in bucket_[node] or via_
@@ -151,7 +153,7 @@ void Solver::RunDijkstra(int32_t task) {
       ExpandNode(v, d);
     }
   }
-  assert(settled_[sink_]);  // shares sum to n and A reaches every node
+  assert(settled_[sink_]);  // caps sum to >= n and A reaches every node
 }
 
 // Moves the tasks along the path found by RunDijkstra, sink back to the source.
@@ -199,15 +201,44 @@ std::vector<int32_t> Solver::Finish() const {
   return node;
 }
 
+int64_t Solver::Room(int32_t j) const {
+  return caps_[j] - static_cast<int64_t>(bucket_[j].size()) - aflow_[j];
+}
+
+// The candidate entry with the most local bytes; ties: the node with more room left,
+// then the lower node index. kViaAggregator when no node holds any of its bytes.
+int64_t Solver::BestEntry(int32_t t) const {
+  int64_t best = kViaAggregator;
+  for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
+    if (loc_.local[e] == 0) continue;
+    if (best == kViaAggregator || loc_.local[e] > loc_.local[best] ||
+        (loc_.local[e] == loc_.local[best] && Room(loc_.node[e]) > Room(loc_.node[best]))) {
+      best = e;
+    }
+  }
+  return best;
+}
+
+// Tasks with no local bytes cost the same everywhere: each goes to the node with the
+// most room left (ties: lower index), which spreads them over the least-loaded nodes.
+void Solver::FillNoData(const std::vector<int32_t>& no_data) {
+  std::priority_queue<std::pair<int64_t, int32_t>> room;  // (room, -index)
+  for (int32_t j = 0; j < num_nodes_; ++j) {
+    if (Room(j) > 0) room.emplace(Room(j), -j);
+  }
+  for (int32_t t : no_data) {
+    auto [left, neg] = room.top();
+    room.pop();
+    Place(t, kViaAggregator);
+    ++aflow_[-neg];
+    if (left > 1) room.emplace(left - 1, neg);
+  }
+}
+
 std::vector<int32_t> Solver::Solve() {
   std::vector<int32_t> deferred, no_data;
   for (int32_t t = 0; t < Tasks(); ++t) {
-    int64_t best = kViaAggregator;  // entries ascend by node index: ties -> lowest
-    for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
-      if (loc_.local[e] > 0 && (best == kViaAggregator || loc_.local[e] > loc_.local[best])) {
-        best = e;
-      }
-    }
+    const int64_t best = BestEntry(t);
     if (best == kViaAggregator) {
       no_data.push_back(t);
     } else if (HasRoom(loc_.node[best])) {
@@ -217,12 +248,7 @@ std::vector<int32_t> Solver::Solve() {
     }
   }
   for (int32_t t : deferred) Augment(t);
-  int32_t j = 0;
-  for (int32_t t : no_data) {  // cost is the same everywhere: fill leftover room
-    while (!HasRoom(j)) ++j;
-    Place(t, kViaAggregator);
-    ++aflow_[j];
-  }
+  FillNoData(no_data);
   return Finish();
 }
 
@@ -260,11 +286,11 @@ TaskLocality GroupByBestNode(const TaskLocality& loc, int32_t num_nodes,
 }  // namespace
 
 std::vector<int32_t> SolveLocality(const TaskLocality& locality,
-                                   const std::vector<int64_t>& shares) {
+                                   const std::vector<int64_t>& caps) {
   std::vector<int32_t> order;
   const TaskLocality grouped =
-      GroupByBestNode(locality, static_cast<int32_t>(shares.size()), &order);
-  const std::vector<int32_t> placed = Solver(grouped, shares).Solve();
+      GroupByBestNode(locality, static_cast<int32_t>(caps.size()), &order);
+  const std::vector<int32_t> placed = Solver(grouped, caps).Solve();
   std::vector<int32_t> node(placed.size());
   for (size_t i = 0; i < placed.size(); ++i) node[order[i]] = placed[i];
   return node;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <sstream>
 #include <utility>
 
@@ -97,10 +96,9 @@ TaskLocality ComputeLocality(const ClusterState& state, const GroupRequest& requ
   return loc;
 }
 
-std::vector<int64_t> LargestRemainderShares(const std::vector<double>& weights, int64_t n) {
-  // Exact integer arithmetic on weights in units of 2^-20 (exact for integer and
-  // dyadic CPU counts), so that equal remainders really tie and go to the lower index.
-  // Huge weights use a coarser unit so that every scaled weight stays below 2^61.
+std::vector<int64_t> FairShareCaps(const std::vector<double>& weights, int64_t n) {
+  // Exact integer arithmetic on weights in units of 2^-20 (exact for integer and dyadic
+  // CPU counts). Huge weights use a coarser unit so every scaled weight stays below 2^61.
   using Wide = __int128;
   const size_t m = weights.size();
   if (m == 0) return {};
@@ -109,32 +107,22 @@ std::vector<int64_t> LargestRemainderShares(const std::vector<double>& weights, 
   std::vector<Wide> w(m, 0);
   Wide total = 0;
   for (size_t j = 0; j < m; ++j) {
-    const double scaled = std::ldexp(std::max(0.0, weights[j]), exponent);
-    w[j] = static_cast<Wide>(std::llround(scaled));
+    w[j] = static_cast<Wide>(std::llround(std::ldexp(std::max(0.0, weights[j]), exponent)));
     total += w[j];
   }
   if (total == 0) {
     w.assign(m, 1);
     total = static_cast<Wide>(m);
   }
-  std::vector<int64_t> share(m, 0);
-  std::vector<Wide> remainder(m, 0);
-  int64_t assigned = 0;
+  std::vector<int64_t> cap(m, 0);
   for (size_t j = 0; j < m; ++j) {
     const Wide scaled = static_cast<Wide>(n) * w[j];
-    share[j] = static_cast<int64_t>(scaled / total);
-    remainder[j] = scaled % total;
-    assigned += share[j];
+    cap[j] = static_cast<int64_t>((scaled + total - 1) / total);  // ceil, scaled >= 0
   }
-  std::vector<size_t> order(m);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return remainder[a] > remainder[b]; });
-  for (size_t k = 0; assigned < n; ++k, ++assigned) ++share[order[k]];  // < m steps
-  return share;
+  return cap;
 }
 
-std::vector<int64_t> FreeCpuShares(const NodeView& view, int64_t n) {
+std::vector<int64_t> FreeCpuCaps(const NodeView& view, int64_t n) {
   std::vector<double> w(view.size(), 0.0);
   bool any = false;
   for (size_t j = 0; j < view.size(); ++j) {
@@ -142,7 +130,11 @@ std::vector<int64_t> FreeCpuShares(const NodeView& view, int64_t n) {
     any = any || w[j] > 0.0;
   }
   if (!any) w = view.cpus;
-  return LargestRemainderShares(w, n);
+  return FairShareCaps(w, n);
+}
+
+std::vector<int64_t> EqualCaps(const NodeView& view, int64_t n) {
+  return FairShareCaps(std::vector<double>(view.size(), 1.0), n);
 }
 
 double MaxTaskCpus(const GroupRequest& request) {
@@ -155,6 +147,10 @@ std::string FeasibilityReason(const ClusterState& state, const GroupRequest& req
   double largest = -1.0;
   for (const NodeInfo& n : state.nodes()) {
     if (n.alive) largest = std::max(largest, n.cpus);
+  }
+  if (largest < 0.0) {
+    return "no alive node: all " + std::to_string(state.nodes().size()) +
+           " nodes of the cluster are dead; mark one alive (UpdateNode) or add nodes";
   }
   for (size_t i = 0; i < request.num_tasks(); ++i) {
     if (request.task_cpus[i] > largest) {

@@ -1,5 +1,5 @@
 // Helpers shared by the policies: the eligible nodes of a request (alive, sorted by id,
-// with loads), each task's input locations over them, fair shares, and the result.
+// with loads), each task's input locations over them, fair-share caps, and the result.
 #pragma once
 
 #include <cstdint>
@@ -39,14 +39,18 @@ TaskLocality ComputeLocality(const ClusterState& state, const GroupRequest& requ
 // (no producer, unknown or freed group, task out of range).
 NodeId ProducerNode(const ClusterState& state, const GroupRequest& request, size_t input);
 
-// Largest-remainder shares of n tasks proportional to `weights` (ties -> lower index).
-// Falls back to equal weights when every weight is 0. Sums to n exactly.
-std::vector<int64_t> LargestRemainderShares(const std::vector<double>& weights, int64_t n);
-// Fair share by free CPU: w_j = max(0, cpus_j - load_j), or cpus_j when all are 0.
-std::vector<int64_t> FreeCpuShares(const NodeView& view, int64_t n);
+// Fair-share caps: c_j = ceil(n * w_j / sum w), computed exactly (weights in units of
+// 2^-20, 128-bit integers). Falls back to equal weights when every weight is 0. A cap is
+// an upper bound, not a quota: sum c_j >= n, so the group always fits.
+std::vector<int64_t> FairShareCaps(const std::vector<double>& weights, int64_t n);
+// Caps by free CPU: w_j = max(0, cpus_j - load_j), or cpus_j when all are 0.
+std::vector<int64_t> FreeCpuCaps(const NodeView& view, int64_t n);
+// Caps by count (equal weights): ceil(n / nodes) each.
+std::vector<int64_t> EqualCaps(const NodeView& view, int64_t n);
 
 double MaxTaskCpus(const GroupRequest& request);
-// Infeasible result when no view node can host the largest task; else empty reason.
+// Why the group cannot be placed at all: no alive node (a cluster state, not bad input),
+// or a task larger than every alive node. Empty when it can be placed.
 std::string FeasibilityReason(const ClusterState& state, const GroupRequest& request);
 
 // Success result from view indices, with bytes moved computed from `locality`.

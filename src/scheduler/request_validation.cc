@@ -99,8 +99,11 @@ void ValidateCpus(const char* where, double cpus) {
 }
 
 void ValidateRequest(const ClusterState& state, const GroupRequest& r) {
-  if (state.AliveNodes().empty()) {
-    throw std::invalid_argument("GroupScheduler: no alive node: add nodes with AddNode");
+  // No node at all is a usage error; nodes that are all dead are a cluster state, which
+  // the policies report as SchedulingResult::Infeasible.
+  if (state.nodes().empty()) {
+    throw std::invalid_argument(
+        "GroupScheduler: empty cluster: add nodes with add_node (C++: AddNode)");
   }
   if (r.group_id < 0) Fail("group_id must be >= 0; got " + std::to_string(r.group_id));
   if (r.depends_on < kNoGroup) {

@@ -12,11 +12,11 @@ SchedulingResult SpreadPolicy::Schedule(const ClusterState& state,
   if (!reason.empty()) return SchedulingResult::Infeasible(reason);
   const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
   const size_t n = request.num_tasks();
-  std::vector<int64_t> left = FreeCpuShares(view, static_cast<int64_t>(n));
+  std::vector<int64_t> left = FreeCpuCaps(view, static_cast<int64_t>(n));
   std::vector<int32_t> assignment(n, 0);
   size_t j = 0;
   for (size_t i = 0; i < n; ++i) {
-    while (left[j] == 0) j = (j + 1) % view.size();  // shares sum to n: terminates
+    while (left[j] == 0) j = (j + 1) % view.size();  // caps sum to >= n: terminates
     assignment[i] = static_cast<int32_t>(j);
     --left[j];
     j = (j + 1) % view.size();

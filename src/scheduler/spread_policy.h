@@ -1,9 +1,10 @@
 // Spread policy: balance only, ignores data.
 //
-// Each alive node gets its fair share of the group (free-CPU shares, largest remainder,
-// as in locality_policy.h); tasks are dealt in index order round-robin over the nodes in
-// id order, skipping nodes whose share is used up.
-// Minimises: imbalance against the shares. Ties: node id order. Assumes: a validated
+// Each alive node takes at most its fair-share cap of the group (free-CPU caps, as in
+// locality_policy.h); tasks are dealt in index order round-robin over the nodes in id
+// order, skipping nodes whose cap is used up. With equal caps the counts differ by at
+// most one (lower ids take the extra tasks).
+// Minimises: imbalance under the caps. Ties: node id order. Assumes: a validated
 // request; nodes that cannot host the group's largest task are skipped.
 #pragma once
 

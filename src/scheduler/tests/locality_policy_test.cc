@@ -1,6 +1,7 @@
-// Locality policy: exact minimum of bytes moved under fair shares.
+// Locality policy: exact minimum of bytes moved under fair-share caps.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include "src/scheduler/locality_solver.h"
@@ -22,7 +23,7 @@ class LocalityPolicyTest : public ::testing::Test {
   GroupScheduler s_;
 };
 
-// Hand-checked: 4 tasks on 2 equal nodes (shares 2 + 2); each task goes to its data.
+// Hand-checked: 4 tasks on 2 equal nodes (caps 2 + 2); each task goes to its data.
 TEST_F(LocalityPolicyTest, SmallHandChecked) {
   AddNodes(&s_, 2, 2.0);
   auto result = Place(MakeRequest(1, {{In{100, {0}}}, {In{50, {1}}, In{10, {0}}},
@@ -42,7 +43,24 @@ TEST_F(LocalityPolicyTest, BeatsGreedy) {
   EXPECT_EQ(result.bytes_moved(), 10);
 }
 
-// No node takes more than its share, even when all the data is on one node.
+// A cap is an upper bound, not a quota: a lone task goes to its data on node 2 (caps
+// are ceil(1/3) = 1 everywhere; an exact quota would have forced it onto node 0).
+TEST_F(LocalityPolicyTest, LoneTaskGoesToItsData) {
+  AddNodes(&s_, 3, 2.0);
+  auto result = Place(MakeRequest(1, {{In{100, {2}}}}));
+  EXPECT_EQ(result.nodes(), std::vector<NodeId>({2}));
+  EXPECT_EQ(result.bytes_moved(), 0);
+}
+
+// Tasks without data go to the nodes with the most room left: 10 tasks on 4 equal nodes
+// (caps 3) give 3, 3, 2, 2, not 3, 3, 3, 1.
+TEST_F(LocalityPolicyTest, TasksWithoutDataSpreadOverRoom) {
+  AddNodes(&s_, 4, 2.0);
+  auto result = Place(PlainRequest(1, 10));
+  EXPECT_EQ(result.task_counts(), (std::map<NodeId, int64_t>{{0, 3}, {1, 3}, {2, 2}, {3, 2}}));
+}
+
+// No node takes more than its cap, even when all the data is on one node.
 TEST_F(LocalityPolicyTest, ShareBound) {
   AddNodes(&s_, 3, 2.0);
   std::vector<std::vector<In>> tasks(6, {In{100, {0}}});
@@ -51,11 +69,11 @@ TEST_F(LocalityPolicyTest, ShareBound) {
   EXPECT_EQ(result.bytes_moved(), 400);
 }
 
-// Shares follow free CPU: load of a live group reduces a node's share.
+// Caps follow free CPU: load of a live group reduces a node's cap.
 TEST_F(LocalityPolicyTest, SharesFollowFreeCpu) {
   AddNodes(&s_, 2, 4.0);
   ASSERT_TRUE(s_.Schedule(PlainRequest(1, 2, 1.0), PolicyKind::kPack).ok());  // node 0: 2
-  auto result = Place(PlainRequest(2, 6, 1.0));  // free CPU 2 vs 4 -> shares 2 and 4
+  auto result = Place(PlainRequest(2, 6, 1.0));  // free CPU 2 vs 4 -> caps 2 and 4
   EXPECT_EQ(result.task_counts().at(0), 2);
   EXPECT_EQ(result.task_counts().at(1), 4);
 }
@@ -89,6 +107,17 @@ TEST_F(LocalityPolicyTest, Deterministic) {
   EXPECT_EQ(a.nodes(), b.nodes());
 }
 
+// Caps are exact ceilings: n = 7 on free CPU 1 and 2 gives ceil(7/3) = 3 and
+// ceil(14/3) = 5 (sum 8 >= 7).
+TEST_F(LocalityPolicyTest, CapsAreExactCeilings) {
+  s_.AddNode(0, 1.0);
+  s_.AddNode(1, 2.0);
+  const NodeView view = MakeNodeView(s_.state(), 1, 1.0);
+  EXPECT_EQ(FreeCpuCaps(view, 7), std::vector<int64_t>({3, 5}));
+  EXPECT_EQ(FreeCpuCaps(view, 6), std::vector<int64_t>({2, 4}));  // exact: no rounding
+  EXPECT_EQ(EqualCaps(view, 7), std::vector<int64_t>({4, 4}));
+}
+
 // A task larger than every alive node: infeasible with a reason.
 TEST_F(LocalityPolicyTest, Infeasible) {
   AddNodes(&s_, 2, 2.0);
@@ -97,7 +126,8 @@ TEST_F(LocalityPolicyTest, Infeasible) {
   EXPECT_FALSE(result.reason().empty());
 }
 
-// Random instances: bytes moved equal an independent min-cost flow's optimum.
+// Random instances: bytes moved equal an independent min-cost flow's optimum under the
+// same caps, and no node exceeds its cap.
 TEST_F(LocalityPolicyTest, MatchesReferenceOptimum) {
   for (int trial = 0; trial < 200; ++trial) {
     std::mt19937_64 rng(trial);
@@ -115,16 +145,16 @@ TEST_F(LocalityPolicyTest, MatchesReferenceOptimum) {
     const GroupRequest r = MakeRequest(1, tasks);
     const NodeView view = MakeNodeView(s.state(), 1, 1.0);
     const TaskLocality loc = ComputeLocality(s.state(), r, view);
-    const auto shares = FreeCpuShares(view, n);
+    const auto caps = FreeCpuCaps(view, n);
     std::vector<std::vector<int64_t>> cost(n, std::vector<int64_t>(m));
     for (int t = 0; t < n; ++t) {
       for (int j = 0; j < m; ++j) cost[t][j] = loc.total_bytes[t] - loc.LocalBytes(t, j);
     }
     const auto result = s.Schedule(r, PolicyKind::kLocality);
-    EXPECT_EQ(result.bytes_moved(), testing::ReferenceMinCost(cost, shares)) << trial;
+    EXPECT_EQ(result.bytes_moved(), testing::ReferenceMinCost(cost, caps)) << trial;
     for (int j = 0; j < m; ++j) {
       const auto it = result.task_counts().find(j);
-      EXPECT_EQ(it == result.task_counts().end() ? 0 : it->second, shares[j]) << trial;
+      EXPECT_LE(it == result.task_counts().end() ? 0 : it->second, caps[j]) << trial;
     }
   }
 }

@@ -1,5 +1,6 @@
 // Test oracle: a plain min-cost flow (successive shortest paths with Bellman-Ford) on the
-// full bipartite graph task -> every node (cost = bytes moved), node -> sink (cap share).
+// full bipartite graph task -> every node (cost = bytes moved), node -> sink (cap = the node's cap;
+// caps may add up to more than the number of tasks).
 // Slow (O(n^2 m)) and independent of the production solver's structure.
 #pragma once
 
@@ -11,8 +12,8 @@ namespace irfront::scheduler::testing {
 
 // cost[t][j]: bytes moved if task t runs on node j. Returns the optimal total cost.
 inline int64_t ReferenceMinCost(const std::vector<std::vector<int64_t>>& cost,
-                                const std::vector<int64_t>& shares) {
-  const int n = static_cast<int>(cost.size()), m = static_cast<int>(shares.size());
+                                const std::vector<int64_t>& caps) {
+  const int n = static_cast<int>(cost.size()), m = static_cast<int>(caps.size());
   const int src = n + m, sink = n + m + 1, vertices = n + m + 2;
   struct Edge { int to; int64_t cap, cost; };
   std::vector<Edge> edges;
@@ -27,7 +28,7 @@ inline int64_t ReferenceMinCost(const std::vector<std::vector<int64_t>>& cost,
     add(src, t, 1, 0);
     for (int j = 0; j < m; ++j) add(t, n + j, 1, cost[t][j]);
   }
-  for (int j = 0; j < m; ++j) add(n + j, sink, shares[j], 0);
+  for (int j = 0; j < m; ++j) add(n + j, sink, caps[j], 0);
   int64_t total = 0;
   const int64_t inf = std::numeric_limits<int64_t>::max() / 4;
   for (int unit = 0; unit < n; ++unit) {

@@ -28,7 +28,7 @@ TEST_F(SpreadPolicyTest, RoundRobinOverEqualNodes) {
   EXPECT_EQ(result.task_counts().at(3), 2);
 }
 
-// Shares follow free CPU: a node with twice the free CPU gets twice the tasks.
+// Caps follow free CPU: a node with twice the free CPU may take twice the tasks.
 TEST_F(SpreadPolicyTest, SharesFollowFreeCpu) {
   s_.AddNode(0, 4.0);
   s_.AddNode(1, 2.0);
@@ -37,14 +37,19 @@ TEST_F(SpreadPolicyTest, SharesFollowFreeCpu) {
   EXPECT_EQ(result.task_counts().at(1), 2);
 }
 
-// Equal remainders tie exactly and go to the lower id: free CPU 1,1,1,1,1,7 and 2 tasks
-// give quotas 1/6 (x5) and 7/6; node 5 gets 1, the last task goes to node 0.
-TEST_F(SpreadPolicyTest, RemainderTiesGoToLowerId) {
-  for (double cpus : {1.0, 1.0, 1.0, 1.0, 1.0, 7.0}) {
-    s_.AddNode(static_cast<NodeId>(s_.state().nodes().size()), cpus);
-  }
-  auto result = s_.Schedule(PlainRequest(1, 2, 1.0), PolicyKind::kSpread);
-  EXPECT_EQ(result.task_counts(), (std::map<NodeId, int64_t>{{0, 1}, {5, 1}}));
+// Caps are upper bounds, dealt round-robin in id order: free CPU 1 and 3 with 4 tasks
+// give caps 1 and 3 (node 0 full after one task); free CPU 2 and 1 with 4 tasks give
+// caps ceil(8/3) = 3 and ceil(4/3) = 2, and round-robin stops at 2 + 2.
+TEST_F(SpreadPolicyTest, RoundRobinUpToCaps) {
+  s_.AddNode(0, 1.0);
+  s_.AddNode(1, 3.0);
+  auto result = s_.Schedule(PlainRequest(1, 4, 1.0), PolicyKind::kSpread);
+  EXPECT_EQ(result.nodes(), std::vector<NodeId>({0, 1, 1, 1}));
+  GroupScheduler other;
+  other.AddNode(0, 2.0);
+  other.AddNode(1, 1.0);
+  result = other.Schedule(PlainRequest(1, 4, 1.0), PolicyKind::kSpread);
+  EXPECT_EQ(result.task_counts(), (std::map<NodeId, int64_t>{{0, 2}, {1, 2}}));
 }
 
 // Data is ignored: all inputs on node 0 still spread over both nodes.

@@ -111,19 +111,33 @@ TEST_F(ValidationTest, NodeMembership) {
   ExpectUnchangedAndUsable();
 }
 
-// No alive node: a message that says how to fix it.
-TEST(ValidationEmptyTest, NoAliveNode) {
+// No node at all is a usage error, with a message that says how to fix it.
+TEST(ValidationEmptyTest, EmptyCluster) {
   GroupScheduler s;
   try {
     s.Schedule(PlainRequest(1, 1), PolicyKind::kLocality);
     ADD_FAILURE() << "no exception";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("no alive node: add nodes with AddNode"),
+    EXPECT_NE(std::string(e.what()).find("empty cluster: add nodes with add_node"),
               std::string::npos);
   }
-  s.AddNode(0, 1.0);
-  s.UpdateNode(0, 1.0, /*alive=*/false);
-  EXPECT_THROW(s.Schedule(PlainRequest(1, 1), PolicyKind::kLocality), std::invalid_argument);
+}
+
+// Nodes that are all dead are a cluster state: every policy says infeasible, records
+// nothing, and places again once a node is alive.
+TEST(ValidationEmptyTest, NoAliveNodeIsInfeasible) {
+  for (PolicyKind policy : {PolicyKind::kPack, PolicyKind::kLocality, PolicyKind::kSpread,
+                            PolicyKind::kActors}) {
+    GroupScheduler s;
+    s.AddNode(0, 1.0);
+    s.UpdateNode(0, 1.0, /*alive=*/false);
+    const SchedulingResult result = s.Schedule(PlainRequest(1, 2), policy);
+    EXPECT_FALSE(result.ok());
+    EXPECT_NE(result.reason().find("no alive node"), std::string::npos) << result.reason();
+    EXPECT_EQ(s.state().group_count(), 0u);
+    s.UpdateNode(0, 1.0, /*alive=*/true);
+    EXPECT_TRUE(s.Schedule(PlainRequest(1, 2), policy).ok());
+  }
 }
 
 }  // namespace
