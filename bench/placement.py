@@ -8,7 +8,8 @@ reads `inputs_per_task` objects, each held by one random node, of random size
   python_ms          median time of the whole Python call: building the CSR arrays from
                      the instance's raw data + GroupScheduler.place_arrays
   bytes_moved        input bytes not on their task's node
-  optimal_bytes      exact minimum under the locality policy's per-node shares
+  optimal_bytes      exact minimum under the locality policy's per-node caps
+                     ceil(tasks * cpus_j / sum cpus)
                      (OR-tools min-cost flow; null when the instance is too large)
   max_over_mean_load max over nodes of tasks/cpus, over the mean of that
 
@@ -82,21 +83,17 @@ def place(sched: GroupScheduler, inst: Instance, group_id: int, policy: Policy):
     )
 
 
-def fair_shares(tasks: int, cpus: np.ndarray) -> np.ndarray:
-    """Tasks per node proportional to its CPUs, largest remainder, ties to the lower id."""
-    quota = tasks * cpus / cpus.sum()
-    share = np.floor(quota).astype(np.int64)
-    rest = tasks - int(share.sum())
-    order = np.lexsort((np.arange(len(cpus)), -(quota - share)))
-    share[order[:rest]] += 1
-    return share
+def fair_caps(tasks: int, cpus: list[int]) -> np.ndarray:
+    """The locality policy's caps: ceil(tasks * cpus_j / sum cpus), exact integers."""
+    total = sum(cpus)
+    return np.array([-(-tasks * c // total) for c in cpus], dtype=np.int64)
 
 
-def optimal_bytes(inst: Instance, shares: np.ndarray) -> Optional[int]:
-    """Minimum bytes moved with at most shares[j] tasks on node j (OR-tools min-cost flow).
+def optimal_bytes(inst: Instance, caps: np.ndarray) -> Optional[int]:
+    """Minimum bytes moved with at most caps[j] tasks on node j (OR-tools min-cost flow).
 
     Network: source -> task (cap 1); task -> hub (cost 0) -> any node; task -> each node
-    holding some of its inputs (cost -local bytes); node -> sink (cap share). The optimum
+    holding some of its inputs (cost -local bytes); node -> sink (cap caps[j]). The optimum
     is total bytes + min cost. None when the network exceeds MAX_ORACLE_ARCS.
     """
     from ortools.graph.python import min_cost_flow
@@ -123,7 +120,7 @@ def optimal_bytes(inst: Instance, shares: np.ndarray) -> Optional[int]:
         node_v(np.arange(nn)), np.full(nn, sink),
     ])
     caps = np.concatenate([
-        np.ones(n), np.ones(n), np.ones(len(uniq)), np.full(nn, n), shares,
+        np.ones(n), np.ones(n), np.ones(len(uniq)), np.full(nn, n), caps,
     ]).astype(np.int64)
     costs = np.concatenate([
         np.zeros(2 * n), -local, np.zeros(2 * nn),
@@ -194,9 +191,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
             inst = make_instance(tasks, nodes, k, args.seed)
             optimum = None
             if not args.no_oracle:
-                shares = fair_shares(tasks, np.full(nodes, NODE_CPUS))
+                caps = fair_caps(tasks, [int(NODE_CPUS)] * nodes)
                 bar.set_description(f"oracle {tasks}x{nodes}x{k}")
-                optimum = optimal_bytes(inst, shares)
+                optimum = optimal_bytes(inst, caps)
             for policy in POLICIES:
                 bar.set_description(f"{policy.value} {tasks}x{nodes}x{k}")
                 rows.append(run_row(inst, policy, repeats_for(tasks, nodes), optimum))
