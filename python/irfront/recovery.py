@@ -84,6 +84,15 @@ class RecoverySettings:
 
 
 # ---- reducers ------------------------------------------------------------------------------
+def _reconstructed() -> bool:
+    """Whether Ray restarted the current actor (its property warns about a deprecated
+    attribute it reads itself; silenced)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
 class CheckpointedReducer:
     """Base of reducer actors: a state, the last applied batch, checkpoint and restore.
 
@@ -99,7 +108,7 @@ class CheckpointedReducer:
         self.skipped = 0
         self.state = self.initial_state(*args)
         # Ray restarted us with fresh state: refuse batches until restore().
-        self.needs_restore = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.needs_restore = _reconstructed()
 
     def initial_state(self, *args: Any) -> Any:
         return 0
@@ -135,7 +144,7 @@ class CheckpointedReducer:
 
     def stats(self) -> dict:
         return {"applied": self.applied, "skipped": self.skipped, "last_seq": self.last_seq,
-                "restarted": bool(ray.get_runtime_context().was_current_actor_reconstructed)}
+                "restarted": _reconstructed()}
 
     def ping(self) -> tuple[str, bool]:
         return ray.get_runtime_context().get_node_id(), not self.needs_restore
@@ -309,7 +318,7 @@ class ReliableStream:
             if on_batch is not None:
                 on_batch(seq, self)
         deadline = time.monotonic() + self.settings.restart_timeout_s * 4
-        while min(self.confirmed) < self.last_submitted:
+        while min(self.confirmed) < self.last_submitted or self._pending:
             if time.monotonic() > deadline:
                 raise RecoveryError(f"stream did not drain: confirmed {self.confirmed}, "
                                     f"submitted up to {self.last_submitted}")
