@@ -84,7 +84,7 @@ void Solver::Unplace(int32_t t) {
   route_[t] = kUnassigned;
 }
 
-void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry) {
+inline void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry) {
   if (settled_[v] || d >= dist_[v]) return;
   if (dist_[v] == kInf) touched_.push_back(v);
   dist_[v] = d;
@@ -99,6 +99,10 @@ void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t ent
 void Solver::ExpandNode(int32_t v, int64_t d) {
   const int64_t base = d + pi_[v];
   if (aflow_[v] > 0) Relax(agg_, base - pi_[agg_], v, -1, 0);
+  // Only the cheapest task move v -> A can matter: relax A once (first task on ties, as
+  // relaxing each in turn would).
+  int64_t to_agg = kInf;
+  int32_t agg_task = -1;
   for (int32_t t : bucket_[v]) {
     const int64_t here = Cost(t, route_[t]);
     for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
@@ -107,8 +111,10 @@ void Solver::ExpandNode(int32_t v, int64_t d) {
       assert(Cost(t, e) - here + pi_[v] - pi_[k] >= 0);
       Relax(k, base + Cost(t, e) - here - pi_[k], v, t, e);
     }
-    Relax(agg_, base + Cost(t, kViaAggregator) - here - pi_[agg_], v, t, kViaAggregator);
+    const int64_t via = Cost(t, kViaAggregator) - here;
+    if (via < to_agg) to_agg = via, agg_task = t;
   }
+  if (agg_task >= 0) Relax(agg_, base + to_agg - pi_[agg_], v, agg_task, kViaAggregator);
 }
 
 // Out of A: a unit to any node, or a task routed through A moves to one of its nodes.

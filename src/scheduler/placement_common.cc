@@ -10,6 +10,9 @@
 namespace irfront::scheduler {
 
 int32_t NodeView::IndexOf(NodeId id) const {
+  if (!dense.empty()) {
+    return (id >= 0 && id < static_cast<NodeId>(dense.size())) ? dense[id] : -1;
+  }
   auto it = std::lower_bound(ids.begin(), ids.end(), id);
   return (it != ids.end() && *it == id) ? static_cast<int32_t>(it - ids.begin()) : -1;
 }
@@ -21,6 +24,10 @@ NodeView MakeNodeView(const ClusterState& state, GroupId self, double min_cpus) 
     view.ids.push_back(n.id);
     view.cpus.push_back(n.cpus);
     view.load.push_back(state.Load(n.id));
+  }
+  if (!view.ids.empty() && view.ids.back() < 4 * static_cast<NodeId>(view.size()) + 1024) {
+    view.dense.assign(view.ids.back() + 1, -1);
+    for (size_t j = 0; j < view.size(); ++j) view.dense[view.ids[j]] = static_cast<int32_t>(j);
   }
   // The request's own earlier record is about to be replaced: do not count its load.
   const std::vector<NodeId>* own = state.GroupNodes(self);

@@ -18,6 +18,9 @@ struct NodeView {
   std::vector<NodeId> ids;
   std::vector<double> cpus;
   std::vector<double> load;
+  // id -> view index (-1: not in the view) when the ids are dense enough (max id below
+  // 4 * nodes + 1024), else empty and IndexOf falls back to a binary search.
+  std::vector<int32_t> dense;
   size_t size() const { return ids.size(); }
   int32_t IndexOf(NodeId id) const;  // -1 when not in the view
 };

@@ -79,8 +79,19 @@ void ValidateInputs(const GroupRequest& r) {
 void ValidateLocations(const ClusterState& state, const GroupRequest& r) {
   ValidateOffsets("location_offsets", r.location_offsets, r.input_bytes.size(), "inputs",
                   r.location_nodes.size(), "location_nodes");
+  // Known ids as a bitmap when they are dense enough, else a binary search per location.
+  const std::vector<NodeInfo>& nodes = state.nodes();
+  std::vector<char> known;
+  if (!nodes.empty() && nodes.back().id < 4 * static_cast<NodeId>(nodes.size()) + 1024) {
+    known.assign(nodes.back().id + 1, 0);
+    for (const NodeInfo& n : nodes) known[n.id] = 1;
+  }
+  auto is_known = [&](NodeId id) {
+    if (known.empty()) return state.FindNode(id) != nullptr;
+    return id >= 0 && id < static_cast<NodeId>(known.size()) && known[id] != 0;
+  };
   for (size_t l = 0; l < r.location_nodes.size(); ++l) {
-    if (state.FindNode(r.location_nodes[l]) == nullptr) {
+    if (!is_known(r.location_nodes[l])) {
       Fail("location_nodes[" + std::to_string(l) + "] = " +
            std::to_string(r.location_nodes[l]) +
            " is not a node of the cluster; add it with AddNode first");
