@@ -16,7 +16,8 @@ rotation: the same pipeline shape with tiny data (8 bytes: empty tasks) under
 vanilla and under locality (all optimisations); floor_ms is the lower p50.
 
 Scheduler names: vanilla, pack, locality, and ablations of locality's optimisations:
-locality-nofuse, locality-noshuffle, locality-noahead, locality-plain (all off); a
+locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), locality-plain
+(all off); a
 "+fuse" etc. switches one on (e.g. vanilla+fuse). See irfront/optimize.py.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--cpus-per-node", type=int, default=2)
-    ap.add_argument("--object-store-mb", type=int, default=1024, help="per node")
+    ap.add_argument("--object-store-mb", type=int, default=2048, help="per node")
     ap.add_argument("--maps", type=int, default=2)
     ap.add_argument("--reducers", type=int, default=None, help="default: nodes * 2")
     ap.add_argument("--partitions", type=int, default=None, help="default: nodes * 4")

@@ -67,8 +67,8 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
 
 
 @pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
-    ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality", True),
-    ("locality-nofuse-noshuffle", True)])
+    ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
+    ("locality-nofuse-noshuffle+ahead", True)])
 def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
     opts, _ = options_for(name)
     totals = run_pipeline(opts, ahead=ahead)
@@ -80,11 +80,12 @@ def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
 
 def test_defaults_on_under_locality_only():
     for s in ("fuse", "shuffle_by_node", "preschedule"):
-        assert enabled(irfront.LoweringOptions(scheduler="locality"), s)
+        assert enabled(irfront.LoweringOptions(scheduler="locality"), s) == (
+            s != "preschedule")  # measured slower here: opt-in
         assert not enabled(irfront.LoweringOptions(scheduler="vanilla"), s)
         assert not enabled(irfront.LoweringOptions(scheduler="pack"), s)
-    opts, _ = options_for("locality-nofuse-noahead")
-    assert (opts.fuse, opts.shuffle_by_node, opts.preschedule) == (False, True, False)
+    opts, _ = options_for("locality-nofuse+ahead")
+    assert (opts.fuse, opts.shuffle_by_node, opts.preschedule) == (False, True, True)
     assert options_for("locality-plain")[0].fuse is False
     assert options_for("vanilla+fuse")[0].fuse is True
     with pytest.raises(ValueError, match="unknown scheduler variant"):

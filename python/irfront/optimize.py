@@ -1,7 +1,8 @@
 """IR passes that use a group's semantics, applied at evaluation under LoweringOptions.
 
 Each pass is a switch on ``LoweringOptions`` (``None``: on under ``locality``, off under
-``vanilla`` and ``pack``; ``True``/``False`` force it). Nodes stay data: the passes only
+``vanilla`` and ``pack``, except ``preschedule``, off by default: see DEFAULT_ON;
+``True``/``False`` force it). Nodes stay data: the passes only
 change how a node is lowered, and results are the same as without them.
 
 - ``fuse``: a chain of Maps, each one-to-one (num_returns=1) and consumed only by the
@@ -37,13 +38,17 @@ from irfront.lower import Lowered, LoweringOptions, evaluate, flat_objects, regi
 from irfront.nodes import Map, Node, ReduceActors
 
 SWITCHES = ("fuse", "shuffle_by_node", "preschedule")
+# On by default under locality. ``preschedule`` is not: on this 2-core machine the gate
+# (one more process wake-up on the critical path) cost more than the driver work it hid
+# (docs/BENCHMARKS.md, "locality+ahead"); switch it on with preschedule=True.
+DEFAULT_ON = ("fuse", "shuffle_by_node")
 
 
 def enabled(opts: LoweringOptions, switch: str) -> bool:
     """Whether an optimisation is on: its field, or by default on under locality only."""
     value = getattr(opts, switch)
     if value is None:
-        return opts.scheduler == "locality"
+        return opts.scheduler == "locality" and switch in DEFAULT_ON
     return bool(value)
 
 
