@@ -38,9 +38,10 @@ from irfront.lower import Lowered, LoweringOptions, evaluate, flat_objects, regi
 from irfront.nodes import Map, Node, ReduceActors
 
 SWITCHES = ("fuse", "shuffle_by_node", "preschedule")
-# On by default under locality. ``preschedule`` is not: on this 2-core machine the gate
-# (one more process wake-up on the critical path) cost more than the driver work it hid
-# (docs/BENCHMARKS.md, "locality+ahead"); switch it on with preschedule=True.
+# On by default under locality. ``preschedule`` is not: on this loaded 2-core machine its
+# effect was not consistent (p50 better in one run, worse in another, p99 no better; the
+# gate adds a process wake-up to the critical path; docs/BENCHMARKS.md, "locality+ahead");
+# switch it on with preschedule=True.
 DEFAULT_ON = ("fuse", "shuffle_by_node")
 
 
