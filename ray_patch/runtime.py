@@ -161,6 +161,29 @@ class Runtime:
             self.scheduler.update_node(nid, alive=False)
             self._node_state[nid] = (0.0, False)
 
+    def probe_nodes(self, timeout_s: float = 0.3) -> list[str]:
+        """Marks dead every node whose raylet no longer accepts connections (a TCP connect
+        to its NodeManagerPort): a node killed seconds ago, before the GCS's health checks
+        notice. Returns the hex ids it marked. Called after failures only."""
+        import socket
+        marked = []
+        for info in ray.nodes():
+            hexid = info["NodeID"]
+            if not info.get("Alive", False) or hexid in self.failed_nodes:
+                continue
+            addr = (info.get("NodeManagerAddress"), info.get("NodeManagerPort"))
+            if not addr[0] or not addr[1]:
+                continue
+            try:
+                with socket.create_connection(addr, timeout=timeout_s):
+                    pass
+            except ConnectionRefusedError:
+                self.mark_dead(hexid)
+                marked.append(hexid)
+            except OSError:  # a timeout proves nothing: leave it to the GCS
+                pass
+        return marked
+
     def alive_nodes(self) -> list[str]:
         return [self.hex_of[n] for n, (cpus, alive) in sorted(self._node_state.items())
                 if alive and cpus > 0]

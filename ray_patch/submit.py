@@ -370,19 +370,25 @@ def core_group_count() -> int:
         return rt.group_count()
 
 
-def node_failed(node_hex: str | None = None) -> None:
-    """Tells the runtime a node failed: re-reads the node table now and, with
-    ``node_hex``, marks that node dead in the core at once (Ray's GCS may take seconds
-    to notice), so no later group is placed on it. Its pinned tasks are soft-pinned:
-    Ray runs them elsewhere."""
+def node_failed(node_hex: str | None = None, probe: bool = True) -> list[str]:
+    """Tells the runtime something failed: re-reads the node table now; marks ``node_hex``
+    (if given) dead in the core at once, and with ``probe`` every node whose raylet
+    refuses connections (Ray's GCS takes seconds to notice a dead node), so no later
+    group is placed on them. Tasks already pinned there are soft-pinned: Ray runs them
+    elsewhere. Returns the hex ids marked dead by this call."""
     from ray_patch.runtime import current_runtime
     rt = current_runtime()
     if rt is None:
-        return
+        return []
     with rt.lock:
         rt.refresh_nodes(force=True)
-        if node_hex is not None:
+        marked = []
+        if node_hex is not None and node_hex not in rt.failed_nodes:
             rt.mark_dead(node_hex)
+            marked.append(node_hex)
+        if probe:
+            marked += rt.probe_nodes()
+        return marked
 
 
 def update_actor_node(handle: Any, node_hex: str) -> None:

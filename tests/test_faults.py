@@ -84,6 +84,7 @@ def run(reducer=SumReducer, stages=(triple,), on_batch=None, reducer_args=None,
                         reducer_args=reducer_args) as s:
         report = s.run(source(), on_batch=on_batch)
         states = s.states()
+    print(report.summary(), report.recoveries)  # shown with pytest -s (RELIABILITY.md)
     return states, report
 
 
@@ -179,3 +180,5 @@ def test_node_removed_mid_stream(cluster, baseline):
     # Once the failure was seen, no later group went to the dead node.
     assert dead_hex not in set().union(*seen_after[-3:])
     assert dead_hex not in rt.alive_nodes()
+    # Seen at the reducer's failure (its raylet refuses connections), before the GCS.
+    assert report.node_failures == [dead_hex]

@@ -379,6 +379,8 @@ class ReliableStream:
         refs = list(self._pending)
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if not ready:
+            if timeout > 0:  # a stall: a node may have died unseen (Ray's GCS is slow)
+                self._probe_nodes()
             return
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         broken: dict[int, Any] = {}
@@ -424,6 +426,14 @@ class ReliableStream:
             del self.kept[seq]
 
     # ---- recovery -----------------------------------------------------------------------
+    def _probe_nodes(self) -> None:
+        """Marks dead (in ray_patch's scheduler) nodes whose raylet refuses connections,
+        so the next batches are placed on live nodes only."""
+        import ray_patch
+        for hexid in ray_patch.node_failed(None, probe=True):
+            if hexid not in self.report.node_failures:
+                self.report.node_failures.append(hexid)
+
     def _recover(self, i: int, cause: Any) -> None:
         """Brings reducer i back: node table, restart, checkpoint, replay."""
         import ray_patch
@@ -434,9 +444,9 @@ class ReliableStream:
                                 f"max_recoveries={st.max_recoveries}); last cause: {cause!r}")
         t0 = time.perf_counter()
         dead = _dead_node_in(cause) if isinstance(cause, BaseException) else None
-        ray_patch.node_failed(dead)
-        if dead is not None and dead not in self.report.node_failures:
-            self.report.node_failures.append(dead)
+        for hexid in ray_patch.node_failed(dead):
+            if hexid not in self.report.node_failures:
+                self.report.node_failures.append(hexid)
         for r, (_, _, j) in list(self._pending.items()):
             if j == i:  # superseded by the replay below
                 del self._pending[r]
@@ -473,4 +483,4 @@ class ReliableStream:
         self.report.recoveries.append({
             "reducer": i, "cause": cause if isinstance(cause, str) else type(cause).__name__,
             "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
-            "dead_node": dead, "seconds": time.perf_counter() - t0})
+            "dead_nodes": list(self.report.node_failures), "seconds": time.perf_counter() - t0})
