@@ -180,7 +180,7 @@ def test_eval_is_memoised_and_free_releases_the_group():
 
 
 def test_dropping_nodes_frees_their_groups():
-    irfront.init(scheduler="locality")
+    irfront.init(scheduler="locality", fuse=False)  # one group per Map (fusion: one per chain)
     deps = Broadcast(generate, 4, 10, 0)
     for _ in range(3):
         m = Map(map_step, Map(map_step, deps, [(1,)] * 4), [(2,)] * 4)

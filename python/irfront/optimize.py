@@ -132,7 +132,8 @@ def fused_function(tasks: tuple[RemoteFunction, ...]) -> RemoteFunction:
 
 
 def _lower_chain(chain: list[Map], opts: LoweringOptions,
-                 regroup: tuple[tuple[int, ...], ...] | None = None) -> Lowered:
+                 regroup: tuple[tuple[int, ...], ...] | None = None,
+                 group_id: int | None = None) -> Lowered:
     """Lowers a chain (one or more Maps) as one group of fused tasks."""
     first, last = chain[0], chain[-1]
     base = first.objects
@@ -152,7 +153,8 @@ def _lower_chain(chain: list[Map], opts: LoweringOptions,
         task = fn if k == 1 else fn.options(num_returns=k)
         return Lowered([task.remote(*c) for c in calls], lower._new_group_id(opts), dep)
     import ray_patch
-    refs = ray_patch.submit_group(fn, calls, group_dependency=dep, policy=opts.task_policy,
+    refs = ray_patch.submit_group(fn, calls, group_id=group_id, group_dependency=dep,
+                                  policy=opts.task_policy,
                                   num_returns=k if k > 1 else None,
                                   name=fn._function.__name__)
     return Lowered(list(refs), refs.group_id, dep)
@@ -204,9 +206,13 @@ def lower_reduce_by_node(node: ReduceActors, opts: LoweringOptions) -> Lowered:
     base_objs = flat_objects(base, evaluate(base, opts, consumer=chain[0]))
     n = node.actors.n
     # Place the actors (if not yet) from the shuffle's inputs: each reads from every task.
-    handles = lower.ensure_actors(node, node.actors, opts, base.group_id, [base_objs] * n)
+    # They depend on the shuffle's group, as without this pass: its id is reserved first.
+    import ray_patch
+    shuffle_gid = ray_patch.new_group_id()
+    handles = lower.ensure_actors(node, node.actors, opts, shuffle_gid, [base_objs] * n)
     where = _actor_nodes(handles)
     if where is None:  # actors not placed by this runtime: no node to group by
+        ray_patch.free_groups([shuffle_gid])
         return lower.lower_reduce_actors(node, opts)
     by_node: dict[int, list[int]] = {}
     for i, nid in enumerate(where):
@@ -216,7 +222,7 @@ def lower_reduce_by_node(node: ReduceActors, opts: LoweringOptions) -> Lowered:
     for g, members in enumerate(regroup):
         for p, i in enumerate(members):
             pos[i] = (g, p)
-    out = _lower_chain(chain, opts, regroup)
+    out = _lower_chain(chain, opts, regroup, group_id=shuffle_gid)
     # The shuffle node carries the group (placement(), freeing), not per-actor futures.
     src._set_result(out.value, out.group_id, opts.scheduler, out.depends_on)
     src._value = None
@@ -227,7 +233,6 @@ def lower_reduce_by_node(node: ReduceActors, opts: LoweringOptions) -> Lowered:
         g, p = pos[i]
         objs = [r if single else r[g] for r in out.value]
         calls.append((node.method, p, len(objs), *objs, *extra[i]))
-    import ray_patch
     refs = ray_patch.call_actors(handles, node.method, calls, group_dependency=out.group_id,
                                  invoke=PICK_INVOKE, name=f"{node.actors.name}.{node.method}")
     return Lowered(list(refs), refs.group_id, out.group_id)
