@@ -67,7 +67,25 @@ def _check_remote_function(fn: Any) -> None:
                      f"'{task_name(fn)}'; decorate it with @ray.remote")
 
 
+MAX_RETURNS = 100_000  # num_returns of one task
+MAX_RETRIES = 2**31 - 1
+MAX_ID = 2**62  # group ids are int64 in the core
+
+
+def _check_optional_int(name: str, value: Any, low: int, high: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise GroupError(f"{name} must be an int or None; got {type(value).__name__} "
+                         f"{value!r}")
+    if not low <= value <= high:
+        raise GroupError(f"{name} must be between {low} and {high}; got {value}")
+
+
 def _as_tuples(arg_tuples: Sequence[Any]) -> list[tuple]:
+    if isinstance(arg_tuples, (str, bytes, dict)) or not hasattr(arg_tuples, "__iter__"):
+        raise GroupError(f"arguments must be a list with one tuple per task, e.g. "
+                         f"[(x,) for x in xs]; got {type(arg_tuples).__name__}")
     out = []
     for i, a in enumerate(arg_tuples):
         if isinstance(a, tuple):
@@ -148,10 +166,10 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     rebuilt from lineage); None keeps ``fn``'s own setting (Ray's default is 3).
     """
     _check_remote_function(fn)
-    if max_retries is not None and (isinstance(max_retries, bool) or
-                                    not isinstance(max_retries, int) or max_retries < -1):
-        raise GroupError(f"max_retries must be an int >= -1 (-1: retry forever); got "
-                         f"{max_retries!r}")
+    _check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
+    _check_optional_int("group_id", group_id, 0, MAX_ID)
+    _check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
+    _check_optional_int("max_retries", max_retries, -1, MAX_RETRIES)  # -1: forever
     args = _as_tuples(arg_tuples)
     rt = get_runtime()
     with rt.lock:
@@ -178,7 +196,11 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
             rt.scheduler.free_group(gid)
             raise
         rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
-        rt.record(rec, enumerate(out))
+        try:
+            rt.record(rec, enumerate(out))
+        except BaseException:
+            rt.free(gid)
+            raise
     return GroupRefs(out, gid)
 
 
@@ -245,6 +267,11 @@ def group_actors(actor_cls: ActorClass, n: int,
     is a named actor ``f"{cls}[g{gid}:{i}]"`` (visible in the state API and dashboard).
     """
     _check_actor_class(actor_cls)
+    if n is None:
+        raise GroupError("n (the number of actors) must be an int; got None")
+    _check_optional_int("n", n, 0, MAX_RETURNS)
+    _check_optional_int("group_id", group_id, 0, MAX_ID)
+    _check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
     args = _as_tuples(arg_tuples) if arg_tuples is not None else [()] * n
     if len(args) != n:
         raise GroupError(f"got {len(args)} argument tuples for {n} actors; pass one per "
