@@ -66,6 +66,9 @@ def parse_args(argv=None):
     ap.add_argument("--part-kb", type=float, default=256.0,
                     help="KiB per partition (the broadcast array)")
     ap.add_argument("--sample-every", type=int, default=50)
+    ap.add_argument("--kill-every", type=int, default=0,
+                    help="kill a reducer (ray.kill, restart allowed; round robin) every N "
+                         "batches: recovery under a long run (0: no faults)")
     ap.add_argument("--json", default=None, help="write the samples and summary here")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
@@ -106,6 +109,9 @@ def main(argv=None) -> int:
         def on_batch(seq: int, stream: ReliableStream) -> None:
             if bar is not None:
                 bar.update(1)
+            if args.kill_every and (seq + 1) % args.kill_every == 0:
+                victim = stream.handles[((seq + 1) // args.kill_every) % len(stream.handles)]
+                ray.kill(victim, no_restart=False)
             if (seq + 1) % args.sample_every == 0:
                 rows.append(sample(seq, t0, stream, proc))
 
@@ -133,6 +139,8 @@ def main(argv=None) -> int:
             "batches_per_s": report.batches / report.elapsed_s,
             "lost_batches": report.lost_batches, "sums_match": exact,
             "checkpoints": report.checkpoints, "recoveries": len(report.recoveries),
+            "kills": args.batches // args.kill_every if args.kill_every else 0,
+            "replayed": report.replayed,
             "held_back_s": report.backpressure.get("held_back_s"),
             "peak_in_flight": report.backpressure.get("peak_in_flight"),
             "kept_peak": report.kept_peak,

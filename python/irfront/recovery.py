@@ -480,6 +480,9 @@ class ReliableStream:
             self._pending[out[0]] = ("apply", s, i)
             self._replay_groups.append((i, s, out.group_id))
         self.report.replayed += len(seqs)
+        # A checkpoint right after the replay: the inputs kept for this reducer can go
+        # without waiting for the next K boundary.
+        self._pending[h.checkpoint.remote()] = ("ckpt", self.last_submitted, i)
         self.report.recoveries.append({
             "reducer": i, "cause": cause if isinstance(cause, str) else type(cause).__name__,
             "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
