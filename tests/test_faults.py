@@ -165,7 +165,12 @@ def test_node_removed_mid_stream(cluster, baseline):
             for g in stream._groups.get(seq, [])[:-1]:
                 seen_after.append(set((ray_patch.placement(g) or {}).keys()))
 
-    states, report = run(on_batch=remove, num_reducers=n)
+    try:
+        states, report = run(on_batch=remove, num_reducers=n)
+    finally:  # leave the shared cluster in its asked shape, whatever happened
+        if node in cluster.worker_nodes:
+            cluster.remove_node(node)
+        ray_patch.refresh_nodes()
     exp = [0] * n
     for parts in source():
         for p in parts:
