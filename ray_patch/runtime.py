@@ -56,7 +56,8 @@ class Runtime:
 
     def __init__(self, *, refresh_interval_s: float = 1.0,
                  default_object_bytes: int = 1 << 20, scheduler: Any = None,
-                 retire_policies: tuple[str, ...] = ("locality", "spread", "actors")):
+                 retire_policies: tuple[str, ...] = ("locality", "spread", "actors"),
+                 name_tasks: bool = True):
         if not ray.is_initialized():
             raise GroupError(
                 "Ray is not initialised; call ray.init(address=...) (or "
@@ -72,6 +73,10 @@ class Runtime:
         # stage's tasks run after the stage it reads from, so that stage's CPU demand no
         # longer counts as load. "pack" keeps the draft's rule (load of live groups).
         self.retire_policies = tuple(retire_policies)
+        # Name each task f"{fn}[g{gid}:{i}]" (visible in Ray's dashboard and state API).
+        # Ray's core worker keeps per-task-name state in every process for good (a
+        # distinct name costs the driver about 0.5 KB): turn off for long runs.
+        self.name_tasks = bool(name_tasks)
         self.hex_of: list[str] = []  # int node id -> Ray hex id
         self.int_of: dict[str, int] = {}  # Ray hex id -> int node id
         self.strategies: list[NodeAffinitySchedulingStrategy] = []
@@ -296,11 +301,12 @@ _SETTINGS: dict[str, Any] = {}
 
 def configure(**settings: Any) -> None:
     """Settings for the next runtime built (refresh_interval_s, default_object_bytes,
-    scheduler); applied to the current one too where that makes sense."""
+    scheduler, name_tasks); applied to the current one too where that makes sense."""
     _SETTINGS.update(settings)
     rt = _RUNTIME
     if rt is not None:
-        for k in ("refresh_interval_s", "default_object_bytes", "retire_policies"):
+        for k in ("refresh_interval_s", "default_object_bytes", "retire_policies",
+                  "name_tasks"):
             if k in settings:
                 setattr(rt, k, settings[k])
 

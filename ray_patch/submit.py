@@ -183,15 +183,17 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
             (lambda **o: fn.options(max_retries=max_retries, **o))
         out = []
         try:
-            if num_returns is None:
+            extra: dict[str, Any] = {}
+            if num_returns is not None:
+                extra["num_returns"] = num_returns
+            if rt.name_tasks:
                 for i, a in enumerate(args):
                     out.append(options(scheduling_strategy=strat[nodes[i]],
-                                       name=f"{base}[g{gid}:{i}]").remote(*a))
+                                       name=f"{base}[g{gid}:{i}]", **extra).remote(*a))
             else:
                 for i, a in enumerate(args):
                     out.append(options(scheduling_strategy=strat[nodes[i]],
-                                       name=f"{base}[g{gid}:{i}]",
-                                       num_returns=num_returns).remote(*a))
+                                       **extra).remote(*a))
         except BaseException:  # e.g. arguments that do not fit fn's signature
             rt.scheduler.free_group(gid)
             raise
@@ -339,13 +341,15 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
         for i, (h, a) in enumerate(zip(handles, args)):
             nodes[i] = rt.actor_node.get(h._actor_id.binary(), NO_NODE)
             m = h.__ray_call__ if invoke is not None else getattr(h, method)
-            o: dict[str, Any] = {"name": f"{base}[g{gid}:{i}]"}
+            o: dict[str, Any] = {"name": f"{base}[g{gid}:{i}]"} if rt.name_tasks else {}
             if num_returns is not None:
                 o["num_returns"] = num_returns
+            if o:
+                m = m.options(**o)
             if invoke is not None:
-                out.append(m.options(**o).remote(invoke, *a))
+                out.append(m.remote(invoke, *a))
             else:
-                out.append(m.options(**o).remote(*a))
+                out.append(m.remote(*a))
         rt.record(GroupRecord(gid, base, group_dependency, "actor-calls", nodes,
                               in_core=False), enumerate(out))
     return GroupRefs(out, gid)
