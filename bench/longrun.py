@@ -6,7 +6,8 @@
 The draft's streaming workload (bench/stream_workload.py: --maps map_step stages over
 --partitions partitions, a shuffle into one partial sum per reducer) driven by
 irfront.recovery.ReliableStream with its default settings (checkpoint every 10 batches,
-at most 4 batches in flight, group tasks with 3 retries), as fast as the pipeline drains
+at most 4 batches in flight, group tasks with 3 retries, unnamed tasks: --name-tasks
+names them as ray_patch's default does, which grows the driver), as fast as the pipeline drains
 (backpressure holds the source). Every --sample-every batches it samples: the object
 stores' use (all nodes: object_store_memory, total minus available), the driver's RSS
 (psutil), the
@@ -69,6 +70,9 @@ def parse_args(argv=None):
     ap.add_argument("--kill-every", type=int, default=0,
                     help="kill a reducer (ray.kill, restart allowed; round robin) every N "
                          "batches: recovery under a long run (0: no faults)")
+    ap.add_argument("--name-tasks", action="store_true",
+                    help="name every group task and reducer call (RecoverySettings("
+                         "name_tasks=True)): Ray keeps per-name state in the driver")
     ap.add_argument("--json", default=None, help="write the samples and summary here")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
@@ -96,7 +100,7 @@ def main(argv=None) -> int:
         deps = ray.get(wl.generate_dependencies.remote(args.part_kb / 1024))
         dep_ref = ray.put(deps)
         expected_per_batch = float(deps.sum()) * args.partitions
-        settings = RecoverySettings()
+        settings = RecoverySettings(name_tasks=args.name_tasks)
         stages = [(wl.map_step, (0.0,))] * args.maps
         t0 = time.perf_counter()
         rows = [sample(-1, t0, None, proc)]
@@ -150,7 +154,8 @@ def main(argv=None) -> int:
             "groups_back_to_start": (end["groups"], end["core_groups"]) == start_groups,
             "settings": {"checkpoint_every": settings.checkpoint_every,
                          "max_in_flight": settings.max_in_flight,
-                         "task_retries": settings.task_retries},
+                         "task_retries": settings.task_retries,
+                         "name_tasks": settings.name_tasks},
             "workload": {"partitions": args.partitions, "maps": args.maps,
                          "reducers": args.reducers, "part_kb": args.part_kb,
                          "nodes": args.nodes, "cpus_per_node": args.cpus_per_node},

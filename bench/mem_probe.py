@@ -9,8 +9,10 @@ shuffle into 4 partial sums, 4 SumReducer actors), at most 4 batches in flight.
 
 - ``plain``: plain Ray, no options;  ``plain_names``: a unique task name on every task
   and actor call (what ray_patch did);  ``plain_pin``: soft node affinity on every task;
-- ``stream``: irfront.recovery.ReliableStream (ray_patch) with its defaults;
-  ``stream_noname``: the same with ``ray_patch.configure(name_tasks=False)``.
+- ``stream``: irfront.recovery.ReliableStream (ray_patch) with its defaults (unnamed
+  tasks); ``stream_names``: the same with ``RecoverySettings(name_tasks=True)`` (every
+  group task and reducer call named ``f"{fn}[g{gid}:{i}]"``, as before the fix);
+  ``stream_noname``: ``stream_names`` with ``ray_patch.configure(name_tasks=False)``.
 
 Ray settings go through the environment (e.g. RAY_task_events_report_interval_ms=0).
 Prints one JSON line: RSS after the warm-up, at the end, and the least-squares slope in
@@ -89,8 +91,9 @@ def main() -> int:
     if a.variant.startswith("stream"):
         if a.variant == "stream_noname":
             ray_patch.configure(name_tasks=False)
+        named = a.variant in ("stream_names", "stream_noname")
         s = ReliableStream(SumReducer, 4, [(wl.map_step, (0.0,))] * 2, wl.shuffle,
-                           RecoverySettings())
+                           RecoverySettings(name_tasks=True) if named else RecoverySettings())
         try:
             s.run(([dep] * 8 for _ in range(a.batches)), on_batch=on_batch)
         finally:

@@ -155,7 +155,8 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
 def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                  group_id: int | None = None, group_dependency: int | None = None,
                  policy: str = "locality", num_returns: int | None = None,
-                 name: str | None = None, max_retries: int | None = None) -> GroupRefs:
+                 name: str | None = None, max_retries: int | None = None,
+                 name_tasks: bool | None = None) -> GroupRefs:
     """Submits one task of ``fn`` per argument tuple, as one group.
 
     The group is placed by the C++ core (``policy``: pack, locality, spread), each task
@@ -164,6 +165,9 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     Returns the futures (a list with ``.group_id``); free the group with ``free_groups``.
     ``max_retries``: Ray's task retries (a crashed worker, an output lost with its node is
     rebuilt from lineage); None keeps ``fn``'s own setting (Ray's default is 3).
+    ``name_tasks``: False submits the tasks without names (Ray keeps state per distinct
+    task name in the driver for good: about 2 KB each; see docs/RELIABILITY.md); None
+    takes ``configure(name_tasks=...)`` (default True).
     """
     _check_remote_function(fn)
     _check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
@@ -186,7 +190,7 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
             extra: dict[str, Any] = {}
             if num_returns is not None:
                 extra["num_returns"] = num_returns
-            if rt.name_tasks:
+            if rt.name_tasks if name_tasks is None else name_tasks:
                 for i, a in enumerate(args):
                     out.append(options(scheduling_strategy=strat[nodes[i]],
                                        name=f"{base}[g{gid}:{i}]", **extra).remote(*a))
@@ -321,18 +325,20 @@ def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
 def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequence[Any]],
                 *, group_id: int | None = None, group_dependency: int | None = None,
                 num_returns: int | None = None, invoke: Any = None,
-                name: str | None = None) -> GroupRefs:
+                name: str | None = None, name_tasks: bool | None = None) -> GroupRefs:
     """Calls ``method`` once on each actor (actor i with ``arg_tuples[i]``) as one group.
 
     Actor calls run where their actor lives; the group gives them names
     ``f"{name}[g{gid}:{i}]"`` and registers their outputs at their actor's node. With
     ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)`` instead.
+    ``name_tasks=False`` leaves the calls unnamed (as in ``submit_group``).
     """
     args = _as_tuples(arg_tuples)
     if len(args) != len(handles):
         raise GroupError(f"got {len(args)} argument tuples for {len(handles)} actors; "
                          "pass one per actor")
     rt = get_runtime()
+    named = rt.name_tasks if name_tasks is None else name_tasks
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
         base = name or method
@@ -341,7 +347,7 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
         for i, (h, a) in enumerate(zip(handles, args)):
             nodes[i] = rt.actor_node.get(h._actor_id.binary(), NO_NODE)
             m = h.__ray_call__ if invoke is not None else getattr(h, method)
-            o: dict[str, Any] = {"name": f"{base}[g{gid}:{i}]"} if rt.name_tasks else {}
+            o: dict[str, Any] = {"name": f"{base}[g{gid}:{i}]"} if named else {}
             if num_returns is not None:
                 o["num_returns"] = num_returns
             if o:

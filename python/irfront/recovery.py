@@ -68,6 +68,10 @@ class RecoverySettings:
     restart_timeout_s: float = 120.0  # how long to wait for a reducer to come back
     max_recoveries: int = 20  # per reducer per run; more means something is wrong
     policy: str = "locality"  # group policy for the stage tasks
+    # Per-task names (ray_patch's f"{fn}[g{gid}:{i}]"). Off: Ray's core worker keeps
+    # state for every distinct task name in the driver for good (about 55 KiB per batch
+    # of this driver's default workload: docs/RELIABILITY.md); a long run must not.
+    name_tasks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("checkpoint_every", "max_in_flight", "max_recoveries"):
@@ -339,13 +343,14 @@ class ReliableStream:
         dep = None
         for fn, extra in self.stages:
             out = ray_patch.submit_group(fn, [(x, *extra) for x in xs], group_dependency=dep,
-                                         policy=st.policy, max_retries=st.task_retries)
+                                         policy=st.policy, max_retries=st.task_retries,
+                                         name_tasks=st.name_tasks)
             groups.append(out.group_id)
             dep, xs = out.group_id, list(out)
         sh = ray_patch.submit_group(self.shuffle, [(x, self.n) for x in xs],
                                     group_dependency=dep, policy=st.policy,
                                     num_returns=self.n if self.n > 1 else None,
-                                    max_retries=st.task_retries)
+                                    max_retries=st.task_retries, name_tasks=st.name_tasks)
         groups.append(sh.group_id)
         if self.n > 1:
             per = [[refs[i] for refs in sh] for i in range(self.n)]
@@ -356,7 +361,8 @@ class ReliableStream:
         calls = ray_patch.call_actors(self.handles, "apply",
                                       [(seq, *per[i]) for i in range(self.n)],
                                       group_dependency=sh.group_id,
-                                      name=f"{self._reducer_name()}.apply")
+                                      name=f"{self._reducer_name()}.apply",
+                                      name_tasks=st.name_tasks)
         groups.append(calls.group_id)
         for i, ref in enumerate(calls):
             self._pending[ref] = ("apply", seq, i)
@@ -476,7 +482,8 @@ class ReliableStream:
         seqs = sorted(s for s in self.kept if ck_seq < s <= self.last_submitted)
         name = f"{self._reducer_name()}.replay"
         for s in seqs:
-            out = ray_patch.call_actors([h], "apply", [(s, *self.kept[s][i])], name=name)
+            out = ray_patch.call_actors([h], "apply", [(s, *self.kept[s][i])], name=name,
+                                        name_tasks=st.name_tasks)
             self._pending[out[0]] = ("apply", s, i)
             self._replay_groups.append((i, s, out.group_id))
         self.report.replayed += len(seqs)
