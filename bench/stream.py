@@ -18,7 +18,9 @@ vanilla and under locality (all optimisations); floor_ms is the lower p50.
 Scheduler names: vanilla, pack, locality, and ablations of locality's optimisations:
 locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), locality-plain
 (all off); a
-"+fuse" etc. switches one on (e.g. vanilla+fuse). See irfront/optimize.py.
+"+fuse" etc. switches one on (e.g. vanilla+fuse). See irfront/optimize.py. A suffix
+"@MS" sets a pre-scheduling series' lead (submission MS ms before the batch's start;
+default: half the interval), e.g. locality+ahead@25.
 """
 from __future__ import annotations
 
@@ -84,12 +86,30 @@ class Config:
     (the floors use tiny data whatever the size)."""
 
     def __init__(self, name: str, data_mb: float, floor: bool):
-        base = FLOORS.get(name, name)
+        base, self.lead_s = split_lead(FLOORS.get(name, name))
         self.opts, _ = options_for(base)
         self.name, self.data_mb, self.floor = name, data_mb, floor
         self.ahead = self.opts.preschedule
         self.actor_key = self.opts.scheduler  # one reducer set per base scheduler
         self.deps = None
+
+
+def split_lead(name: str) -> tuple[str, float | None]:
+    """``"locality+ahead@25"`` -> ``("locality+ahead", 0.025)``; no suffix: lead None."""
+    if "@" not in name:
+        return name, None
+    base, ms = name.split("@", 1)
+    return base, float(ms) / 1e3
+
+
+def with_leads(plan, stream):
+    """Yields the plan's batches, setting the stream's pre-scheduling lead per batch
+    (``MicroBatchStream.run`` reads ``lead_s`` when it takes each batch)."""
+    default = stream.lead_s
+    for b, lead in plan:
+        stream.lead_s = default if lead is None else lead
+        yield b
+    stream.lead_s = default
 
 
 def percentiles(xs_ms):
@@ -115,7 +135,7 @@ def run_size(args, size, names, reducers, stream, bar):
                 node = wl.build_batch(c.deps, reducers[c.actor_key], args.maps,
                                       args.reducers, start, tag)
                 return node.eval()
-        return Batch(submit=submit, ahead=c.ahead, label=(c.name, tag))
+        return Batch(submit=submit, ahead=c.ahead, label=(c.name, tag)), c.lead_s
 
     plan = []
     for w in range(args.warmup):  # unmeasured: starts workers, places actors
@@ -128,7 +148,7 @@ def run_size(args, size, names, reducers, stream, bar):
             for _ in range(min(args.chunk, args.iterations - k[c.name])):
                 plan.append(batch(c, (c.name, size, k[c.name])))
                 k[c.name] += 1
-    stream.run(plan, on_submit=lambda rec: bar.update(1))
+    stream.run(with_leads(plan, stream), on_submit=lambda rec: bar.update(1))
     samples: dict[str, list[tuple[int, float]]] = {c.name: [] for c in configs}
     for actors in reducers.values():
         for recs in ray.get([h.take_records.remote() for h in actors.eval()]):
@@ -177,8 +197,8 @@ def run(args):
     from tqdm import tqdm
     names = args.schedulers
     for n in names:
-        options_for(n)  # fail early on a bad name
-    bases = sorted({options_for(FLOORS.get(n, n))[0].scheduler
+        options_for(split_lead(n)[0])  # fail early on a bad name
+    bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0])[0].scheduler
                     for n in names + ([] if args.no_floor else list(FLOORS))})
     reducers = {b: InitActors(wl.Reducer, args.reducers,
                               [(i,) for i in range(args.reducers)]) for b in bases}
@@ -208,7 +228,9 @@ def run(args):
             xs = results[(name, size)]
             if not xs:
                 continue
-            row = {"scheduler": name, "switches": describe(options_for(name)[0]),
+            base, lead = split_lead(name)
+            sw = describe(options_for(base)[0]) + (f" lead {lead * 1e3:g} ms" if lead else "")
+            row = {"scheduler": name, "switches": sw,
                    "data_mb": size, **percentiles(xs)}
             rows.append(row)
     by = {(r["scheduler"], r["data_mb"]): r for r in rows}
@@ -262,33 +284,48 @@ def write_payload(path, payload):
         f.write("\n")
 
 
+def _log_axis(axis):
+    """A log axis with clean labels: majors at 1, 2, 5 x 10^k, as plain numbers; minor
+    ticks unlabelled (matplotlib's default labels minors too when a panel spans less
+    than a decade, and they overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=30))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10)), numticks=30))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot(directory, names, sizes, results, floor_ms):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(directory, exist_ok=True)
     paths = []
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3.4), sharey=True,
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.6), sharey=True,
                              squeeze=False)
     for ax, size in zip(axes[0], sizes):
         for name in names:
             xs = np.sort(results.get((name, size), []))
             if xs.size:
-                ax.plot(xs / 1e3, np.arange(1, xs.size + 1) / xs.size, label=name)
+                ax.plot(xs, np.arange(1, xs.size + 1) / xs.size, label=name)
         if floor_ms:
-            ax.axvline(floor_ms / 1e3, color="grey", ls=":", lw=1, label="floor p50")
+            ax.axvline(floor_ms, color="grey", ls=":", lw=1, label="floor p50")
         ax.set_xscale("log")
-        ax.set_title(f"{size:g} MB per partition")
-        ax.set_xlabel("latency (s)")
-        ax.grid(alpha=0.3)
+        _log_axis(ax.xaxis)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        ax.set_title(f"{size:g} MB per partition", fontsize=10)
+        ax.set_xlabel("latency (ms, log)")
+        ax.grid(alpha=0.3, which="major")
     axes[0][0].set_ylabel("CDF")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
     p = os.path.join(directory, "stream_cdf.png")
     fig.savefig(p, dpi=110)
     plt.close(fig)
     paths.append(p)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name in names:
         p50 = [np.percentile(results[(name, s)], 50) for s in sizes]
         p99 = [np.percentile(results[(name, s)], 99) for s in sizes]
@@ -297,10 +334,12 @@ def plot(directory, names, sizes, results, floor_ms):
     if floor_ms:
         ax.axhline(floor_ms, color="grey", ls=":", lw=1, label="floor p50")
     ax.set_yscale("log")
+    _log_axis(ax.yaxis)
+    ax.set_xticks(sizes)
     ax.set_xlabel("data per partition (MB)")
-    ax.set_ylabel("latency (ms)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("latency (ms, log)")
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     p = os.path.join(directory, "stream_latency_vs_size.png")
     fig.savefig(p, dpi=110)
