@@ -29,6 +29,8 @@ from irfront.nodes import (Broadcast, InitActors, Map, MapActors, Node, Objects,
 
 SCHEDULERS = ("vanilla", "pack", "locality")
 
+DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
+
 
 @dataclass(frozen=True)
 class LoweringOptions:
@@ -42,16 +44,38 @@ class LoweringOptions:
     fuse: bool | None = None  # a chain of one-to-one Maps runs as one task per partition
     shuffle_by_node: bool | None = None  # a shuffle into actors writes one object per node
     preschedule: bool | None = None  # stream driver: submit the next batch ahead (gated)
+    # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
+    # rebuilt from lineage). None: 3 for groups (explicit, RELIABILITY.md); under vanilla
+    # nothing is passed (plain Ray) unless set here.
+    max_retries: int | None = None
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; pass one of "
                              f"{', '.join(SCHEDULERS)}")
+        r = self.max_retries
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < -1):
+            raise ValueError(f"max_retries must be None or an int >= -1 (-1: forever); "
+                             f"got {r!r}")
 
     @property
     def grouped(self) -> bool:
         """Whether tasks go through ray_patch (False: plain .remote())."""
         return self.scheduler != "vanilla"
+
+    @property
+    def task_retries(self) -> int | None:
+        """max_retries to pass to a lowered task: None means pass nothing."""
+        if self.max_retries is not None:
+            return self.max_retries
+        return DEFAULT_GROUP_RETRIES if self.grouped else None
+
+    def plain(self, task: Any, **options: Any) -> Any:
+        """``task`` with ``options`` (and max_retries, when set) for vanilla lowering;
+        ``task`` itself when there is nothing to pass (plain Ray)."""
+        if self.max_retries is not None:
+            options["max_retries"] = self.max_retries
+        return task.options(**options) if options else task
 
     @property
     def task_policy(self) -> str:
@@ -181,10 +205,11 @@ def lower_objects(node: Objects, opts: LoweringOptions) -> Lowered:
 @register(Broadcast)
 def lower_broadcast(node: Broadcast, opts: LoweringOptions) -> Lowered:
     if not opts.grouped:
-        ref = node.task.remote(*node.args)
+        ref = opts.plain(node.task).remote(*node.args)
         return Lowered([ref] * node.n, next(_vanilla_gids))
     import ray_patch
-    refs = ray_patch.submit_group(node.task, [node.args], policy=opts.task_policy)
+    refs = ray_patch.submit_group(node.task, [node.args], policy=opts.task_policy,
+                                  max_retries=opts.task_retries)
     return Lowered([refs[0]] * node.n, refs.group_id)
 
 
@@ -196,12 +221,13 @@ def lower_map(node: Map, opts: LoweringOptions) -> Lowered:
     k = node.num_returns
     dep = node.objects.group_id
     if not opts.grouped:
-        task = node.task if k == 1 else node.task.options(num_returns=k)
+        task = opts.plain(node.task) if k == 1 else opts.plain(node.task, num_returns=k)
         return Lowered([task.remote(*c) for c in calls], next(_vanilla_gids), dep)
     import ray_patch
     refs = ray_patch.submit_group(node.task, calls, group_dependency=dep,
                                   policy=opts.task_policy,
-                                  num_returns=k if k > 1 else None)
+                                  num_returns=k if k > 1 else None,
+                                  max_retries=opts.task_retries)
     return Lowered(list(refs), refs.group_id, dep)
 
 

@@ -150,13 +150,14 @@ def _lower_chain(chain: list[Map], opts: LoweringOptions,
     k = last.num_returns if regroup is None else len(regroup)
     dep = base.group_id
     if not opts.grouped:
-        task = fn if k == 1 else fn.options(num_returns=k)
+        task = opts.plain(fn) if k == 1 else opts.plain(fn, num_returns=k)
         return Lowered([task.remote(*c) for c in calls], lower._new_group_id(opts), dep)
     import ray_patch
     refs = ray_patch.submit_group(fn, calls, group_id=group_id, group_dependency=dep,
                                   policy=opts.task_policy,
                                   num_returns=k if k > 1 else None,
-                                  name=fn._function.__name__)
+                                  name=fn._function.__name__,
+                                  max_retries=opts.task_retries)
     return Lowered(list(refs), refs.group_id, dep)
 
 

@@ -17,18 +17,25 @@ marks the batch done, e.g. a ReduceActors node's ``eval()``) plus two flags:
   When the driver is late (the in-flight bound held it past ``T``), ``T`` is the time of
   submission, exactly as for ``ahead=False``.
 
-The driver is single-threaded and simple on purpose. It does not report backpressure or
-recover from failures yet: a failing batch raises from ``run`` (planned: backpressure
-reporting and fault recovery, see the module's owners).
+Backpressure: the bound on unfinished batches is an ``irfront.backpressure.InFlightWindow``
+(the same mechanism as ``irfront.recovery.ReliableStream``). A batch waits for room before
+it is submitted; each ``BatchRecord`` says how long (``held_back_s``), and
+``stream.report()`` gives the totals of the last run (``peak_in_flight``, ``held_back_s``,
+``held_back_batches``, ``longest_hold_s``, ``max_in_flight``, ``batches``).
+
+The driver is single-threaded and simple on purpose. It does not recover from failures:
+a failing batch raises from ``run`` (``irfront.recovery.ReliableStream`` is the driver
+with checkpointed reducers and replay).
 """
 from __future__ import annotations
 
-import collections
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import ray
+
+from irfront.backpressure import InFlightWindow
 
 __all__ = ["Batch", "BatchRecord", "MicroBatchStream"]
 
@@ -53,6 +60,7 @@ class BatchRecord:
     submit_s: float  # how long ``submit`` took on the driver
     ahead: bool
     done: Optional[float] = None  # when the driver saw it finish (after the fact; coarse)
+    held_back_s: float = 0.0  # how long it waited for room in the in-flight window
 
 
 def _gate_class():
@@ -90,6 +98,8 @@ class MicroBatchStream:
         self.max_in_flight = max_in_flight
         self.lead_s = interval_s / 2 if lead_s is None else lead_s
         self._gate = None
+        self.window = InFlightWindow(max_in_flight)  # a fresh one per run
+        self._batches = 0
 
     # ---- the gate for ahead-of-time batches ---------------------------------------------
     def _get_gate(self):
@@ -106,9 +116,15 @@ class MicroBatchStream:
         self._gate = None
 
     # ---- running ------------------------------------------------------------------------
-    def _retire(self, in_flight: collections.deque, block: bool) -> None:
+    def report(self) -> dict:
+        """Backpressure of the last run: the window's figures and the batch count."""
+        return {**self.window.report(), "batches": self._batches}
+
+    def _retire(self, in_flight: dict, block: bool) -> None:
+        """Closes finished batches, oldest first; with ``block`` waits for the oldest."""
         while in_flight:
-            rec, refs = in_flight[0]
+            seq = next(iter(in_flight))
+            rec, refs = in_flight[seq]
             if refs:
                 ready, _ = ray.wait(list(refs), num_returns=len(refs),
                                     timeout=None if block else 0)
@@ -116,19 +132,21 @@ class MicroBatchStream:
                     return
                 ray.get(list(refs))  # raises if the batch failed
             rec.done = time.time()
-            in_flight.popleft()
+            del in_flight[seq]
+            self.window.closed(seq)
             block = False
 
     def run(self, batches: Iterable[Batch],
             on_submit: Optional[Callable[[BatchRecord], None]] = None) -> list[BatchRecord]:
         """Runs every batch on the schedule; returns once all have finished."""
         records: list[BatchRecord] = []
-        in_flight: collections.deque = collections.deque()
+        in_flight: dict[int, tuple[BatchRecord, list]] = {}  # seq -> (record, refs), FIFO
+        self.window = InFlightWindow(self.max_in_flight)
+        self._batches = 0
         t_next = time.time() + self.interval_s
-        for b in batches:
+        for seq, b in enumerate(batches):
             self._retire(in_flight, block=False)
-            while len(in_flight) >= self.max_in_flight:
-                self._retire(in_flight, block=True)
+            held = self.window.admit(lambda: self._retire(in_flight, block=True))
             if b.ahead:
                 gate = self._get_gate()
                 _sleep_until(t_next - self.lead_s)
@@ -141,9 +159,12 @@ class MicroBatchStream:
                 start = submitted = time.time()
                 arg = start
             refs = list(b.submit(arg))
-            rec = BatchRecord(b.label, start, submitted, time.time() - submitted, b.ahead)
+            rec = BatchRecord(b.label, start, submitted, time.time() - submitted, b.ahead,
+                              held_back_s=held)
             records.append(rec)
-            in_flight.append((rec, refs))
+            self.window.opened(seq)
+            in_flight[seq] = (rec, refs)
+            self._batches = seq + 1
             if on_submit is not None:
                 on_submit(rec)
             # The next start: one interval later; a driver running late does not build up
