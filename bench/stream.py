@@ -10,10 +10,12 @@ Per micro-batch (one every --interval-ms): --maps Map(map_step) stages over the
 Latency: from the batch's start on the driver to each reducer's reduce call (the reducer
 records time.time() - start; one machine, one clock); one sample per reducer per batch;
 the first fifth of each (scheduler, size) series dropped as warm-up, after --warmup
-unmeasured batches per scheduler. Schedulers run interleaved on one cluster: rounds of
---chunk batches per scheduler, the order rotated each round. A floor runs in the same
-rotation: the same pipeline shape with tiny data (8 bytes: empty tasks) under
-vanilla and under locality (all optimisations); floor_ms is the lower p50.
+unmeasured batches per scheduler. Schedulers and sizes run interleaved on one cluster:
+rounds of --chunk batches per (scheduler, size) series, the order rotated each round
+(a seeded random order per round when sizes are interleaved; --size-order sequential: one
+size after the other, schedulers interleaved per size). A floor runs in the same rotation:
+the same pipeline shape with tiny data (8 bytes: empty tasks) under vanilla and under
+locality (all optimisations); floor_ms is the lower p50.
 
 Scheduler names: vanilla, pack, locality, and ablations of locality's optimisations:
 locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), locality-plain
@@ -68,7 +70,15 @@ def parse_args(argv=None):
                     help="batches per scheduler in each round of the rotation")
     ap.add_argument("--interval-ms", type=float, default=100.0)
     ap.add_argument("--max-in-flight", type=int, default=4)
+    ap.add_argument("--lead-ms", type=float, default=None,
+                    help="pre-scheduling lead: a batch is submitted this long before its "
+                         "start (default: a quarter of the interval; '@MS' in a "
+                         "scheduler name overrides it for that series)")
     ap.add_argument("--schedulers", default="vanilla,pack,locality")
+    ap.add_argument("--size-order", choices=("interleaved", "sequential"),
+                    default="interleaved",
+                    help="interleaved: every (scheduler, size) series in one rotation; "
+                         "sequential: one size after the other (the older method)")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor runs")
     ap.add_argument("--address", default=None, help="an existing Ray cluster")
     ap.add_argument("--json", default=None, metavar="PATH")
@@ -102,6 +112,14 @@ def split_lead(name: str) -> tuple[str, float | None]:
     return base, float(ms) / 1e3
 
 
+def lead_s(args) -> float:
+    """The pre-scheduling lead: --lead-ms, else a quarter of the interval. Half the
+    interval (MicroBatchStream's default) put the next batch's submission inside the
+    current batch's run whenever its latency exceeded interval/2, and lengthened its tail
+    (docs/BENCHMARKS.md, "Pre-scheduling")."""
+    return (args.lead_ms if args.lead_ms is not None else args.interval_ms / 4) / 1e3
+
+
 def with_leads(plan, stream):
     """Yields the plan's batches, setting the stream's pre-scheduling lead per batch
     (``MicroBatchStream.run`` reads ``lead_s`` when it takes each batch)."""
@@ -119,11 +137,21 @@ def percentiles(xs_ms):
             "samples": int(a.size)}
 
 
-def run_size(args, size, names, reducers, stream, bar):
-    """Runs every config at one size, interleaved; returns {name: [latency ms...]}."""
-    configs = [Config(n, size, False) for n in names]
-    if not args.no_floor:
-        configs += [Config(n, FLOOR_MB, True) for n in FLOORS]
+def run_sizes(args, sizes, names, reducers, stream, bar):
+    """Runs every (config, size) of ``sizes``, interleaved: rounds of --chunk batches per
+    series, the order rotated each round. Returns {(name, size): [latency ms...]}.
+
+    Interleaving the sizes too (not only the schedulers) matters on a shared machine:
+    run one size after the other, a load trend over the minutes of a run reads as a size
+    effect (docs/BENCHMARKS.md, "What bounds locality's latency")."""
+    configs = []
+    for size in sizes:
+        series = [Config(n, size, False) for n in names]
+        if not args.no_floor:
+            series += [Config(n, FLOOR_MB, True) for n in FLOORS]
+        for c in series:
+            c.size = size  # the series' label (a floor's data is FLOOR_MB whatever the size)
+        configs += series
     for c in configs:
         with lowering_options(**vars_of(c.opts)):
             c.deps = Broadcast(wl.generate_dependencies, args.partitions, c.data_mb)
@@ -141,24 +169,28 @@ def run_size(args, size, names, reducers, stream, bar):
     for w in range(args.warmup):  # unmeasured: starts workers, places actors
         plan += [batch(c, None) for c in configs]
     rounds = math.ceil(args.iterations / args.chunk)
-    k = {c.name: 0 for c in configs}
+    k = {(c.name, c.size): 0 for c in configs}
     for r in range(rounds):
-        order = configs[r % len(configs):] + configs[:r % len(configs)]
+        if len(sizes) == 1:  # as before: the order rotated each round
+            order = configs[r % len(configs):] + configs[:r % len(configs)]
+        else:  # a fixed pseudo-random order per round: no series always first or last
+            order = [configs[j] for j in np.random.default_rng(r).permutation(len(configs))]
         for c in order:
-            for _ in range(min(args.chunk, args.iterations - k[c.name])):
-                plan.append(batch(c, (c.name, size, k[c.name])))
-                k[c.name] += 1
+            key = (c.name, c.size)
+            for _ in range(min(args.chunk, args.iterations - k[key])):
+                plan.append(batch(c, (c.name, c.size, k[key])))
+                k[key] += 1
     stream.run(with_leads(plan, stream), on_submit=lambda rec: bar.update(1))
-    samples: dict[str, list[tuple[int, float]]] = {c.name: [] for c in configs}
+    samples: dict[tuple, list[tuple[int, float]]] = {(c.name, c.size): [] for c in configs}
     for actors in reducers.values():
         for recs in ray.get([h.take_records.remote() for h in actors.eval()]):
             for (name, sz, i), lat in recs:
-                if sz == size:
-                    samples[name].append((i, lat * 1e3))
+                if (name, sz) in samples:
+                    samples[(name, sz)].append((i, lat * 1e3))
     out = {}
-    for name, xs in samples.items():
-        drop = args.iterations // 5  # first fifth of the batches: warm-up
-        out[name] = [ms for i, ms in xs if i >= drop]
+    drop = args.iterations // 5  # first fifth of the batches: warm-up
+    for key, xs in samples.items():
+        out[key] = [ms for i, ms in xs if i >= drop]
     for c in configs:
         c.deps.free()
     return out
@@ -205,14 +237,16 @@ def run(args):
     n_cfg = len(names) + (0 if args.no_floor else len(FLOORS))
     total = len(args.sizes) * n_cfg * (args.warmup + args.iterations)
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
-                              max_in_flight=args.max_in_flight)
+                              max_in_flight=args.max_in_flight,
+                              lead_s=lead_s(args))
     results: dict[tuple[str, float], list[float]] = {}
     t0 = time.time()
     with tqdm(total=total, unit="batch", disable=args.no_progress,
               desc="micro-batches") as bar:
-        for size in args.sizes:
-            for name, xs in run_size(args, size, names, reducers, stream, bar).items():
-                results[(name, size)] = xs
+        groups = ([args.sizes] if args.size_order == "interleaved"
+                  else [[size] for size in args.sizes])
+        for sizes in groups:
+            results.update(run_sizes(args, sizes, names, reducers, stream, bar))
     wall = time.time() - t0
     stream.close()
     if args.timeline:
@@ -247,7 +281,9 @@ def run(args):
     shape = {"nodes": args.nodes, "cpus_per_node": args.cpus_per_node,
              "partitions": args.partitions, "maps": args.maps, "reducers": args.reducers,
              "interval_ms": args.interval_ms, "max_in_flight": args.max_in_flight,
+             "lead_ms": lead_s(args) * 1e3,
              "iterations": args.iterations, "warmup": args.warmup, "chunk": args.chunk,
+             "size_order": args.size_order,
              "object_store_mb": args.object_store_mb,
              "address": args.address or "embedded LocalCluster"}
     print()
@@ -318,7 +354,7 @@ def plot(directory, names, sizes, results, floor_ms):
         ax.grid(alpha=0.3, which="major")
     axes[0][0].set_ylabel("CDF")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8,
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), fontsize=8,
                frameon=False, bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 0.88))
     p = os.path.join(directory, "stream_cdf.png")

@@ -11,12 +11,19 @@ Per size and scheduler (interleaved as in bench/stream.py: rounds of --chunk bat
   ``run``: a fused task's running time (median / max), ``run_cpu_sum``: the 16 summed,
   ``tail``: the last fused task's end -> the last reducer's arrival;
 - ``in_flight``: batches unfinished (by their last reducer arrival) at each batch's start;
+  ``overlapping_submit``: ms of other batches' driver submission (``submit``) that fell
+  inside this batch's start -> last arrival (pre-scheduling moves the next batch's
+  submission into the current batch's run when the lead exceeds interval - latency);
 - ``probe``: the fused task's work alone, on an idle cluster, pinned to each node:
   ``get`` (ray.get of the broadcast object: zero-copy from the node's store, or a
   transfer) and ``compute`` (map_step x maps + the shuffle's partial sums), ms;
 - ``copies``: nodes holding a copy of the broadcast object after the run (evicted copies
   would be re-transferred each batch);
-- ``cpu``: machine CPU % (psutil, 2 cores = 100 %) sampled during the run.
+- ``cpu``: machine CPU % (psutil, 2 cores = 100 %) sampled during the run, and the CPU
+  time this benchmark's own processes (driver, and the cluster's process tree: GCS,
+  raylets, Ray workers) spent per batch, by kind: the pipeline's own demand on the 2
+  cores, whatever else runs on the machine.
+A size "floor" is the floor's 8-byte data (bench/stream.py).
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ import stream_workload as wl  # noqa: E402
 from irfront import Broadcast, InitActors, lowering_options  # noqa: E402
 from irfront.optimize import options_for  # noqa: E402
 from irfront.stream import Batch, MicroBatchStream  # noqa: E402
-from stream import split_lead, vars_of, with_leads, write_payload  # noqa: E402
+from stream import FLOOR_MB, lead_s, split_lead, vars_of, with_leads, write_payload  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,10 +65,11 @@ def parse_args(argv=None):
     ap.add_argument("--chunk", type=int, default=5)
     ap.add_argument("--interval-ms", type=float, default=100.0)
     ap.add_argument("--max-in-flight", type=int, default=4)
+    ap.add_argument("--lead-ms", type=float, default=None, help="as bench/stream.py")
     ap.add_argument("--probe-reps", type=int, default=10)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    a.sizes = [float(s) for s in a.sizes.split(",") if s]
+    a.sizes = [FLOOR_MB if s == "floor" else float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
     return a
 
@@ -99,6 +107,48 @@ class CpuSampler(threading.Thread):
         self._halt.set()
         self.join()
         return self.samples
+
+
+def _kind(proc):
+    try:
+        name = " ".join(proc.cmdline()[:3]) or proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    if proc.pid == os.getpid():
+        return "driver"
+    if "raylet" in name:
+        return "raylet"
+    if "gcs_server" in name:
+        return "gcs"
+    if "default_worker" in name or name.startswith("ray::"):
+        return "workers"
+    return "other_ray"
+
+
+def tree_cpu():
+    """{pid: (kind, cpu seconds)} of this process and all its descendants."""
+    me = psutil.Process(os.getpid())
+    out = {}
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+            out[p.pid] = (_kind(p), t.user + t.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def cpu_per_batch(before, after, batches):
+    """CPU ms per batch by process kind, between two ``tree_cpu`` snapshots."""
+    by: dict[str, float] = {}
+    for pid, (kind, t1) in after.items():
+        if kind is None:
+            continue
+        t0 = before.get(pid, (kind, 0.0))[1]
+        by[kind] = by.get(kind, 0.0) + (t1 - t0)
+    res = {k: v * 1e3 / batches for k, v in by.items()}
+    res["total"] = sum(res.values())
+    return res
 
 
 def q(xs, p):
@@ -150,7 +200,7 @@ def run(args, reducers_n, parts):
     reducers = {b: InitActors(wl.Reducer, reducers_n, [(i,) for i in range(reducers_n)])
                 for b in bases}
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
-                              max_in_flight=args.max_in_flight)
+                              max_in_flight=args.max_in_flight, lead_s=lead_s(args))
     report = {"args": {k: v for k, v in vars(args).items()}, "sizes": {}}
     for size in args.sizes:
         # --- probe: the fused task's work alone, per node, on an idle cluster
@@ -204,8 +254,14 @@ def run(args, reducers_n, parts):
         cpu = CpuSampler()
         cpu.start()
         la0 = os.getloadavg()[0]
+        c0, t0 = tree_cpu(), time.time()
         records = stream.run(with_leads(plan, stream))
+        c1, wall = tree_cpu(), time.time() - t0
         cpu_samples = cpu.stop()
+        entry["own_cpu_ms_per_batch"] = cpu_per_batch(c0, c1, len(plan))
+        entry["own_cpu_share_of_2_cores"] = (entry["own_cpu_ms_per_batch"]["total"]
+                                             * len(plan) / 1e3 / wall / 2)
+        entry["batches_per_s"] = len(plan) / wall
         entry["cpu_percent_p50"] = q(cpu_samples, 50)
         entry["cpu_percent_mean"] = float(np.mean(cpu_samples)) if cpu_samples else None
         entry["loadavg_start_end"] = [la0, os.getloadavg()[0]]
@@ -218,12 +274,15 @@ def run(args, reducers_n, parts):
         all_gids = [g for c in configs for g in c["gids"].values()]
         times = task_times(all_gids)
         # batch start and end (last reducer arrival), for the in-flight count
-        starts = {}
+        starts, rec_sub = {}, {}
         for rec in records:
             name, tag = rec.label
             if tag is not None:
                 starts[(name, tag[2])] = (rec.start, rec.submit_s)
+                rec_sub[(name, tag[2])] = rec.submitted
         ends = sorted((s + max(lat.get(key, [0.0])), s) for key, (s, _) in starts.items())
+        # driver submissions (any series) that ran while a batch was unfinished
+        subs = [(r.submitted, r.submitted + r.submit_s) for r in records]
         entry["schedulers"] = {}
         drop = args.iterations // 5
         for c in configs:
@@ -237,7 +296,10 @@ def run(args, reducers_n, parts):
                 l = lat[(name, i)]
                 row = {"lat_p50_ms": q(l, 50) * 1e3, "lat_max_ms": max(l) * 1e3,
                        "submit_ms": sub * 1e3,
-                       "in_flight": sum(1 for e, s0 in ends if s0 < s < e)}
+                       "in_flight": sum(1 for e, s0 in ends if s0 < s < e),
+                       "overlapping_submit_ms": sum(
+                           max(0.0, min(b, s + max(lat[(name, i)])) - max(a, s))
+                           for a, b in subs if not (a == rec_sub.get((name, i)))) * 1e3}
                 if ts:
                     st = np.array([t[0] for t in ts]) - s
                     en = np.array([t[1] for t in ts]) - s
@@ -282,9 +344,13 @@ def print_size(size, e):
           f"-> {p['cpu_ms_per_batch']:.0f} CPU-ms per batch; machine CPU "
           f"{e['cpu_percent_p50']:.0f}% p50 (mean {e['cpu_percent_mean']:.0f}%), "
           f"load {e['loadavg_start_end'][0]:.1f}->{e['loadavg_start_end'][1]:.1f}")
+    own = e["own_cpu_ms_per_batch"]
+    print("  own CPU ms per batch: " + ", ".join(f"{k} {v:.1f}" for k, v in own.items())
+          + f"; = {100 * e['own_cpu_share_of_2_cores']:.0f}% of the 2 cores at "
+          f"{e['batches_per_s']:.1f} batches/s")
     keys = ["lat_p50_ms", "lat_max_ms", "submit_ms", "deser_p50_ms", "to_run_p50_ms",
             "to_run_max_ms", "run_p50_ms", "run_max_ms", "run_sum_ms", "last_end_ms",
-            "tail_ms", "in_flight"]
+            "tail_ms", "in_flight", "overlapping_submit_ms"]
     for name, s in e["schedulers"].items():
         pb = s["per_batch"]
         cells = "  ".join(f"{k.replace('_ms', '')}={pb[k]['p50']:.1f}/{pb[k]['p90']:.1f}"

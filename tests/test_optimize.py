@@ -80,8 +80,7 @@ def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
 
 def test_defaults_on_under_locality_only():
     for s in ("fuse", "shuffle_by_node", "preschedule"):
-        assert enabled(irfront.LoweringOptions(scheduler="locality"), s) == (
-            s != "preschedule")  # measured slower here: opt-in
+        assert enabled(irfront.LoweringOptions(scheduler="locality"), s)
         assert not enabled(irfront.LoweringOptions(scheduler="vanilla"), s)
         assert not enabled(irfront.LoweringOptions(scheduler="pack"), s)
     opts, _ = options_for("locality-nofuse+ahead")

@@ -1,8 +1,7 @@
 """IR passes that use a group's semantics, applied at evaluation under LoweringOptions.
 
 Each pass is a switch on ``LoweringOptions`` (``None``: on under ``locality``, off under
-``vanilla`` and ``pack``, except ``preschedule``, off by default: see DEFAULT_ON;
-``True``/``False`` force it). Nodes stay data: the passes only
+``vanilla`` and ``pack``: see DEFAULT_ON; ``True``/``False`` force it). Nodes stay data: the passes only
 change how a node is lowered, and results are the same as without them.
 
 - ``fuse``: a chain of Maps, each one-to-one (num_returns=1) and consumed only by the
@@ -38,11 +37,12 @@ from irfront.lower import Lowered, LoweringOptions, evaluate, flat_objects, regi
 from irfront.nodes import Map, Node, ReduceActors
 
 SWITCHES = ("fuse", "shuffle_by_node", "preschedule")
-# On by default under locality. ``preschedule`` is not: on this loaded 2-core machine its
-# effect was not consistent (p50 better in one run, worse in another, p99 no better; the
-# gate adds a process wake-up to the critical path; docs/BENCHMARKS.md, "locality+ahead");
-# switch it on with preschedule=True.
-DEFAULT_ON = ("fuse", "shuffle_by_node")
+# On by default under locality. ``preschedule`` too since the breakdown of
+# bench/stream_breakdown.py: it takes the driver's submission (12-30 ms per batch) off the
+# critical path. Its worse p99 in earlier runs came from the lead (half the interval):
+# the next batch's submission then fell inside the current batch's run; the benchmark's
+# lead is a quarter of the interval (docs/BENCHMARKS.md, "Pre-scheduling").
+DEFAULT_ON = ("fuse", "shuffle_by_node", "preschedule")
 
 
 def enabled(opts: LoweringOptions, switch: str) -> bool:
