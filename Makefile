@@ -39,7 +39,7 @@ demo: build
 	@echo "plots: bench/results/demo/stream_cdf.png bench/results/demo/stream_latency_vs_size.png"
 
 bench-stream: build
-	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality+ahead,locality-plain \
+	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality-noahead,locality-plain \
 		--json bench/results/stream.json --plots bench/results/stream
 
 bench-placement: build

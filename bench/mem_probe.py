@@ -27,12 +27,7 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for p in (os.path.join(ROOT, "python"), ROOT, HERE):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import benchpath  # noqa: E402,F401  (first: sys.path, Ray on loopback)
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
@@ -42,7 +37,7 @@ import ray  # noqa: E402
 def serve(path: str) -> None:
     from irfront.cluster import LocalCluster
     c = LocalCluster(num_nodes=4, cpus_per_node=2, object_store_mb=256, connect=False,
-                     pythonpath=[HERE])
+                     pythonpath=[benchpath.HERE])
     try:
         with open(path + ".tmp", "w") as f:
             f.write(c.address)

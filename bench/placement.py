@@ -27,9 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(_ROOT, "python"))
+import benchpath  # noqa: E402,F401  (first: sys.path)
 
 from common import median, machine_info, print_table, time_ms, write_json  # noqa: E402
 

@@ -33,12 +33,7 @@ import platform
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for p in (os.path.join(ROOT, "python"), ROOT, HERE):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import benchpath  # noqa: E402,F401  (first: sys.path, Ray on loopback)
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402

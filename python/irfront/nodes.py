@@ -23,6 +23,7 @@ from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
 from irfront.errors import IRError
+from ray_patch.submit import task_name as _name_of
 
 _uids = itertools.count(1)
 
@@ -59,12 +60,6 @@ def _free_group(runtime_token: int, group_id: int) -> None:
         pass
 
 
-def _name_of(obj: Any) -> str:
-    if isinstance(obj, RemoteFunction):
-        return obj._function.__name__
-    if isinstance(obj, ActorClass):
-        return obj.__ray_metadata__.class_name
-    return getattr(obj, "__name__", type(obj).__name__)
 
 
 class Node:

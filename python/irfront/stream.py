@@ -96,7 +96,7 @@ class MicroBatchStream:
             raise ValueError(f"max_in_flight must be >= 1; got {max_in_flight}")
         self.interval_s = interval_s
         self.max_in_flight = max_in_flight
-        self.lead_s = interval_s / 2 if lead_s is None else lead_s
+        self.lead_s = interval_s / 4 if lead_s is None else lead_s
         self._gate = None
         self.window = InFlightWindow(max_in_flight)  # a fresh one per run
         self._batches = 0
