@@ -36,7 +36,6 @@ test: test-cpp test-py
 demo: build
 	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,pack,locality \
 		--iterations 40 --json bench/results/stream_demo.json --plots bench/results/demo
-	@echo "plots: bench/results/demo/stream_cdf.png bench/results/demo/stream_latency_vs_size.png"
 
 bench-stream: build
 	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality-noahead,locality-plain \

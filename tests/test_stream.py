@@ -34,7 +34,10 @@ def test_stream_uses_the_window_and_reports_held_back_time(cluster):
     rep = stream.report()
     assert rep["batches"] == 8 and rep["max_in_flight"] == 2 and rep["peak_in_flight"] == 2
     # 0.2 s per batch, an interval of 0.01 s: the window, not the schedule, set the pace.
-    assert rep["held_back_batches"] >= 5 and rep["held_back_s"] > 0.5
+    # Two batches run side by side and often finish together, freeing both slots at once,
+    # so at least every other batch after the first two waits (batches 2, 4, 6), each for
+    # most of a 0.2 s batch: >= 3 waits and > 3 x 0.15 s held back.
+    assert rep["held_back_batches"] >= 3 and rep["held_back_s"] > 0.45
     assert sum(r.held_back_s for r in records) == pytest.approx(rep["held_back_s"])
     assert records[0].held_back_s == 0.0 and max(r.held_back_s for r in records) > 0.1
     assert stream.window.in_flight == 0
