@@ -11,7 +11,7 @@ shuffle into 4 partial sums, 4 SumReducer actors), at most 4 batches in flight.
   and actor call (what ray_patch did);  ``plain_pin``: soft node affinity on every task;
 - ``stream``: irfront.recovery.ReliableStream (ray_patch) with its defaults (unnamed
   tasks); ``stream_names``: the same with ``RecoverySettings(name_tasks=True)`` (every
-  group task and reducer call named ``f"{fn}[g{gid}:{i}]"``, as before the fix);
+  group task and reducer call named by its group, ``f"{fn}[g{gid}]"``);
   ``stream_noname``: ``stream_names`` with ``ray_patch.configure(name_tasks=False)``.
 
 Ray settings go through the environment (e.g. RAY_task_events_report_interval_ms=0).

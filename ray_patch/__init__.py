@@ -7,7 +7,7 @@ Ray API"), enforced with Ray's public scheduling strategies.
 
 A group's tasks are placed together by the C++ core (irfront.scheduler.GroupScheduler),
 pinned with NodeAffinitySchedulingStrategy(node, soft=True) and named
-``f"{fn}[g{group_id}:{i}]"`` so Ray's dashboard, state API and timeline show the groups.
+``f"{fn}[g{group_id}]"`` so Ray's dashboard, state API and timeline show the groups.
 """
 from ray_patch.runtime import GroupError, configure, get_runtime, reset
 from ray_patch.submit import (

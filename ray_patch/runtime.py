@@ -73,7 +73,8 @@ class Runtime:
         # stage's tasks run after the stage it reads from, so that stage's CPU demand no
         # longer counts as load. "pack" keeps the draft's rule (load of live groups).
         self.retire_policies = tuple(retire_policies)
-        # Name each task f"{fn}[g{gid}:{i}]" (visible in Ray's dashboard and state API).
+        # Name each task f"{fn}[g{gid}]" (visible in Ray's dashboard and state API):
+        # one name per group, not per task.
         # Ray's core worker keeps per-task-name state in every process for good (a
         # distinct name costs the driver about 0.5 KB): turn off for long runs.
         self.name_tasks = bool(name_tasks)

@@ -3,7 +3,7 @@
 A group's tasks are placed together by the C++ core (irfront.scheduler.GroupScheduler) on
 the live cluster, then submitted with Ray's public options only:
 ``fn.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
-name=f"{fn}[g{gid}:{i}]")``. ``soft=True`` lets a task whose node has died run elsewhere;
+name=f"{fn}[g{gid}]")``. ``soft=True`` lets a task whose node has died run elsewhere;
 the node table is refreshed from ``ray.nodes()`` when stale and whenever placement fails.
 """
 from __future__ import annotations
@@ -160,7 +160,7 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     """Submits one task of ``fn`` per argument tuple, as one group.
 
     The group is placed by the C++ core (``policy``: pack, locality, spread), each task
-    pinned softly to its node and named ``f"{name}[g{group_id}:{i}]"``. ``group_dependency``
+    pinned softly to its node and named ``f"{name}[g{group_id}]"``. ``group_dependency``
     names the group this one reads from (default: the producer group of the first input).
     Returns the futures (a list with ``.group_id``); free the group with ``free_groups``.
     ``max_retries``: Ray's task retries (a crashed worker, an output lost with its node is
@@ -191,13 +191,16 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
             if num_returns is not None:
                 extra["num_returns"] = num_returns
             if rt.name_tasks if name_tasks is None else name_tasks:
-                for i, a in enumerate(args):
-                    out.append(options(scheduling_strategy=strat[nodes[i]],
-                                       name=f"{base}[g{gid}:{i}]", **extra).remote(*a))
-            else:
-                for i, a in enumerate(args):
-                    out.append(options(scheduling_strategy=strat[nodes[i]],
-                                       **extra).remote(*a))
+                extra["name"] = f"{base}[g{gid}]"
+            # One .options() per node of the group, not per task: Ray's option handling
+            # is most of the per-task submission cost.
+            pinned: dict[int, Any] = {}
+            for i, a in enumerate(args):
+                f = pinned.get(nodes[i])
+                if f is None:
+                    f = pinned[nodes[i]] = options(scheduling_strategy=strat[nodes[i]],
+                                                   **extra)
+                out.append(f.remote(*a))
         except BaseException:  # e.g. arguments that do not fit fn's signature
             rt.scheduler.free_group(gid)
             raise
@@ -329,7 +332,7 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
     """Calls ``method`` once on each actor (actor i with ``arg_tuples[i]``) as one group.
 
     Actor calls run where their actor lives; the group gives them names
-    ``f"{name}[g{gid}:{i}]"`` and registers their outputs at their actor's node. With
+    ``f"{name}[g{gid}]"`` and registers their outputs at their actor's node. With
     ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)`` instead.
     ``name_tasks=False`` leaves the calls unnamed (as in ``submit_group``).
     """
@@ -347,7 +350,7 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
         for i, (h, a) in enumerate(zip(handles, args)):
             nodes[i] = rt.actor_node.get(h._actor_id.binary(), NO_NODE)
             m = h.__ray_call__ if invoke is not None else getattr(h, method)
-            o: dict[str, Any] = {"name": f"{base}[g{gid}:{i}]"} if named else {}
+            o: dict[str, Any] = {"name": f"{base}[g{gid}]"} if named else {}
             if num_returns is not None:
                 o["num_returns"] = num_returns
             if o:

@@ -68,7 +68,7 @@ class RecoverySettings:
     restart_timeout_s: float = 120.0  # how long to wait for a reducer to come back
     max_recoveries: int = 20  # per reducer per run; more means something is wrong
     policy: str = "locality"  # group policy for the stage tasks
-    # Per-task names (ray_patch's f"{fn}[g{gid}:{i}]"). Off: Ray's core worker keeps
+    # Per-task names (ray_patch's f"{fn}[g{gid}]"). Off: Ray's core worker keeps
     # state for every distinct task name in the driver for good (about 55 KiB per batch
     # of this driver's default workload: docs/RELIABILITY.md); a long run must not.
     name_tasks: bool = False
