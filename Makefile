@@ -34,11 +34,11 @@ test: test-cpp test-py
 
 # The streaming benchmark on an embedded 4-node x 2-CPU local cluster (a few minutes).
 demo: build
-	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,pack,locality \
+	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,pack,locality,locality+ahead \
 		--iterations 40 --json bench/results/stream_demo.json --plots bench/results/demo
 
 bench-stream: build
-	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality-noahead,locality-plain \
+	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality+ahead,locality-plain \
 		--json bench/results/stream.json --plots bench/results/stream
 
 bench-placement: build

@@ -22,7 +22,7 @@ locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), localit
 (all off); a
 "+fuse" etc. switches one on (e.g. vanilla+fuse). See irfront/optimize.py. A suffix
 "@MS" sets a pre-scheduling series' lead (submission MS ms before the batch's start;
-default: half the interval), e.g. locality+ahead@25.
+default: a quarter of the interval), e.g. locality+ahead@50.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """IR passes that use a group's semantics, applied at evaluation under LoweringOptions.
 
-Each pass is a switch on ``LoweringOptions`` (``None``: on under ``locality``, off under
-``vanilla`` and ``pack``: see DEFAULT_ON; ``True``/``False`` force it). Nodes stay data: the passes only
-change how a node is lowered, and results are the same as without them.
+Each pass is a switch on ``LoweringOptions`` (``None``: on under ``locality`` and off under
+``vanilla`` and ``pack``, except ``preschedule``, off by default: see DEFAULT_ON;
+``True``/``False`` force it). Nodes stay data: the passes only change how a node is
+lowered, and results are the same as without them.
 
 - ``fuse``: a chain of Maps, each one-to-one (num_returns=1) and consumed only by the
   next within the subtree being evaluated, runs as ONE Ray task per partition: the
@@ -37,12 +38,12 @@ from irfront.lower import Lowered, LoweringOptions, evaluate, flat_objects, regi
 from irfront.nodes import Map, Node, ReduceActors
 
 SWITCHES = ("fuse", "shuffle_by_node", "preschedule")
-# On by default under locality. ``preschedule`` too since the breakdown of
-# bench/stream_breakdown.py: it takes the driver's submission (12-30 ms per batch) off the
-# critical path. Its worse p99 in earlier runs came from the lead (half the interval):
-# the next batch's submission then fell inside the current batch's run; the benchmark's
-# lead is a quarter of the interval (docs/BENCHMARKS.md, "Pre-scheduling").
-DEFAULT_ON = ("fuse", "shuffle_by_node", "preschedule")
+# On by default under locality: fusion and the grouped shuffle. ``preschedule`` is not:
+# it takes the driver's submission (12-30 ms per batch) off the critical path and lowers
+# p50 in most runs, but in the two full runs on a quiet machine it raised p99 at 1 and
+# 4 MB (617 vs 255 ms, 814 vs 543 ms; docs/BENCHMARKS.md), where without it p99 stayed
+# under half of vanilla's at every size. Switch it on with preschedule=True.
+DEFAULT_ON = ("fuse", "shuffle_by_node")
 
 
 def enabled(opts: LoweringOptions, switch: str) -> bool:
