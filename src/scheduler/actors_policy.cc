@@ -1,20 +1,9 @@
 #include "src/scheduler/actors_policy.h"
 
-#include <string>
-
-#include "src/scheduler/locality_solver.h"
-#include "src/scheduler/placement_common.h"
-
 namespace irfront::scheduler {
 
-SchedulingResult ActorsPolicy::Schedule(const ClusterState& state,
-                                        const GroupRequest& request) {
-  const std::string reason = FeasibilityReason(state, request);
-  if (!reason.empty()) return SchedulingResult::Infeasible(reason);
-  const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
-  const TaskLocality locality = ComputeLocality(state, request, view);
-  const auto caps = EqualCaps(view, static_cast<int64_t>(request.num_tasks()));
-  return MakeResult(view, locality, SolveLocality(locality, caps));
+std::vector<int64_t> ActorsPolicy::Caps(const NodeView& view, int64_t n) const {
+  return EqualCaps(view, n);
 }
 
 }  // namespace irfront::scheduler

@@ -8,13 +8,14 @@
 // Assumes: a validated request; nodes that cannot host the largest actor are skipped.
 #pragma once
 
-#include "src/scheduler/scheduling_policy.h"
+#include "src/scheduler/locality_policy.h"
 
 namespace irfront::scheduler {
 
-class ActorsPolicy : public ISchedulingPolicy {
- public:
-  SchedulingResult Schedule(const ClusterState& state, const GroupRequest& request) override;
+// The locality policy with caps by count instead of by free CPU.
+class ActorsPolicy : public LocalityPolicy {
+ protected:
+  std::vector<int64_t> Caps(const NodeView& view, int64_t n) const override;
 };
 
 }  // namespace irfront::scheduler

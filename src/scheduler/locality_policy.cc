@@ -13,8 +13,12 @@ SchedulingResult LocalityPolicy::Schedule(const ClusterState& state,
   if (!reason.empty()) return SchedulingResult::Infeasible(reason);
   const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
   const TaskLocality locality = ComputeLocality(state, request, view);
-  const auto caps = FreeCpuCaps(view, static_cast<int64_t>(request.num_tasks()));
+  const auto caps = Caps(view, static_cast<int64_t>(request.num_tasks()));
   return MakeResult(view, locality, SolveLocality(locality, caps));
+}
+
+std::vector<int64_t> LocalityPolicy::Caps(const NodeView& view, int64_t n) const {
+  return FreeCpuCaps(view, n);
 }
 
 }  // namespace irfront::scheduler

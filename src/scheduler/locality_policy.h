@@ -13,6 +13,10 @@
 // infeasible.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
+#include "src/scheduler/placement_common.h"
 #include "src/scheduler/scheduling_policy.h"
 
 namespace irfront::scheduler {
@@ -20,6 +24,10 @@ namespace irfront::scheduler {
 class LocalityPolicy : public ISchedulingPolicy {
  public:
   SchedulingResult Schedule(const ClusterState& state, const GroupRequest& request) override;
+
+ protected:
+  // The most tasks each candidate node may take (sum >= n). Here: by free CPU.
+  virtual std::vector<int64_t> Caps(const NodeView& view, int64_t n) const;
 };
 
 }  // namespace irfront::scheduler
