@@ -183,11 +183,11 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                            group_dependency=group_dependency, policy=policy)
         base = name or task_name(fn)
         strat = rt.strategies
-        options = fn.options if max_retries is None else \
-            (lambda **o: fn.options(max_retries=max_retries, **o))
         out = []
         try:
             extra: dict[str, Any] = {}
+            if max_retries is not None:
+                extra["max_retries"] = max_retries
             if num_returns is not None:
                 extra["num_returns"] = num_returns
             if rt.name_tasks if name_tasks is None else name_tasks:
@@ -198,8 +198,8 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
             for i, a in enumerate(args):
                 f = pinned.get(nodes[i])
                 if f is None:
-                    f = pinned[nodes[i]] = options(scheduling_strategy=strat[nodes[i]],
-                                                   **extra)
+                    f = pinned[nodes[i]] = fn.options(scheduling_strategy=strat[nodes[i]],
+                                                      **extra)
                 out.append(f.remote(*a))
         except BaseException:  # e.g. arguments that do not fit fn's signature
             rt.scheduler.free_group(gid)
