@@ -1,7 +1,7 @@
 """Build and install irfront: the Python packages and the C++ scheduler extension.
 
 `pip install --no-build-isolation -e .` for development, or
-`python setup.py build_ext --inplace` to (re)build python/irfront/_scheduler*.so.
+`python setup.py build_ext --inplace` to (re)build ray_patch/_scheduler*.so.
 The extension is rebuilt whenever a source or a header under src/scheduler/ changes.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ ParallelCompile("IRFRONT_BUILD_JOBS", default=0).install()
 
 ext_modules = [
     Pybind11Extension(
-        "irfront._scheduler",
+        "ray_patch._scheduler",
         sources=_SOURCES,
         include_dirs=["."],
         depends=_HEADERS,

@@ -31,7 +31,7 @@ import benchpath  # noqa: E402,F401  (first: sys.path)
 
 from common import median, machine_info, print_table, time_ms, write_json  # noqa: E402
 
-from irfront.scheduler import GroupScheduler, Policy  # noqa: E402
+from ray_patch.scheduler import GroupScheduler, Policy  # noqa: E402
 
 NODE_CPUS = 8.0
 POLICIES = (Policy.PACK, Policy.LOCALITY, Policy.SPREAD)

@@ -5,7 +5,7 @@ Ray API"), enforced with Ray's public scheduling strategies.
     refs = ray_patch.group_map(f, xs, group_dependency=prev.group_id)  # one group
     ray_patch.free_groups([refs.group_id])
 
-A group's tasks are placed together by the C++ core (irfront.scheduler.GroupScheduler),
+A group's tasks are placed together by the C++ core (ray_patch.scheduler.GroupScheduler),
 pinned with NodeAffinitySchedulingStrategy(node, soft=True) and named
 ``f"{fn}[g{group_id}]"`` so Ray's dashboard, state API and timeline show the groups.
 """

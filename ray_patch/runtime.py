@@ -3,7 +3,7 @@
 - the node table: Ray node hex id <-> the small int ids the C++ core uses, one soft
   NodeAffinitySchedulingStrategy per node, refreshed from ``ray.nodes()`` at most every
   ``refresh_interval_s`` unless a failure forces it;
-- the C++ ``GroupScheduler`` (irfront.scheduler) holding the cluster and group state;
+- the C++ ``GroupScheduler`` (ray_patch.scheduler) holding the cluster and group state;
 - a registry of the outputs of group tasks: ``ObjectRef.binary() -> (group_id, task)``,
   so a later group names its inputs' producers instead of asking Ray where they are;
 - per-group records (name, dependency, policy, the node of each task).
@@ -25,6 +25,8 @@ from typing import Any, Iterable
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ray_patch.scheduler import GroupScheduler
 
 NO_NODE = -1
 
@@ -63,7 +65,6 @@ class Runtime:
                 "Ray is not initialised; call ray.init(address=...) (or "
                 "irfront.init(...) / irfront.cluster.LocalCluster()) before submitting groups")
         if scheduler is None:
-            from irfront.scheduler import GroupScheduler  # the C++ core, built lazily
             scheduler = GroupScheduler()
         self.scheduler = scheduler
         self.job_id = ray.get_runtime_context().get_job_id()

@@ -1,6 +1,6 @@
 """Group-aware submission of Ray remote functions and actor classes.
 
-A group's tasks are placed together by the C++ core (irfront.scheduler.GroupScheduler) on
+A group's tasks are placed together by the C++ core (ray_patch.scheduler.GroupScheduler) on
 the live cluster, then submitted with Ray's public options only:
 ``fn.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
 name=f"{fn}[g{gid}]")``. ``soft=True`` lets a task whose node has died run elsewhere;

@@ -46,11 +46,11 @@ def scheduler_mode():
 
 def has_core() -> bool:
     try:
-        from irfront.scheduler import GroupScheduler  # noqa: F401
+        from ray_patch.scheduler import GroupScheduler  # noqa: F401
         return True
     except Exception:
         return False
 
 
-needs_core = pytest.mark.skipif(not has_core(), reason="irfront._scheduler not built "
+needs_core = pytest.mark.skipif(not has_core(), reason="ray_patch._scheduler not built "
                                 "(run: python setup.py build_ext --inplace)")

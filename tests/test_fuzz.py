@@ -143,7 +143,7 @@ CALLS = ["add_node", "update_node", "remove_node", "place", "place_arrays", "gro
 
 
 def fresh():
-    from irfront.scheduler import GroupScheduler
+    from ray_patch.scheduler import GroupScheduler
     s = GroupScheduler()
     for j, c in enumerate([2, 2, 4]):
         s.add_node(j, c)
@@ -154,7 +154,7 @@ def fresh():
 
 def reference_call(s):
     """A valid call whose answer must not depend on what bad calls came before."""
-    from irfront.scheduler import Input
+    from ray_patch.scheduler import Input
     return s.place(99, [1.0] * 3, [[Input(10, nodes=(0,))], [Input(5, producer=(1, 2))], []],
                    policy="locality")
 
@@ -233,7 +233,7 @@ def test_core_sizes_cpus_and_node_ids(size, cpus, node):
 @needs_core
 @pytest.mark.parametrize("policy", ["pack", "locality", "spread", "actors"])
 def test_core_empty_and_all_dead_clusters(policy):
-    from irfront.scheduler import GroupScheduler
+    from ray_patch.scheduler import GroupScheduler
     s = GroupScheduler()
     with pytest.raises(ValueError, match="empty cluster: add nodes with add_node"):
         s.place(1, [1.0, 1.0], policy=policy)

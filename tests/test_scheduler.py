@@ -1,11 +1,11 @@
-"""irfront.scheduler through the C++ binding: each policy's basic behaviour, errors with
+"""ray_patch.scheduler through the C++ binding: each policy's basic behaviour, errors with
 their messages, group records, dead nodes, infeasible requests."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from irfront.scheduler import GroupScheduler, Input, Placement, Policy
+from ray_patch.scheduler import GroupScheduler, Input, Placement, Policy
 
 ALL_POLICIES = list(Policy)
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ortools.graph.python import min_cost_flow
 
-from irfront.scheduler import GroupScheduler, Input, Placement, Policy
+from ray_patch.scheduler import GroupScheduler, Input, Placement, Policy
 
 PRODUCER_GROUP = 100
 GROUP = 200

@@ -80,7 +80,7 @@ def test_lowered_groups_pass_max_retries(cluster, scheduler_mode, monkeypatch):
     from irfront import Broadcast, Map
     from conftest import has_core
     if not has_core():
-        pytest.skip("irfront._scheduler not built")
+        pytest.skip("ray_patch._scheduler not built")
     seen: list = []
     real = ray_patch.submit_group
 

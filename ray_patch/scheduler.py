@@ -1,4 +1,4 @@
-"""Group placement: a typed Python face of the C++ scheduling core (`irfront._scheduler`).
+"""Group placement: a typed Python face of the C++ scheduling core (`ray_patch._scheduler`).
 
 A *group* is one BSP stage: n tasks, each with a CPU demand and a few input objects.
 `GroupScheduler.place` puts every task of a group on a node of the cluster with one of
@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from irfront import _scheduler
+from ray_patch import _scheduler
 
 __all__ = ["Policy", "Input", "Placement", "GroupScheduler"]
 
