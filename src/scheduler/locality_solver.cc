@@ -13,49 +13,66 @@ namespace {
 
 constexpr int64_t kInf = std::numeric_limits<int64_t>::max() / 4;
 constexpr int32_t kSource = -1;      // pred of a vertex reached from the new task
-constexpr int32_t kViaAggregator = -1;  // route: the task goes through A
-constexpr int32_t kUnassigned = -2;     // route: not placed yet
+constexpr int64_t kUnmatched = -1;   // route: no local bytes used (placed at the end)
+constexpr int64_t kUnassigned = -2;  // route: not placed yet
+
+// One way to take a task off node v: move it to `target` (a node or U) at `key` extra
+// bytes moved. Valid while the task's stamp is unchanged (it has not moved since).
+struct Move {
+  int64_t key;
+  int32_t task;
+  uint32_t stamp;
+  bool operator>(const Move& o) const {
+    return key > o.key || (key == o.key && task > o.task);
+  }
+};
 
 class Solver {
  public:
-  Solver(const TaskLocality& loc, const std::vector<int64_t>& caps)
-      : loc_(loc), caps_(caps), num_nodes_(static_cast<int32_t>(caps.size())),
-        agg_(num_nodes_), sink_(num_nodes_ + 1), route_(loc.total_bytes.size(), kUnassigned),
-        slot_(loc.total_bytes.size(), 0), aflow_(num_nodes_, 0), bucket_(num_nodes_),
-        pi_(num_nodes_ + 2, 0), dist_(num_nodes_ + 2, kInf), settled_(num_nodes_ + 2, 0),
-        pred_(num_nodes_ + 2), pred_task_(num_nodes_ + 2), pred_entry_(num_nodes_ + 2), heap_(num_nodes_ + 2) {}
+  Solver(const TaskLocality& loc, const std::vector<int64_t>& caps, bool indexed)
+      : loc_(loc), caps_(caps), m_(static_cast<int32_t>(caps.size())), u_(m_),
+        indexed_(indexed), route_(loc.total_bytes.size(), kUnassigned),
+        slot_(loc.total_bytes.size(), 0), stamp_(loc.total_bytes.size(), 0),
+        count_(m_, 0), bucket_(indexed ? 0 : m_), pi_(m_ + 1, 0), dist_(m_ + 1, kInf),
+        settled_(m_ + 1, 0), pred_(m_ + 1), pred_task_(m_ + 1), pred_entry_(m_ + 1),
+        heap_(m_ + 1) {
+    if (indexed_) {
+      moves_.resize(static_cast<size_t>(m_) * (m_ + 1));
+      targets_.resize(m_);
+    }
+  }
 
+  // Node index per task, -1 for tasks that use no local bytes (the caller places them).
   std::vector<int32_t> Solve();
 
  private:
   int32_t Tasks() const { return static_cast<int32_t>(loc_.total_bytes.size()); }
-  // Bytes moved when task t uses candidate entry e (kViaAggregator: all its bytes).
-  int64_t Cost(int32_t t, int64_t e) const {
-    return e == kViaAggregator ? loc_.total_bytes[t] : loc_.total_bytes[t] - loc_.local[e];
-  }
-  bool HasRoom(int32_t j) const { return Room(j) > 0; }
-  int64_t Room(int32_t j) const;
+  bool HasRoom(int32_t j) const { return count_[j] < caps_[j]; }
   int64_t BestEntry(int32_t t) const;
-  void FillNoData(const std::vector<int32_t>& no_data);
   void Place(int32_t t, int64_t entry);
   void Unplace(int32_t t);
+  void IndexMoves(int32_t t, int64_t entry);
   void Augment(int32_t task);
   void RunDijkstra(int32_t task);
-  void ApplyPath();
+  void ApplyPath(int32_t terminal);
   void Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry);
-  void ExpandNode(int32_t v, int64_t d);
-  void ExpandAggregator(int64_t d);
-  std::vector<int32_t> Finish() const;
+  void ExpandScan(int32_t v, int64_t d);
+  void ExpandIndexed(int32_t v, int64_t d);
 
   const TaskLocality& loc_;
   const std::vector<int64_t>& caps_;
-  const int32_t num_nodes_, agg_, sink_;
-  std::vector<int64_t> route_;  // candidate entry, kViaAggregator or kUnassigned
-  std::vector<int32_t> slot_;   // position in bucket_[node] or via_
-  std::vector<int64_t> aflow_;  // units A -> node j
-  std::vector<std::vector<int32_t>> bucket_;  // tasks routed directly to node j
-  std::vector<int32_t> via_;                  // tasks routed through A
-  std::vector<int64_t> pi_;                   // potentials: nodes, A, sink
+  const int32_t m_, u_;  // nodes 0..m-1; U = m: "uses no local bytes" (a terminal)
+  const bool indexed_;
+  std::vector<int64_t> route_;   // candidate entry, kUnmatched or kUnassigned
+  std::vector<int32_t> slot_;    // position in bucket_[node] (scan mode)
+  std::vector<uint32_t> stamp_;  // bumped whenever the task moves (index mode)
+  std::vector<int64_t> count_;   // matched tasks per node
+  std::vector<std::vector<int32_t>> bucket_;  // scan mode: tasks matched to node j
+  // Index mode: moves_[v * (m + 1) + k] = min-heap of the moves of tasks on v to k (k = U:
+  // unmatch); targets_[v] = the k whose heap was ever used.
+  std::vector<std::vector<Move>> moves_;
+  std::vector<std::vector<int32_t>> targets_;
+  std::vector<int64_t> pi_;  // potentials of nodes and U (U and nodes with room: 0)
   // Dijkstra scratch, reset through touched_.
   std::vector<int64_t> dist_;
   std::vector<char> settled_;
@@ -63,25 +80,51 @@ class Solver {
   std::vector<int64_t> pred_entry_;
   std::vector<int32_t> touched_, settled_list_;
   IndexHeap heap_;
-  int32_t first_room_ = 0;  // no node below it has room (room only ever shrinks)
 };
 
 void Solver::Place(int32_t t, int64_t entry) {
   route_[t] = entry;
-  std::vector<int32_t>& list = entry == kViaAggregator ? via_ : bucket_[loc_.node[entry]];
-  slot_[t] = static_cast<int32_t>(list.size());
-  list.push_back(t);
+  ++stamp_[t];
+  if (entry == kUnmatched) return;
+  const int32_t v = loc_.node[entry];
+  ++count_[v];
+  if (indexed_) {
+    IndexMoves(t, entry);
+  } else {
+    slot_[t] = static_cast<int32_t>(bucket_[v].size());
+    bucket_[v].push_back(t);
+  }
 }
 
 void Solver::Unplace(int32_t t) {
-  if (route_[t] == kUnassigned) return;
-  std::vector<int32_t>& list =
-      route_[t] == kViaAggregator ? via_ : bucket_[loc_.node[route_[t]]];
-  const int32_t last = list.back();
-  list[slot_[t]] = last;
-  slot_[last] = slot_[t];
-  list.pop_back();
+  const int64_t entry = route_[t];
   route_[t] = kUnassigned;
+  ++stamp_[t];
+  if (entry < 0) return;
+  const int32_t v = loc_.node[entry];
+  --count_[v];
+  if (!indexed_) {
+    std::vector<int32_t>& list = bucket_[v];
+    const int32_t last = list.back();
+    list[slot_[t]] = last;
+    slot_[last] = slot_[t];
+    list.pop_back();
+  }
+}
+
+// Index mode: records the moves of task t, just placed through `entry`, off its node.
+void Solver::IndexMoves(int32_t t, int64_t entry) {
+  const int32_t v = loc_.node[entry];
+  auto push = [&](int32_t k, int64_t key) {
+    std::vector<Move>& h = moves_[static_cast<size_t>(v) * (m_ + 1) + k];
+    if (h.empty()) targets_[v].push_back(k);  // may repeat after h drained: harmless
+    h.push_back(Move{key, t, stamp_[t]});
+    std::push_heap(h.begin(), h.end(), std::greater<Move>());
+  };
+  for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
+    if (e != entry) push(loc_.node[e], loc_.local[entry] - loc_.local[e]);
+  }
+  push(u_, loc_.local[entry]);
 }
 
 inline void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry) {
@@ -94,159 +137,123 @@ inline void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int6
   heap_.Push(v, d);
 }
 
-// Out of node v: each task on v may move to another of its nodes or to A; flow A -> v
-// may be undone; v may take one more task (-> sink).
-void Solver::ExpandNode(int32_t v, int64_t d) {
+// Out of full node v, scanning its tasks: each may move to another of its nodes, or to
+// U (give up its local bytes). Only the cheapest move to each target matters.
+void Solver::ExpandScan(int32_t v, int64_t d) {
   const int64_t base = d + pi_[v];
-  if (aflow_[v] > 0) Relax(agg_, base - pi_[agg_], v, -1, 0);
-  // Only the cheapest task move v -> A can matter: relax A once (first task on ties, as
-  // relaxing each in turn would).
-  int64_t to_agg = kInf;
-  int32_t agg_task = -1;
+  int64_t to_u = kInf;
+  int32_t u_task = -1;
   for (int32_t t : bucket_[v]) {
-    const int64_t here = Cost(t, route_[t]);
+    const int64_t here = loc_.local[route_[t]];
     for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
       const int32_t k = loc_.node[e];
       if (k == v) continue;
-      assert(Cost(t, e) - here + pi_[v] - pi_[k] >= 0);
-      Relax(k, base + Cost(t, e) - here - pi_[k], v, t, e);
+      assert(here - loc_.local[e] + pi_[v] - pi_[k] >= 0);
+      Relax(k, base + here - loc_.local[e] - pi_[k], v, t, e);
     }
-    const int64_t via = Cost(t, kViaAggregator) - here;
-    if (via < to_agg) to_agg = via, agg_task = t;
+    if (here < to_u) to_u = here, u_task = t;
   }
-  if (agg_task >= 0) Relax(agg_, base + to_agg - pi_[agg_], v, agg_task, kViaAggregator);
+  if (u_task >= 0) Relax(u_, base + to_u - pi_[u_], v, u_task, kUnmatched);
 }
 
-// Out of A: a unit to any node, or a task routed through A moves to one of its nodes.
-// Potentials only decrease from 0 and a node with room keeps 0, so A -> (node with room)
-// is the cheapest edge out of A, and a path through A -> (full node) can never reach the
-// sink sooner: only the lowest-index node with room is relaxed.
-void Solver::ExpandAggregator(int64_t d) {
-  const int64_t base = d + pi_[agg_];
-  while (first_room_ < num_nodes_ && !HasRoom(first_room_)) ++first_room_;
-  assert(first_room_ < num_nodes_);
-  Relax(first_room_, base - pi_[first_room_], agg_, -1, 0);
-  for (int32_t t : via_) {
-    for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
-      const int32_t k = loc_.node[e];
-      Relax(k, base - loc_.local[e] - pi_[k], agg_, t, e);
+// Out of full node v, from the move index: the top of each (v, target) heap, after
+// dropping moves of tasks that have moved since.
+void Solver::ExpandIndexed(int32_t v, int64_t d) {
+  const int64_t base = d + pi_[v];
+  std::vector<int32_t>& targets = targets_[v];
+  size_t keep = 0;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const int32_t k = targets[i];
+    std::vector<Move>& h = moves_[static_cast<size_t>(v) * (m_ + 1) + k];
+    while (!h.empty() && stamp_[h.front().task] != h.front().stamp) {
+      std::pop_heap(h.begin(), h.end(), std::greater<Move>());
+      h.pop_back();
     }
+    if (h.empty()) continue;  // dropped from targets_; re-added on the next push
+    targets[keep++] = k;
+    const Move& best = h.front();
+    int64_t entry = kUnmatched;
+    if (k != u_) {
+      for (int64_t e = loc_.offsets[best.task]; e < loc_.offsets[best.task + 1]; ++e) {
+        if (loc_.node[e] == k) entry = e;
+      }
+    }
+    Relax(k, base + best.key - pi_[k], v, best.task, entry);
   }
+  targets.resize(keep);
 }
 
+// Dijkstra on reduced costs over nodes and U from the new task; stops at the first
+// settled terminal: U, or a node with room (both keep the sink's potential 0, so nothing
+// reaches the sink sooner). Returns through dist_/pred_.
 void Solver::RunDijkstra(int32_t task) {
+  const int64_t total = loc_.total_bytes[task];
   for (int64_t e = loc_.offsets[task]; e < loc_.offsets[task + 1]; ++e) {
     const int32_t k = loc_.node[e];
-    Relax(k, Cost(task, e) - pi_[k], kSource, task, e);
+    Relax(k, total - loc_.local[e] - pi_[k], kSource, task, e);
   }
-  Relax(agg_, Cost(task, kViaAggregator) - pi_[agg_], kSource, task, kViaAggregator);
+  Relax(u_, total - pi_[u_], kSource, task, kUnmatched);
   while (!heap_.empty()) {
     const int32_t v = heap_.Pop();
     const int64_t d = dist_[v];
     settled_[v] = 1;
     settled_list_.push_back(v);
-    if (v != agg_ && HasRoom(v)) {
-      // A node with room has potential 0 = the sink's (it only ever decreases and stays
-      // >= the sink's): the sink is reached at distance d, nothing can be shorter.
-      assert(pi_[v] == pi_[sink_]);
-      dist_[sink_] = d, pred_[sink_] = v, settled_[sink_] = 1;
-      touched_.push_back(sink_);
-      break;
+    if (v == u_ || HasRoom(v)) {
+      assert(pi_[v] == 0);
+      return;
     }
-    if (v == agg_) {
-      ExpandAggregator(d);
+    if (indexed_) {
+      ExpandIndexed(v, d);
     } else {
-      ExpandNode(v, d);
+      ExpandScan(v, d);
     }
   }
-  assert(settled_[sink_]);  // caps sum to >= n and A reaches every node
+  assert(false);  // U is always reachable from the source
 }
 
-// Moves the tasks along the path found by RunDijkstra, sink back to the source.
-void Solver::ApplyPath() {
-  int32_t v = pred_[sink_];
-  while (v != kSource) {
-    const int32_t u = pred_[v];
+// Moves the tasks along the path found by RunDijkstra, terminal back to the source.
+void Solver::ApplyPath(int32_t terminal) {
+  for (int32_t v = terminal; v != kSource; v = pred_[v]) {
     const int32_t t = pred_task_[v];
-    if (t >= 0) {
-      Unplace(t);
-      Place(t, v == agg_ ? kViaAggregator : pred_entry_[v]);
-    } else if (u == agg_) {
-      ++aflow_[v];  // A -> v
-    } else {
-      --aflow_[u];  // undo A -> u
-    }
-    v = u;
+    Unplace(t);
+    Place(t, pred_entry_[v]);
   }
 }
 
 void Solver::Augment(int32_t task) {
   RunDijkstra(task);
-  const int64_t reach = dist_[sink_];
+  const int32_t terminal = settled_list_.back();
+  const int64_t reach = dist_[terminal];
   for (int32_t v : settled_list_) pi_[v] += dist_[v] - reach;
-  ApplyPath();
+  ApplyPath(terminal);
   for (int32_t v : touched_) dist_[v] = kInf, settled_[v] = 0;
   touched_.clear();
   settled_list_.clear();
   heap_.Clear();
 }
 
-std::vector<int32_t> Solver::Finish() const {
-  std::vector<int32_t> node(Tasks(), -1);
-  std::vector<int32_t> through;
-  for (int32_t t = 0; t < Tasks(); ++t) {
-    if (route_[t] >= 0) node[t] = loc_.node[route_[t]];
-    else through.push_back(t);
-  }
-  // Units through A are interchangeable: pair tasks (index order) with nodes (id order).
-  size_t next = 0;
-  for (int32_t j = 0; j < num_nodes_; ++j) {
-    for (int64_t u = 0; u < aflow_[j]; ++u) node[through[next++]] = j;
-  }
-  assert(next == through.size());
-  return node;
-}
-
-int64_t Solver::Room(int32_t j) const {
-  return caps_[j] - static_cast<int64_t>(bucket_[j].size()) - aflow_[j];
-}
-
 // The candidate entry with the most local bytes; ties: the node with more room left,
-// then the lower node index. kViaAggregator when no node holds any of its bytes.
+// then the lower node index. kUnmatched when no node holds any of its bytes.
 int64_t Solver::BestEntry(int32_t t) const {
-  int64_t best = kViaAggregator;
+  int64_t best = kUnmatched;
   for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
     if (loc_.local[e] == 0) continue;
-    if (best == kViaAggregator || loc_.local[e] > loc_.local[best] ||
-        (loc_.local[e] == loc_.local[best] && Room(loc_.node[e]) > Room(loc_.node[best]))) {
+    if (best == kUnmatched || loc_.local[e] > loc_.local[best] ||
+        (loc_.local[e] == loc_.local[best] &&
+         caps_[loc_.node[e]] - count_[loc_.node[e]] >
+             caps_[loc_.node[best]] - count_[loc_.node[best]])) {
       best = e;
     }
   }
   return best;
 }
 
-// Tasks with no local bytes cost the same everywhere: each goes to the node with the
-// most room left (ties: lower index), which spreads them over the least-loaded nodes.
-void Solver::FillNoData(const std::vector<int32_t>& no_data) {
-  std::priority_queue<std::pair<int64_t, int32_t>> room;  // (room, -index)
-  for (int32_t j = 0; j < num_nodes_; ++j) {
-    if (Room(j) > 0) room.emplace(Room(j), -j);
-  }
-  for (int32_t t : no_data) {
-    auto [left, neg] = room.top();
-    room.pop();
-    Place(t, kViaAggregator);
-    ++aflow_[-neg];
-    if (left > 1) room.emplace(left - 1, neg);
-  }
-}
-
 std::vector<int32_t> Solver::Solve() {
-  std::vector<int32_t> deferred, no_data;
+  std::vector<int32_t> deferred;
   for (int32_t t = 0; t < Tasks(); ++t) {
     const int64_t best = BestEntry(t);
-    if (best == kViaAggregator) {
-      no_data.push_back(t);
+    if (best == kUnmatched) {
+      Place(t, kUnmatched);
     } else if (HasRoom(loc_.node[best])) {
       Place(t, best);
     } else {
@@ -254,8 +261,11 @@ std::vector<int32_t> Solver::Solve() {
     }
   }
   for (int32_t t : deferred) Augment(t);
-  FillNoData(no_data);
-  return Finish();
+  std::vector<int32_t> node(Tasks(), -1);
+  for (int32_t t = 0; t < Tasks(); ++t) {
+    if (route_[t] >= 0) node[t] = loc_.node[route_[t]];
+  }
+  return node;
 }
 
 // Tasks renumbered so that those with the same best node (most local bytes, lowest
@@ -277,6 +287,10 @@ TaskLocality GroupByBestNode(const TaskLocality& loc, int32_t num_nodes,
   order->assign(n, 0);
   for (size_t t = 0; t < n; ++t) (*order)[start[key[t]]++] = static_cast<int32_t>(t);
   TaskLocality out;
+  out.total_bytes.reserve(n);
+  out.offsets.reserve(n + 1);
+  out.node.reserve(loc.node.size());
+  out.local.reserve(loc.local.size());
   out.offsets.push_back(0);
   for (int32_t t : *order) {
     out.total_bytes.push_back(loc.total_bytes[t]);
@@ -289,16 +303,43 @@ TaskLocality GroupByBestNode(const TaskLocality& loc, int32_t num_nodes,
   return out;
 }
 
+// Tasks that use no local bytes cost the same everywhere: in index order, each goes to
+// the node with the most room left (ties: lower index), spreading them over the
+// least-loaded nodes. sum caps >= n leaves room for all of them.
+void FillRoom(const std::vector<int64_t>& caps, std::vector<int32_t>* node) {
+  std::vector<int64_t> room(caps);
+  for (int32_t j : *node) {
+    if (j >= 0) --room[j];
+  }
+  std::priority_queue<std::pair<int64_t, int32_t>> most;  // (room, -index)
+  for (size_t j = 0; j < room.size(); ++j) {
+    if (room[j] > 0) most.emplace(room[j], -static_cast<int32_t>(j));
+  }
+  for (int32_t& j : *node) {
+    if (j >= 0) continue;
+    assert(!most.empty());
+    auto [left, neg] = most.top();
+    most.pop();
+    j = -neg;
+    if (left > 1) most.emplace(left - 1, neg);
+  }
+}
+
 }  // namespace
 
 std::vector<int32_t> SolveLocality(const TaskLocality& locality,
-                                   const std::vector<int64_t>& caps) {
+                                   const std::vector<int64_t>& caps, MoveIndex index) {
+  const int32_t m = static_cast<int32_t>(caps.size());
+  const int64_t n = static_cast<int64_t>(locality.total_bytes.size());
+  const bool indexed = index == MoveIndex::kIndexed ||
+                       (index == MoveIndex::kAuto && m <= kMaxIndexedNodes &&
+                        n >= kMinTasksPerNodeIndexed * m);
   std::vector<int32_t> order;
-  const TaskLocality grouped =
-      GroupByBestNode(locality, static_cast<int32_t>(caps.size()), &order);
-  const std::vector<int32_t> placed = Solver(grouped, caps).Solve();
+  const TaskLocality grouped = GroupByBestNode(locality, m, &order);
+  const std::vector<int32_t> placed = Solver(grouped, caps, indexed).Solve();
   std::vector<int32_t> node(placed.size());
   for (size_t i = 0; i < placed.size(); ++i) node[order[i]] = placed[i];
+  FillRoom(caps, &node);
   return node;
 }
 

@@ -159,6 +159,72 @@ TEST_F(LocalityPolicyTest, MatchesReferenceOptimum) {
   }
 }
 
+// Both ways of finding the cheapest move off a full node (task scan, move index) reach
+// the reference optimum, within the caps, on small random instances.
+TEST_F(LocalityPolicyTest, ScanAndIndexMatchReference) {
+  for (int trial = 0; trial < 200; ++trial) {
+    std::mt19937_64 rng(1000 + trial);
+    const int n = 1 + rng() % 40, m = 1 + rng() % 6;
+    GroupScheduler s;
+    for (int j = 0; j < m; ++j) s.AddNode(j, 1.0 + rng() % 4);
+    std::vector<std::vector<In>> tasks(n);
+    for (auto& inputs : tasks) {
+      for (int k = rng() % 4; k > 0; --k) {
+        In in{static_cast<int64_t>(trial % 2 ? rng() % 1000 : rng() % 3), {}};
+        for (int l = rng() % 3; l > 0; --l) in.nodes.push_back(rng() % m);
+        inputs.push_back(in);
+      }
+    }
+    const GroupRequest r = MakeRequest(1, tasks);
+    const NodeView view = MakeNodeView(s.state(), 1, 1.0);
+    const TaskLocality loc = ComputeLocality(s.state(), r, view);
+    const auto caps = FreeCpuCaps(view, n);
+    std::vector<std::vector<int64_t>> cost(n, std::vector<int64_t>(m));
+    for (int t = 0; t < n; ++t) {
+      for (int j = 0; j < m; ++j) cost[t][j] = loc.total_bytes[t] - loc.LocalBytes(t, j);
+    }
+    const int64_t optimum = testing::ReferenceMinCost(cost, caps);
+    for (MoveIndex index : {MoveIndex::kScan, MoveIndex::kIndexed}) {
+      const std::vector<int32_t> node = SolveLocality(loc, caps, index);
+      std::vector<int64_t> count(m, 0);
+      int64_t moved = 0;
+      for (int t = 0; t < n; ++t) ++count[node[t]], moved += cost[t][node[t]];
+      EXPECT_EQ(moved, optimum) << trial;
+      for (int j = 0; j < m; ++j) EXPECT_LE(count[j], caps[j]) << trial;
+    }
+  }
+}
+
+// Larger groups (many tasks per node, where the move index is used): scan and index give
+// the same bytes moved.
+TEST_F(LocalityPolicyTest, ScanAndIndexAgreeOnLargeGroups) {
+  for (int trial = 0; trial < 6; ++trial) {
+    std::mt19937_64 rng(trial);
+    const int n = 3000, m = 4 + trial * 6;
+    GroupScheduler s;
+    for (int j = 0; j < m; ++j) s.AddNode(j, 4.0);
+    std::vector<std::vector<In>> tasks(n);
+    for (auto& inputs : tasks) {
+      for (int k = 0; k < 1 + trial % 3; ++k) {
+        inputs.push_back(In{static_cast<int64_t>(1 + rng() % 1000),
+                            {static_cast<NodeId>(rng() % m)}});
+      }
+    }
+    const GroupRequest r = MakeRequest(1, tasks);
+    const NodeView view = MakeNodeView(s.state(), 1, 1.0);
+    const TaskLocality loc = ComputeLocality(s.state(), r, view);
+    const auto caps = FreeCpuCaps(view, n);
+    int64_t moved[2] = {0, 0};
+    int i = 0;
+    for (MoveIndex index : {MoveIndex::kScan, MoveIndex::kIndexed}) {
+      const std::vector<int32_t> node = SolveLocality(loc, caps, index);
+      for (int t = 0; t < n; ++t) moved[i] += loc.total_bytes[t] - loc.LocalBytes(t, node[t]);
+      ++i;
+    }
+    EXPECT_EQ(moved[0], moved[1]) << trial;
+  }
+}
+
 // Placing a group id again replaces its record (and its load does not count against it).
 TEST_F(LocalityPolicyTest, ReplacingAGroupReplacesItsRecord) {
   AddNodes(&s_, 2, 2.0);
