@@ -9,13 +9,17 @@ A group's tasks are placed together by the C++ core (ray_patch.scheduler.GroupSc
 pinned with NodeAffinitySchedulingStrategy(node, soft=True) and named
 ``f"{fn}[g{group_id}]"`` so Ray's dashboard, state API and timeline show the groups.
 """
-from ray_patch.runtime import GroupError, configure, get_runtime, reset
+from ray_patch.ids import next_group_id
+from ray_patch.runtime import configure, current_runtime, get_runtime, reset
+from ray_patch.validate import GroupError, task_name
 from ray_patch.submit import (
     GroupActors,
     GroupedFunction,
     GroupRefs,
+    actor_nodes,
     call_actors,
     core_group_count,
+    defer_free,
     free_groups,
     group_actors,
     group_count,
@@ -31,8 +35,8 @@ from ray_patch.submit import (
 )
 
 __all__ = [
-    "GroupActors", "GroupError", "GroupRefs", "GroupedFunction", "call_actors", "core_group_count",
-    "configure", "free_groups", "get_runtime", "group_actors", "group_count", "group_map",
+    "GroupActors", "GroupError", "GroupRefs", "GroupedFunction", "actor_nodes", "call_actors", "core_group_count",
+    "configure", "current_runtime", "defer_free", "next_group_id", "task_name", "free_groups", "get_runtime", "group_actors", "group_count", "group_map",
     "group_starmap", "grouped", "new_group_id", "node_failed", "placement", "refresh_nodes", "reset",
     "submit_group", "update_actor_node",
 ]

@@ -26,18 +26,16 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ray_patch.ids import next_group_id
 from ray_patch.scheduler import GroupScheduler
+from ray_patch.validate import GroupError
 
 NO_NODE = -1
 
 
-# Process-wide: a group id is never reused, even by the runtime of a later Ray job.
-_GIDS = itertools.count(1)
 _TOKENS = itertools.count(1)
 
 
-class GroupError(ValueError):
-    """A group cannot be submitted as asked; the message says what to do instead."""
 
 
 @dataclass
@@ -95,9 +93,9 @@ class Runtime:
 
     # ---- group ids and freeing -------------------------------------------------------
     def new_group_id(self) -> int:
-        gid = next(_GIDS)
+        gid = next_group_id()
         while gid in self.groups:
-            gid = next(_GIDS)
+            gid = next_group_id()
         return gid
 
     def defer_free(self, group_id: int) -> None:

@@ -16,9 +16,13 @@ import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
-from ray_patch.runtime import NO_NODE, GroupError, GroupRecord, Runtime, get_runtime
+from ray_patch.scheduler import Policy
+from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
+from ray_patch.validate import (MAX_ID, MAX_RETRIES, MAX_RETURNS, GroupError, as_tuples,
+                                check_actor_class, check_optional_int,
+                                check_remote_function, task_name)
 
-POLICIES = ("pack", "locality", "spread", "actors")
+POLICIES = tuple(p.value for p in Policy)  # the core's policy names, one list
 _NO_NODES = ("the Ray cluster has no alive node with CPUs; add nodes (e.g. "
              "irfront.cluster.LocalCluster(num_nodes=4)) or connect to a running cluster")
 
@@ -47,57 +51,6 @@ class GroupActors(list):
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def task_name(fn: Any) -> str:
-    """The short name of a remote function, actor class or plain callable."""
-    if isinstance(fn, RemoteFunction):
-        return fn._function.__name__
-    if isinstance(fn, ActorClass):
-        return fn.__ray_metadata__.class_name
-    return getattr(fn, "__name__", type(fn).__name__)
-
-
-def _check_remote_function(fn: Any) -> None:
-    if isinstance(fn, RemoteFunction):
-        return
-    if isinstance(fn, ActorClass):
-        raise GroupError(f"task must be a @ray.remote function; got actor class "
-                         f"'{task_name(fn)}'; use group_actors() for actor classes")
-    raise GroupError(f"task must be a @ray.remote function; got plain "
-                     f"{'function' if callable(fn) else type(fn).__name__} "
-                     f"'{task_name(fn)}'; decorate it with @ray.remote")
-
-
-MAX_RETURNS = 100_000  # num_returns of one task
-MAX_RETRIES = 2**31 - 1
-MAX_ID = 2**62  # group ids are int64 in the core
-
-
-def _check_optional_int(name: str, value: Any, low: int, high: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise GroupError(f"{name} must be an int or None; got {type(value).__name__} "
-                         f"{value!r}")
-    if not low <= value <= high:
-        raise GroupError(f"{name} must be between {low} and {high}; got {value}")
-
-
-def _as_tuples(arg_tuples: Sequence[Any]) -> list[tuple]:
-    if isinstance(arg_tuples, (str, bytes, dict)) or not hasattr(arg_tuples, "__iter__"):
-        raise GroupError(f"arguments must be a list with one tuple per task, e.g. "
-                         f"[(x,) for x in xs]; got {type(arg_tuples).__name__}")
-    out = []
-    for i, a in enumerate(arg_tuples):
-        if isinstance(a, tuple):
-            out.append(a)
-        elif isinstance(a, list):
-            out.append(tuple(a))
-        else:
-            raise GroupError(f"argument tuple {i} is a {type(a).__name__}; pass one tuple "
-                             f"(or list) of arguments per task, e.g. [(x,) for x in xs]")
-    return out
-
-
 def _inputs_of(arg_tuples: Sequence[tuple]) -> list[list[ray.ObjectRef]]:
     ref = ray.ObjectRef
     return [[a for a in args if isinstance(a, ref)] for args in arg_tuples]
@@ -169,12 +122,12 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     task name in the driver for good: about 2 KB each; see docs/RELIABILITY.md); None
     takes ``configure(name_tasks=...)`` (default True).
     """
-    _check_remote_function(fn)
-    _check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
-    _check_optional_int("group_id", group_id, 0, MAX_ID)
-    _check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
-    _check_optional_int("max_retries", max_retries, -1, MAX_RETRIES)  # -1: forever
-    args = _as_tuples(arg_tuples)
+    check_remote_function(fn)
+    check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
+    check_optional_int("group_id", group_id, 0, MAX_ID)
+    check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
+    check_optional_int("max_retries", max_retries, -1, MAX_RETRIES)  # -1: forever
+    args = as_tuples(arg_tuples)
     rt = get_runtime()
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
@@ -228,7 +181,7 @@ class GroupedFunction:
     """A remote function whose calls are submitted as groups: ``grouped(f).map(xs)``."""
 
     def __init__(self, fn: RemoteFunction, **defaults: Any):
-        _check_remote_function(fn)
+        check_remote_function(fn)
         self._fn = fn
         self._defaults = defaults
 
@@ -256,32 +209,26 @@ def grouped(fn: RemoteFunction, **defaults: Any) -> GroupedFunction:
 
 
 # ---- actors --------------------------------------------------------------------------------
-def _check_actor_class(cls: Any) -> None:
-    if not isinstance(cls, ActorClass):
-        what = "remote function" if isinstance(cls, RemoteFunction) else \
-            f"plain {'class' if isinstance(cls, type) else type(cls).__name__}"
-        raise GroupError(f"actor_cls must be a @ray.remote class; got {what} "
-                         f"'{task_name(cls)}'; decorate the class with @ray.remote")
-
-
 def group_actors(actor_cls: ActorClass, n: int,
                  arg_tuples: Sequence[Sequence[Any]] | None = None, *,
                  group_id: int | None = None, group_dependency: int | None = None,
                  inputs: Sequence[Sequence[ray.ObjectRef]] | None = None,
-                 policy: str = "actors", name_actors: bool = True) -> GroupActors:
+                 policy: str = "actors", name_actors: bool = True,
+                 actor_options: dict[str, Any] | None = None) -> GroupActors:
     """Creates ``n`` actors of ``actor_cls`` as one group, placed once by the core.
 
     ``inputs[i]`` lists the objects actor i will read (so the actors go where their data
     is); ``group_dependency`` is the group producing them. With ``name_actors`` each actor
     is a named actor ``f"{cls}[g{gid}:{i}]"`` (visible in the state API and dashboard).
+    ``actor_options``: more ``actor_cls.options(...)`` (e.g. ``max_restarts``).
     """
-    _check_actor_class(actor_cls)
+    check_actor_class(actor_cls)
     if n is None:
         raise GroupError("n (the number of actors) must be an int; got None")
-    _check_optional_int("n", n, 0, MAX_RETURNS)
-    _check_optional_int("group_id", group_id, 0, MAX_ID)
-    _check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
-    args = _as_tuples(arg_tuples) if arg_tuples is not None else [()] * n
+    check_optional_int("n", n, 0, MAX_RETURNS)
+    check_optional_int("group_id", group_id, 0, MAX_ID)
+    check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
+    args = as_tuples(arg_tuples) if arg_tuples is not None else [()] * n
     if len(args) != n:
         raise GroupError(f"got {len(args)} argument tuples for {n} actors; pass one per "
                          f"actor, e.g. [(i,) for i in range({n})]")
@@ -301,7 +248,8 @@ def group_actors(actor_cls: ActorClass, n: int,
         try:
             for i, a in enumerate(args):
                 handles.append(_create_actor(rt, actor_cls, a, nodes[i],
-                                             f"{base}[g{gid}:{i}]" if name_actors else None))
+                                             f"{base}[g{gid}:{i}]" if name_actors else None,
+                                             actor_options))
         except BaseException:
             rt.scheduler.free_group(gid)
             raise
@@ -310,8 +258,8 @@ def group_actors(actor_cls: ActorClass, n: int,
 
 
 def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
-                  name: str | None) -> Any:
-    opts: dict[str, Any] = {"scheduling_strategy": rt.strategies[node]}
+                  name: str | None, actor_options: dict[str, Any] | None) -> Any:
+    opts: dict[str, Any] = {**(actor_options or {}), "scheduling_strategy": rt.strategies[node]}
     if name is not None:
         opts["name"] = name
     try:
@@ -336,7 +284,7 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
     ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)`` instead.
     ``name_tasks=False`` leaves the calls unnamed (as in ``submit_group``).
     """
-    args = _as_tuples(arg_tuples)
+    args = as_tuples(arg_tuples)
     if len(args) != len(handles):
         raise GroupError(f"got {len(args)} argument tuples for {len(handles)} actors; "
                          "pass one per actor")
@@ -368,7 +316,6 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
 def free_groups(group_ids: Iterable[int]) -> None:
     """Frees groups: the core forgets their placement and load, the registry their
     outputs. Unknown or already-freed ids are ignored. Does not cancel running tasks."""
-    from ray_patch.runtime import current_runtime
     rt = current_runtime()
     if rt is None:
         return
@@ -376,6 +323,16 @@ def free_groups(group_ids: Iterable[int]) -> None:
         rt.drain()
         for gid in group_ids:
             rt.free(int(gid))
+
+
+def defer_free(group_ids: Iterable[int]) -> None:
+    """Queues groups to be freed at the next ray_patch call: safe from weakref finalizers
+    and other threads (the core's state is never re-entered while placing a group)."""
+    rt = current_runtime()
+    if rt is None:
+        return
+    for gid in group_ids:
+        rt.defer_free(int(gid))
 
 
 def new_group_id() -> int:
@@ -391,7 +348,6 @@ def new_group_id() -> int:
 
 def group_count() -> int:
     """Live (submitted, not freed) groups ray_patch tracks; 0 when no runtime exists."""
-    from ray_patch.runtime import current_runtime
     rt = current_runtime()
     if rt is None:
         return 0
@@ -402,7 +358,6 @@ def group_count() -> int:
 
 def core_group_count() -> int:
     """Groups the C++ core holds (retired and freed groups are not counted)."""
-    from ray_patch.runtime import current_runtime
     rt = current_runtime()
     if rt is None:
         return 0
@@ -416,7 +371,6 @@ def node_failed(node_hex: str | None = None, probe: bool = True) -> list[str]:
     refuses connections (Ray's GCS takes seconds to notice a dead node), so no later
     group is placed on them. Tasks already pinned there are soft-pinned: Ray runs them
     elsewhere. Returns the hex ids marked dead by this call."""
-    from ray_patch.runtime import current_runtime
     rt = current_runtime()
     if rt is None:
         return []
@@ -433,7 +387,6 @@ def node_failed(node_hex: str | None = None, probe: bool = True) -> list[str]:
 
 def update_actor_node(handle: Any, node_hex: str) -> None:
     """Records where an actor lives now (after Ray restarted it on another node)."""
-    from ray_patch.runtime import current_runtime
     rt = current_runtime()
     if rt is None:
         return
@@ -443,9 +396,18 @@ def update_actor_node(handle: Any, node_hex: str) -> None:
             rt.actor_node[handle._actor_id.binary()] = nid
 
 
+def actor_nodes(handles: Sequence[Any]) -> list[int] | None:
+    """The core's node of each actor (as pinned, or as updated after a restart); None
+    when any of them was not created by this runtime."""
+    rt = current_runtime()
+    if rt is None:
+        return None
+    nodes = [rt.actor_node.get(h._actor_id.binary()) for h in handles]
+    return None if any(n is None for n in nodes) else nodes
+
+
 def placement(group_id: int) -> dict[str, int] | None:
     """Ray node hex id -> number of tasks of the group pinned there (None if unknown)."""
-    from ray_patch.runtime import current_runtime
     rt = current_runtime()
     return None if rt is None else rt.counts(group_id)
 

@@ -1,42 +1,34 @@
 """irfront: group scheduling of BSP stages on Ray.
 
-Submodules are imported lazily: `irfront.scheduler` (placement core, needs the compiled
-`irfront._scheduler` extension) loads on first use. The IR and its driver API are
-re-exported here, also lazily:
-
+    import irfront
     from irfront import Broadcast, Map, InitActors, ReduceActors, MapActors
-    irfront.init(scheduler="locality")   # or "pack", "vanilla"
+    irfront.init(scheduler="locality")   # or "pack", "spread", "vanilla"
+
+Layers, bottom up (each imports only those below it; see docs/ARCHITECTURE.md):
+``ray_patch.scheduler`` (the C++ core's face) -> ``ray_patch`` (group submission on Ray)
+-> ``irfront.ir`` (plain-data nodes) -> ``irfront.passes`` (IR -> IR) ->
+``irfront.lowering`` (IR -> Ray tasks) -> ``irfront.drivers`` (the micro-batch stream)
+-> ``irfront.api`` / ``irfront.cluster`` and this module.
 """
 from __future__ import annotations
 
-import importlib
-import os
-from typing import Any
+from irfront._version import __version__
+from irfront.api import get, init, set_scheduler, shutdown
+from irfront.cluster import LocalCluster, connect
+from irfront.drivers import (Batch, BatchRecord, InFlightWindow, MicroBatchStream,
+                             RecoveryError, StreamReport)
+from irfront.errors import IRError
+from irfront.ir import (REDUCER_OPTIONS, Broadcast, CheckpointedReducer, InitActors, Map,
+                        MapActors, NeedsRestore, Node, Objects, ReduceActors,
+                        SumReducerBase)
+from irfront.lowering import (SCHEDULERS, LoweringOptions, NodePlacement, get_options,
+                              lowering_options, options_for, set_options)
 
-# Keep Ray (and every raylet started from this process) on loopback; must be set before
-# ray is imported.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
-_LAZY_SUBMODULES = {"scheduler", "cluster", "nodes", "lower", "errors", "api"}
-
-# Public names -> the submodule that defines them.
-_LAZY_ATTRS = {
-    "Node": "nodes", "Broadcast": "nodes", "Map": "nodes", "InitActors": "nodes",
-    "ReduceActors": "nodes", "MapActors": "nodes", "Objects": "nodes",
-    "NodePlacement": "nodes",
-    "IRError": "errors",
-    "LoweringOptions": "lower", "lowering_options": "lower", "get_options": "lower",
-    "set_scheduler": "lower", "get": "lower",
-    "init": "api", "shutdown": "api",
-    "LocalCluster": "cluster", "connect": "cluster",
-}
-
-__all__ = sorted(_LAZY_ATTRS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name in _LAZY_ATTRS:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY_ATTRS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "Batch", "BatchRecord", "Broadcast", "CheckpointedReducer", "IRError", "InFlightWindow",
+    "InitActors", "LocalCluster", "LoweringOptions", "Map", "MapActors", "MicroBatchStream",
+    "NeedsRestore", "Node", "NodePlacement", "Objects", "REDUCER_OPTIONS", "RecoveryError",
+    "ReduceActors", "SCHEDULERS", "StreamReport", "SumReducerBase", "__version__", "connect",
+    "get", "get_options", "init", "lowering_options", "options_for", "set_options",
+    "set_scheduler", "shutdown",
+]

@@ -13,16 +13,18 @@ from __future__ import annotations
 import os
 import sys
 
-# Ray binds to the machine's interface address unless told otherwise; this keeps it (and
-# every raylet it starts, which inherits the environment) on loopback.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import ray
+from ray.cluster_utils import Cluster
 
-import ray  # noqa: E402
+import ray_patch
 
 LOOPBACK = "127.0.0.1"
 
 
 def _force_loopback() -> None:
+    """Ray binds to the machine's interface address unless told otherwise; this keeps
+    it (and every raylet it starts, which inherits the environment) on loopback. Only
+    the embedded cluster does this: joining a cluster leaves Ray's addresses alone."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:  # ray may have been imported before this module: fix its cached constant too
         from ray._private import ray_constants
@@ -35,7 +37,6 @@ def _worker_pythonpath(extra: list[str]) -> None:
     """Lets Ray workers import irfront, ray_patch and the caller's extra paths."""
     here = os.path.dirname(os.path.abspath(__file__))  # .../python/irfront
     paths = [os.path.dirname(here)]  # .../python
-    import ray_patch  # noqa: F401 - resolved from the driver's path
     paths.append(os.path.dirname(os.path.dirname(os.path.abspath(
         sys.modules["ray_patch"].__file__))))
     paths += extra
@@ -86,7 +87,6 @@ class LocalCluster:
                 "object_store_memory": self.object_store_mb * 1024 * 1024}
 
     def start(self) -> "LocalCluster":
-        from ray.cluster_utils import Cluster
         _force_loopback()
         _worker_pythonpath(self._pythonpath)
         if ray.is_initialized():
@@ -142,11 +142,7 @@ class LocalCluster:
         """Disconnects the driver and stops every node; safe to call twice."""
         if ray.is_initialized():
             ray.shutdown()
-        try:
-            import ray_patch
-            ray_patch.reset()
-        except Exception:  # pragma: no cover
-            pass
+        ray_patch.reset()
         if self._cluster is not None:
             self._cluster.shutdown()
             self._cluster = None
@@ -166,7 +162,6 @@ class LocalCluster:
 
 def connect(address: str = "auto", **init_kwargs) -> None:
     """Joins an existing Ray cluster (``ray.init(address=...)``); a no-op when Ray is
-    already initialised. ``check_loopback()`` checks a cluster on this machine."""
-    _force_loopback()
+    already initialised. Ray's node addresses are left as the cluster has them."""
     if not ray.is_initialized():
         ray.init(address=address, **init_kwargs)

@@ -1,0 +1,452 @@
+"""The micro-batch driver: one batch every ``interval_s``, at most ``max_in_flight``
+unfinished, and exactly-once reducers that survive failures.
+
+    stream = MicroBatchStream(interval_s=0.1, max_in_flight=4, checkpoint_every=10)
+    records = stream.run(Batch(submit=build, label=k) for k in range(100))
+    stream.report()           # backpressure, checkpoints, recoveries, replays
+
+A ``Batch`` is ``submit(start)`` returning an IR node (the driver evaluates it) or the
+Ray futures whose completion marks the batch done; ``start`` is the batch's start time:
+
+- ``ahead=False``: the batch is submitted at its start; ``start`` is a float.
+- ``ahead=True`` (pre-scheduling): submitted up to ``lead_s`` before its start ``T``;
+  ``start`` is then an ObjectRef from a gate actor on the driver's node that returns
+  ``T`` at time ``T``, so tasks taking it as an argument cannot run before ``T``. What
+  moves off the critical path is the driver's work (building the IR, placing, submitting).
+
+Each ``BatchRecord`` has ``scheduled`` (the batch's slot on the fixed schedule: latency
+counted from it includes any wait for the in-flight window), ``start`` (what the tasks
+got), ``held_back_s`` (time waiting for room) and ``submit_cpu_s`` (driver CPU spent
+submitting it).
+
+Exactly-once: reducers whose class derives from ``CheckpointedReducer`` (irfront.ir) get
+numbered calls, which the evaluator logs while a batch is submitted. The driver keeps
+each call (and so its inputs) until a checkpoint of that reducer covers it, asks every
+reducer for a checkpoint every ``checkpoint_every`` batches, and when a reducer's call
+fails (its actor or node died, or a restarted reducer refuses calls) it re-reads the node
+table, waits for Ray to restart the actor, restores the last checkpoint and replays the
+kept calls after it, in order. Reducers skip calls they already applied, so nothing is
+counted twice. Tasks before the reducers are retried by Ray (``max_retries``) and rebuilt
+from lineage when their outputs are lost with a node.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import ray
+
+import ray_patch
+from irfront.drivers.backpressure import InFlightWindow
+from irfront.ir.nodes import FusedMap, Map, Node
+from irfront.ir.reducers import NeedsRestore
+from irfront.lowering.context import ReducerCall
+from irfront.lowering.evaluation import EVALUATOR
+
+__all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamReport"]
+
+_FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
+             ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+             ray.exceptions.OwnerDiedError)
+
+
+class RecoveryError(RuntimeError):
+    """A fault the stream could not recover from (the message says which and why)."""
+
+
+@dataclass
+class Batch:
+    """One micro-batch: ``submit(start)`` builds it and returns an IR node or futures."""
+
+    submit: Callable[[Any], Any]
+    ahead: bool = False
+    label: Any = None
+
+
+@dataclass
+class BatchRecord:
+    """What the driver saw of one batch (times are ``time.time()`` seconds)."""
+
+    label: Any
+    start: float  # the batch's start (what its tasks get as ``start``)
+    submitted: float  # when ``submit`` was called
+    submit_s: float  # wall time of ``submit`` on the driver
+    ahead: bool
+    done: Optional[float] = None  # when the driver saw it finish (coarse)
+    held_back_s: float = 0.0  # how long it waited for room in the in-flight window
+    scheduled: float = 0.0  # its slot on the fixed grid (first start + k * interval)
+    submit_cpu_s: float = 0.0  # driver CPU time of ``submit`` (and evaluation)
+
+
+@dataclass
+class StreamReport:
+    """What happened during the last ``run``."""
+
+    batches: int = 0
+    elapsed_s: float = 0.0
+    lost_calls: int = 0  # reducer calls not applied at the end (must be 0)
+    recoveries: list[dict] = field(default_factory=list)
+    replayed: int = 0
+    checkpoints: int = 0
+    kept_peak: int = 0  # most reducer calls kept for replay at once, per reducer
+    node_failures: list[str] = field(default_factory=list)
+    backpressure: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        bp = self.backpressure
+        return (f"{self.batches} batches in {self.elapsed_s:.1f} s, lost {self.lost_calls}, "
+                f"{len(self.recoveries)} recoveries ({self.replayed} calls replayed), "
+                f"{self.checkpoints} checkpoints, kept <= {self.kept_peak} calls, "
+                f"in flight <= {bp.get('peak_in_flight')} (max {bp.get('max_in_flight')}), "
+                f"held back {bp.get('held_back_s', 0.0):.2f} s")
+
+
+@dataclass
+class _Reducers:
+    """The driver's view of one group of exactly-once reducers."""
+
+    handles: list
+    ckpt: list[tuple[int, Any]]  # last checkpoint per actor: (seq, state)
+    confirmed: list[int]  # last call known applied, per actor
+    kept: list[dict[int, ReducerCall]]  # calls after the checkpoint, per actor
+    last: int = -1  # last call numbered for this group
+    recoveries: list[int] = field(default_factory=list)
+    name: str = ""
+
+
+@dataclass
+class _InFlight:
+    record: BatchRecord
+    refs: list  # futures to wait for (reducer calls are tracked by confirmation instead)
+    calls: list[tuple[int, int, int]]  # (group key, actor, seq)
+
+
+def _gate_class():
+    # Built in a function so that cloudpickle ships it by value.
+    class Gate:
+        def wait_until(self, t):
+            delay = t - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            return t
+
+        def ping(self):
+            return True
+
+    return ray.remote(num_cpus=0, max_concurrency=64)(Gate)
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _flatten(node: Node, value: list) -> list:
+    if isinstance(node, (Map, FusedMap)) and node.num_returns > 1:
+        return [r for refs in value for r in refs]
+    return [v for v in value if isinstance(v, ray.ObjectRef)]
+
+
+def _is_failure(e: BaseException) -> bool:
+    if isinstance(e, _FAILURES):
+        return True
+    return isinstance(e, ray.exceptions.RayTaskError) and isinstance(
+        getattr(e, "cause", None), (NeedsRestore, *_FAILURES))
+
+
+class MicroBatchStream:
+    """Submits batches on a fixed schedule with a bound on unfinished batches, and keeps
+    exactly-once reducers exact through failures."""
+
+    def __init__(self, interval_s: float = 0.1, max_in_flight: int = 4,
+                 lead_s: Optional[float] = None, *, checkpoint_every: int = 10,
+                 restart_timeout_s: float = 120.0, max_recoveries: int = 20):
+        if not interval_s >= 0:
+            raise ValueError(f"interval_s must be >= 0 (0: as fast as the window allows); "
+                             f"got {interval_s}")
+        for name, v in (("max_in_flight", max_in_flight), ("checkpoint_every",
+                        checkpoint_every), ("max_recoveries", max_recoveries)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+        if not restart_timeout_s > 0:
+            raise ValueError(f"restart_timeout_s must be > 0; got {restart_timeout_s!r}")
+        self.interval_s = interval_s
+        self.max_in_flight = max_in_flight
+        self.lead_s = interval_s / 4 if lead_s is None else lead_s
+        self.checkpoint_every = checkpoint_every
+        self.restart_timeout_s = restart_timeout_s
+        self.max_recoveries = max_recoveries
+        self._gate = None
+        self.window = InFlightWindow(max_in_flight)
+        self.reducers: dict[int, _Reducers] = {}  # id(InitActors) -> state
+        self._actor_nodes: dict[int, Any] = {}  # id -> InitActors (kept alive)
+        self._pending: dict[ray.ObjectRef, tuple[str, int, int, int]] = {}
+        self.stats = StreamReport()
+        self._batches = 0
+
+    # ---- the gate for ahead-of-time batches ---------------------------------------------
+    def _get_gate(self):
+        if self._gate is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            here = ray.get_runtime_context().get_node_id()
+            self._gate = _gate_class().options(scheduling_strategy=(
+                NodeAffinitySchedulingStrategy(here, soft=True))).remote()
+            ray.get(self._gate.ping.remote())
+        return self._gate
+
+    def close(self) -> None:
+        """Drops the gate actor and what is kept for replay."""
+        self._gate = None
+        self.reducers.clear()
+        self._actor_nodes.clear()
+        self._pending.clear()
+
+    def __enter__(self) -> "MicroBatchStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- reporting ----------------------------------------------------------------------
+    def report(self) -> dict:
+        """Backpressure of the last run, the batch count, and what recovery did."""
+        s = self.stats
+        return {**self.window.report(), "batches": self._batches,
+                "checkpoints": s.checkpoints, "recoveries": len(s.recoveries),
+                "replayed": s.replayed, "lost_calls": s.lost_calls,
+                "kept_peak": s.kept_peak, "node_failures": list(s.node_failures)}
+
+    # ---- submitting ---------------------------------------------------------------------
+    def _submit(self, b: Batch, arg: Any) -> tuple[list, list[tuple[int, int, int]]]:
+        log: list[ReducerCall] = []
+        EVALUATOR.results.call_log = log
+        try:
+            out = b.submit(arg)
+            if isinstance(out, Node):
+                refs = _flatten(out, out.eval())
+            else:
+                refs = list(out or ())
+        finally:
+            EVALUATOR.results.call_log = None
+        logged = {c.ref for c in log}
+        calls = []
+        for c in log:
+            key = self._track(c)
+            calls.append((key, c.index, c.seq))
+        return [r for r in refs if r not in logged], calls
+
+    def _track(self, c: ReducerCall) -> int:
+        key = id(c.actors)
+        g = self.reducers.get(key)
+        if g is None:
+            handles = EVALUATOR.eval(c.actors)
+            n = len(handles)
+            if c.seq == 0:
+                ckpt = [(-1, None)] * n
+            else:  # applied calls before this driver: start from their state
+                ckpt = list(ray.get([h.checkpoint.remote() for h in handles]))
+            g = _Reducers(list(handles), ckpt, [s for s, _ in ckpt],
+                          [dict() for _ in range(n)], recoveries=[0] * n,
+                          name=c.actors.name)
+            self.reducers[key] = g
+            self._actor_nodes[key] = c.actors
+        g.last = max(g.last, c.seq)
+        if c.seq > g.confirmed[c.index]:
+            g.kept[c.index][c.seq] = c
+            self._pending[c.ref] = ("apply", key, c.index, c.seq)
+            self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[c.index]))
+        return key
+
+    def _checkpoint_all(self) -> None:
+        for key, g in self.reducers.items():
+            for i, h in enumerate(g.handles):
+                self._pending[h.checkpoint.remote()] = ("ckpt", key, i, g.last)
+
+    # ---- completion and recovery --------------------------------------------------------
+    def _poll(self, timeout: float) -> None:
+        """Takes in finished reducer calls and checkpoints; recovers failed reducers."""
+        if not self._pending:
+            return
+        refs = list(self._pending)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            if timeout > 0:  # a stall: a node may have died unseen
+                self._note_failures(ray_patch.node_failed(None, probe=True))
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        broken: dict[tuple[int, int], Any] = {}
+        for r in ready:
+            kind, key, i, seq = self._pending.pop(r)
+            if (key, i) in broken:
+                continue
+            try:
+                val = ray.get(r)
+            except ray.exceptions.RayError as e:
+                if not _is_failure(e):
+                    raise
+                broken[(key, i)] = e
+                continue
+            g = self.reducers[key]
+            if kind == "apply":
+                g.confirmed[i] = max(g.confirmed[i], seq)
+            elif val is not None and val[0] > g.ckpt[i][0]:
+                g.ckpt[i] = val
+                self.stats.checkpoints += 1
+                for s in [s for s in g.kept[i] if s <= val[0]]:
+                    del g.kept[i][s]
+        for (key, i), cause in broken.items():
+            self._recover(key, i, cause)
+
+    def _note_failures(self, hexids: Sequence[str]) -> None:
+        for h in hexids:
+            if h not in self.stats.node_failures:
+                self.stats.node_failures.append(h)
+
+    def _recover(self, key: int, i: int, cause: BaseException) -> None:
+        """Brings reducer i of a group back: node table, restart, checkpoint, replay."""
+        g = self.reducers[key]
+        g.recoveries[i] += 1
+        if g.recoveries[i] > self.max_recoveries:
+            raise RecoveryError(f"reducer {g.name}[{i}] failed {g.recoveries[i]} times "
+                                f"(more than max_recoveries={self.max_recoveries}); last "
+                                f"cause: {cause!r}")
+        t0 = time.perf_counter()
+        self._note_failures(ray_patch.node_failed(None, probe=True))
+        for r, (_, k, j, _) in list(self._pending.items()):
+            if (k, j) == (key, i):  # superseded by the replay below
+                del self._pending[r]
+        h = g.handles[i]
+        node = self._restore(h, g.ckpt[i], f"{g.name}[{i}]", cause)
+        ray_patch.update_actor_node(h, node)
+        ck_seq = g.ckpt[i][0]
+        g.confirmed[i] = ck_seq
+        seqs = sorted(s for s in g.kept[i] if s > ck_seq)
+        for s in seqs:
+            c = g.kept[i][s]
+            m = h.__ray_call__ if c.invoke is not None else getattr(h, c.method)
+            ref = m.remote(c.invoke, *c.args) if c.invoke is not None else m.remote(*c.args)
+            self._pending[ref] = ("apply", key, i, s)
+        self.stats.replayed += len(seqs)
+        # A checkpoint right after the replay: the kept calls can go without waiting for
+        # the next checkpoint round.
+        self._pending[h.checkpoint.remote()] = ("ckpt", key, i, g.last)
+        self.stats.recoveries.append({
+            "reducer": i, "group": g.name, "cause": type(cause).__name__,
+            "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
+            "dead_nodes": list(self.stats.node_failures),
+            "seconds": time.perf_counter() - t0})
+
+    def _restore(self, h: Any, ckpt: tuple[int, Any], name: str, cause: Any) -> str:
+        """Waits for Ray to restart the actor, restores ``ckpt``; returns its node."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                node, _ = ray.get(h.where.remote(), timeout=left)
+                ray.get(h.restore.remote(*ckpt), timeout=left)
+                return node
+            except ray.exceptions.GetTimeoutError:
+                raise RecoveryError(f"reducer {name} did not come back within "
+                                    f"{self.restart_timeout_s} s (cause: {cause!r})") from None
+            except ray.exceptions.RayActorError as e:  # restarting: try again
+                if time.monotonic() > deadline:
+                    raise RecoveryError(f"reducer {name} did not come back within "
+                                        f"{self.restart_timeout_s} s: {e}") from e
+                time.sleep(0.2)
+
+    def _finished(self, f: _InFlight) -> bool:
+        for key, i, seq in f.calls:
+            if self.reducers[key].confirmed[i] < seq:
+                return False
+        if f.refs:
+            ready, _ = ray.wait(f.refs, num_returns=len(f.refs), timeout=0)
+            if len(ready) < len(f.refs):
+                return False
+            ray.get(f.refs)  # raises if the batch failed
+        return True
+
+    def _retire(self, in_flight: dict[int, _InFlight], block: bool) -> None:
+        """Closes finished batches, oldest first; with ``block`` waits for progress."""
+        self._poll(timeout=0)
+        while in_flight:
+            seq = next(iter(in_flight))
+            f = in_flight[seq]
+            if not self._finished(f):
+                if not block:
+                    return
+                waiting = list(self._pending) + list(f.refs)
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+                if not ready:  # a stall: a node may have died unseen
+                    self._note_failures(ray_patch.node_failed(None, probe=True))
+                self._poll(timeout=0)
+                continue
+            f.record.done = time.time()
+            del in_flight[seq]
+            self.window.closed(seq)
+            block = False
+
+    # ---- running ------------------------------------------------------------------------
+    def run(self, batches: Iterable[Batch],
+            on_submit: Optional[Callable[[BatchRecord], None]] = None) -> list[BatchRecord]:
+        """Runs every batch on the schedule; returns once all have finished (and every
+        reducer call is applied). ``batches`` is pulled only when the window has room."""
+        records: list[BatchRecord] = []
+        in_flight: dict[int, _InFlight] = {}
+        self.window = InFlightWindow(self.max_in_flight)
+        self._batches = 0
+        t0 = time.perf_counter()
+        t_next = grid = time.time() + self.interval_s
+        it = iter(batches)
+        seq = 0
+        while True:
+            self._retire(in_flight, block=False)
+            held = self.window.admit(lambda: self._retire(in_flight, block=True))
+            b = next(it, None)
+            if b is None:
+                break
+            scheduled = grid + seq * self.interval_s  # the fixed grid, never reset
+            if b.ahead:
+                gate = self._get_gate()
+                _sleep_until(t_next - self.lead_s)
+                now = time.time()
+                start = max(t_next, now)
+                submitted = now
+                arg = gate.wait_until.remote(start)
+            else:
+                _sleep_until(t_next)
+                start = submitted = time.time()
+                arg = start
+            cpu0 = time.process_time()
+            refs, calls = self._submit(b, arg)
+            rec = BatchRecord(b.label, start, submitted, time.time() - submitted, b.ahead,
+                              held_back_s=held, scheduled=scheduled,
+                              submit_cpu_s=time.process_time() - cpu0)
+            records.append(rec)
+            self.window.opened(seq)
+            in_flight[seq] = _InFlight(rec, refs, calls)
+            seq += 1
+            self._batches = seq
+            if seq % self.checkpoint_every == 0 and self.reducers:
+                self._checkpoint_all()
+            if on_submit is not None:
+                on_submit(rec)
+            # The next slot: one interval later; a driver running late does not build up
+            # a debt of more than one interval (no burst of catch-up batches).
+            t_next = max(t_next + self.interval_s, time.time() - self.interval_s)
+        deadline = time.monotonic() + self.restart_timeout_s * 4
+        while in_flight or self._pending:
+            if time.monotonic() > deadline:
+                raise RecoveryError(f"stream did not drain within {self.restart_timeout_s * 4}"
+                                    f" s: {len(in_flight)} batches unfinished")
+            if in_flight:
+                self._retire(in_flight, block=True)
+            else:
+                self._poll(timeout=1.0)
+        s = self.stats
+        s.batches += seq
+        s.elapsed_s += time.perf_counter() - t0
+        s.lost_calls = sum(g.last - c for g in self.reducers.values() for c in g.confirmed)
+        s.backpressure = self.window.report()
+        return records

@@ -1,0 +1,401 @@
+"""IR nodes: plain data (a kind, a name, inputs, parameters), checked on construction.
+
+Every node is a *group*: evaluated, all its tasks carry one group id and name the group
+of the node they read from. The calling conventions are the 2018 IR's:
+
+    Broadcast(task, n, *args)                   task(*args) once; its object n times
+    Map(task, objects, args=None, num_returns=1)  task i: task(*args[i], objects[i])
+    InitActors(actor_cls, n, args=None)         actor i: actor_cls(*args[i])
+    ReduceActors(method, actors, objects, args=None)
+                                                actor i: method(*args[i], *objects)
+    MapActors(method, actors, objects, args=None)
+                                                actor i: method(*args[i], objects[i])
+    Objects(refs)                               existing ObjectRefs / values as a source
+
+irfront's extension: when the ``objects`` of ReduceActors is a Map with ``num_returns``
+equal to the number of actors (a shuffle), actor i gets the i-th return of every task,
+still as separate arguments: ``method(*args[i], *[ret[i] for ret in tasks])``.
+
+Nodes hold no evaluation state. What an evaluation produced (futures, group ids) lives in
+``irfront.lowering.evaluation``; ``node.eval()``, ``node.get()``, ``node.placement()`` and
+``node.free()`` call the evaluator that layer installs with ``set_evaluator``.
+Passes (``irfront.passes``) build new nodes, never change these: ``FusedMap`` and
+``GroupedShuffle`` are node kinds of their own, each naming the user's node it replaces.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import Any, Iterator, Protocol, Sequence
+
+from ray.actor import ActorClass
+from ray.remote_function import RemoteFunction
+
+import ray_patch.validate as check
+from irfront.errors import IRError
+from irfront.ir.reducers import CheckpointedReducer
+
+_uids = itertools.count(1)
+
+
+def _next_uid() -> str:
+    # A bijection of the counter onto 16 bits: short, distinct, deterministic labels.
+    return f"{(next(_uids) * 40503) & 0xFFFF:04x}"
+
+
+class Evaluator(Protocol):
+    """What a node's evaluation methods call (installed by the lowering layer)."""
+
+    def eval(self, node: "Node") -> list: ...
+    def get(self, node: "Node", timeout: float | None) -> list: ...
+    def placement(self, node: "Node") -> Any: ...
+    def free(self, node: "Node") -> None: ...
+    def group_id(self, node: "Node") -> int | None: ...
+    def state(self, node: "Node") -> str: ...
+
+
+_EVALUATOR: Evaluator | None = None
+
+
+def set_evaluator(evaluator: Evaluator) -> None:
+    global _EVALUATOR
+    _EVALUATOR = evaluator
+
+
+def _evaluator(node: "Node") -> Evaluator:
+    if _EVALUATOR is None:
+        raise IRError(node.label, "no evaluator installed; import irfront (not only "
+                      "irfront.ir) before evaluating nodes")
+    return _EVALUATOR
+
+
+@contextlib.contextmanager
+def _checked(label: str) -> Iterator[None]:
+    """Re-raises the validator's errors with the node's label in front."""
+    try:
+        yield
+    except check.GroupError as e:
+        raise IRError(label, str(e)) from None
+
+
+class Node:
+    """Base of the IR nodes. Subclasses set ``kind`` and check their arguments."""
+
+    kind = "Node"
+
+    def __init__(self, name: str, inputs: Sequence["Node"] = (),
+                 replaces: "Node | None" = None):
+        self.name = name
+        self.inputs: tuple[Node, ...] = tuple(inputs)
+        self.uid = _next_uid()
+        # The user's node this one stands for (set by passes): its results are recorded
+        # for that node too.
+        self.replaces = replaces
+
+    # ---- identity -----------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return f"{self.kind}[{self.name}]#{self.uid}"
+
+    def __repr__(self) -> str:
+        if not self.inputs:
+            return self.label
+        return f"{self.label}({', '.join(repr(i) for i in self.inputs)})"
+
+    def walk(self) -> Iterator["Node"]:
+        """Every node of the DAG below (and including) this one, once, inputs first."""
+        seen: set[int] = set()
+        order: list[Node] = []
+
+        def visit(n: Node) -> None:
+            if id(n) in seen:
+                return
+            seen.add(id(n))
+            for i in n.inputs:
+                visit(i)
+            order.append(n)
+
+        visit(self)
+        return iter(order)
+
+    def explain(self) -> str:
+        """The DAG below this node, one node per line, with group ids once evaluated."""
+        lines: list[str] = []
+
+        def walk(n: Node, depth: int) -> None:
+            state = _EVALUATOR.state(n) if _EVALUATOR is not None else "not evaluated"
+            lines.append(f"{'  ' * depth}{n.label}  {state}")
+            for i in n.inputs:
+                walk(i, depth + 1)
+
+        walk(self, 0)
+        return "\n".join(lines)
+
+    # ---- shape ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Handles ``eval()`` returns: tasks for Map, n for Broadcast, actors otherwise."""
+        raise NotImplementedError
+
+    @property
+    def num_objects(self) -> int:
+        """Objects a Map over this node gets (a num_returns=k Map gives k per task)."""
+        return len(self)
+
+    # ---- evaluation (delegated to the lowering layer's evaluator) ---------------------------
+    def eval(self) -> list:
+        """Evaluates the subtree once (memoised) and returns Ray futures (ObjectRefs;
+        actor handles for InitActors)."""
+        return _evaluator(self).eval(self)
+
+    def get(self, timeout: float | None = None) -> list:
+        """``ray.get`` of ``eval()``; a failing task's error gets a note naming this node."""
+        return _evaluator(self).get(self, timeout)
+
+    def placement(self) -> Any:
+        """Its group id and how many tasks went to each node (after eval())."""
+        return _evaluator(self).placement(self)
+
+    def free(self) -> None:
+        """Frees the node's group and drops its futures; freeing twice is fine."""
+        _evaluator(self).free(self)
+
+    @property
+    def group_id(self) -> int | None:
+        return _evaluator(self).group_id(self) if _EVALUATOR is not None else None
+
+    @property
+    def evaluated(self) -> bool:
+        return _EVALUATOR is not None and _EVALUATOR.state(self).startswith("g")
+
+    def validate(self) -> "Node":
+        """Checks the whole DAG (constructors check each node); returns self."""
+        for n in self.walk():
+            n._validate()
+        return self
+
+    def _validate(self) -> None:
+        """Cross-node checks of this node (constructors did the local ones)."""
+
+
+# ---- argument checks shared by the node kinds -----------------------------------------------
+def _as_source(label: str, objects: Any) -> Node:
+    if isinstance(objects, Node):
+        if isinstance(objects, InitActors):
+            raise IRError(label, f"objects is {objects.label}, an actor group; pass a node "
+                          "that yields objects (Broadcast, Map, ReduceActors, MapActors)")
+        return objects
+    if isinstance(objects, (list, tuple)):
+        return Objects(objects)
+    raise IRError(label, f"objects must be an IR node or a list of ObjectRefs; got "
+                  f"{type(objects).__name__}")
+
+
+def _fn_of(task: RemoteFunction) -> Any:
+    return task._function
+
+
+# ---- nodes ---------------------------------------------------------------------------------
+class Objects(Node):
+    """Existing ObjectRefs (or values, put into the object store at eval) as a source."""
+
+    kind = "Objects"
+
+    def __init__(self, objects: Sequence[Any]):
+        super().__init__(str(len(objects)))
+        self.objects = list(objects)
+        if not self.objects:
+            raise IRError(self.label, "got no objects; pass a non-empty list")
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+
+class Broadcast(Node):
+    """Invokes ``task(*args)`` once; ``eval()`` gives ``n`` handles to the one result."""
+
+    kind = "Broadcast"
+
+    def __init__(self, task: RemoteFunction, n: int, *args: Any):
+        super().__init__(check.task_name(task))
+        with _checked(self.label):
+            check.check_remote_function(task, "InitActors")
+            self.n = check.check_count("n", n)
+            check.check_arg_count(_fn_of(task), len(args), f"task '{self.name}'")
+        self.task, self.args = task, tuple(args)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class Map(Node):
+    """One task per object of ``objects``: task i is ``task(*args[i], objects[i])``.
+
+    With ``num_returns=k`` each task returns k objects (a shuffle's k partitions) and
+    ``eval()`` gives one list of k ObjectRefs per task.
+    """
+
+    kind = "Map"
+
+    def __init__(self, task: RemoteFunction, objects: Any, args: Sequence | None = None,
+                 num_returns: int = 1, *, replaces: Node | None = None):
+        super().__init__(check.task_name(task), replaces=replaces)
+        with _checked(self.label):
+            check.check_remote_function(task, "InitActors")
+            self.num_returns = check.check_count("num_returns", num_returns)
+        src = _as_source(self.label, objects)
+        self.inputs = (src,)
+        self.task, self.objects = task, src
+        with _checked(self.label):
+            self.args = (None if args is None else
+                         check.as_tuples(args, src.num_objects, "object"))
+            width = len(self.args[0]) if self.args else 0
+            check.check_arg_count(_fn_of(task), width + 1,
+                                  f"task '{self.name}' (args[i] first, the object last)")
+
+    def arg(self, i: int) -> tuple:
+        return self.args[i] if self.args is not None else ()
+
+    def __len__(self) -> int:
+        return self.objects.num_objects
+
+    @property
+    def num_objects(self) -> int:
+        return len(self) * self.num_returns
+
+
+class InitActors(Node):
+    """``n`` actors, actor i built as ``actor_cls(*args[i])``; placed lazily by the first
+    ReduceActors / MapActors evaluated on them (or by ``eval()``).
+
+    A class derived from ``CheckpointedReducer`` makes exactly-once reducers: Ray restarts
+    them, and the micro-batch driver restores and replays them after a failure."""
+
+    kind = "InitActors"
+
+    def __init__(self, actor_cls: ActorClass, n: int, args: Sequence | None = None):
+        super().__init__(check.task_name(actor_cls))
+        with _checked(self.label):
+            check.check_actor_class(actor_cls)
+            self.n = check.check_count("n", n)
+            self.args = None if args is None else check.as_tuples(args, self.n, "actor")
+        self.actor_cls = actor_cls
+
+    @property
+    def checkpointed(self) -> bool:
+        """Whether the actors are exactly-once reducers (a CheckpointedReducer class)."""
+        return issubclass(self.actor_cls.__ray_metadata__.modified_class,
+                          CheckpointedReducer)
+
+    def arg(self, i: int) -> tuple:
+        return self.args[i] if self.args is not None else ()
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _ActorCall(Node):
+    def __init__(self, method: str, actors: Any, objects: Any, args: Sequence | None,
+                 replaces: Node | None = None):
+        super().__init__(str(method), replaces=replaces)
+        if not isinstance(actors, InitActors):
+            raise IRError(self.label, f"actors must be an InitActors node; got "
+                          f"{type(actors).__name__}; create them with InitActors(cls, n, "
+                          "args)")
+        self.actors = actors
+        with _checked(self.label):
+            self.method = check.check_method(actors.actor_cls, method)
+        self.objects = _as_source(self.label, objects)
+        self.inputs = (self.actors, self.objects)
+        with _checked(self.label):
+            self.args = None if args is None else check.as_tuples(args, actors.n, "actor")
+
+    def arg(self, i: int) -> tuple:
+        return self.args[i] if self.args is not None else ()
+
+    def __len__(self) -> int:
+        return self.actors.n
+
+
+class ReduceActors(_ActorCall):
+    """Actor i runs ``method(*args[i], *objects)``: every object, in order, as separate
+    arguments; or, when ``objects`` is a Map with num_returns == number of actors, the
+    i-th return of every task (the all-to-all shuffle). One ObjectRef per actor."""
+
+    kind = "ReduceActors"
+
+    def __init__(self, method: str, actors: InitActors, objects: Any,
+                 args: Sequence | None = None, *, replaces: Node | None = None):
+        super().__init__(method, actors, objects, args, replaces)
+        src = self.objects
+        if isinstance(src, Map) and src.num_returns > 1 and src.num_returns != actors.n:
+            raise IRError(self.label, f"objects come from {src.label} with num_returns="
+                          f"{src.num_returns} but there are {actors.n} actors; pass "
+                          f"num_returns={actors.n} to the Map (one partition per actor)")
+
+    @property
+    def shuffled(self) -> bool:
+        """Whether actor i gets the i-th return of every task (irfront's extension)."""
+        src = self.objects
+        return isinstance(src, (Map, FusedMap)) and src.num_returns > 1 \
+            and src.num_returns == self.actors.n
+
+
+class MapActors(_ActorCall):
+    """Actor i runs ``method(*args[i], objects[i])``: one object per actor."""
+
+    kind = "MapActors"
+
+    def __init__(self, method: str, actors: InitActors, objects: Any,
+                 args: Sequence | None = None, *, replaces: Node | None = None):
+        super().__init__(method, actors, objects, args, replaces)
+        if self.objects.num_objects != actors.n:
+            raise IRError(self.label, f"got {self.objects.num_objects} objects for "
+                          f"{actors.n} actors; MapActors gives actor i objects[i]: pass "
+                          f"exactly {actors.n} objects")
+
+
+# ---- node kinds made by passes ---------------------------------------------------------------
+class FusedMap(Node):
+    """A chain of one-to-one Maps run as one task per partition (made by the fusion pass):
+    stage s computes ``x = chain[s].task(*chain[s].args[i], x)``; the last stage may have
+    num_returns=k. Stands for ``chain[-1]``."""
+
+    kind = "FusedMap"
+
+    def __init__(self, chain: Sequence[Map], objects: Node):
+        last = chain[-1]
+        super().__init__("+".join(m.name for m in chain), (objects,),
+                         replaces=last.replaces or last)
+        self.chain = tuple(chain)
+        self.objects = objects
+        self.num_returns = last.num_returns
+
+    def __len__(self) -> int:
+        return self.objects.num_objects
+
+    @property
+    def num_objects(self) -> int:
+        return len(self) * self.num_returns
+
+
+class GroupedShuffle(Node):
+    """A shuffle (a Map or FusedMap with one return per actor) feeding ReduceActors,
+    written as one object per destination *node* instead of one per actor (made by the
+    grouped-shuffle pass). The actors are placed first, from the shuffle's inputs; actor i
+    picks its pieces out of its node's objects. Stands for ``reduce``."""
+
+    kind = "GroupedShuffle"
+
+    def __init__(self, shuffle: "Map | FusedMap", reduce: ReduceActors):
+        super().__init__(f"{shuffle.name}->{reduce.name}", (reduce.actors, shuffle.objects),
+                         replaces=reduce.replaces or reduce)
+        self.shuffle = shuffle
+        self.reduce = reduce
+        self.actors = reduce.actors
+
+    def __len__(self) -> int:
+        return self.actors.n
+
+
+NODE_KINDS = (Objects, Broadcast, Map, InitActors, ReduceActors, MapActors, FusedMap,
+              GroupedShuffle)

@@ -1,0 +1,125 @@
+"""Exactly-once reducer actors: derive the actor class from ``CheckpointedReducer``.
+
+    @ray.remote(**REDUCER_OPTIONS)          # optional: InitActors sets these itself
+    class Reducer(CheckpointedReducer):
+        def __init__(self, index):
+            self.index, self.total = index, 0
+        def reduce(self, *partitions):      # the 2018 IR's ReduceActors signature
+            self.total += sum(partitions)
+
+``ReduceActors("reduce", InitActors(Reducer, n), ...)`` then calls
+``apply_batch(seq, "reduce", *args)`` instead of ``reduce(*args)``: each actor applies
+call ``seq`` (numbered per actor group by the evaluator, 0, 1, ...) once and in order; an
+older one is skipped, and after a restart by Ray every call is refused (``NeedsRestore``)
+until the driver restores the last checkpoint and replays what followed it.
+
+The checkpointed state is the instance's ``__dict__`` minus this class's bookkeeping
+(``_irf_*``), unless the class overrides ``checkpoint_state``/``restore_state``. The
+method must be deterministic for a replay to give the state the first run gave.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Optional
+
+import ray
+
+# Ray restarts a killed reducer (on another node if its node died); the driver, not Ray,
+# re-sends its calls (after restoring a checkpoint).
+REDUCER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
+
+
+class NeedsRestore(RuntimeError):
+    """A reducer refused a call: it was restarted, or a call is missing before this one."""
+
+
+def _reconstructed() -> bool:
+    with warnings.catch_warnings():  # Ray warns about an attribute it reads itself
+        warnings.simplefilter("ignore")
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
+class CheckpointedReducer:
+    """Base of exactly-once reducer actors (see the module's docstring)."""
+
+    def _irf_init(self) -> None:
+        if "_irf_last" not in self.__dict__:
+            self._irf_last = -1
+            self._irf_applied = 0
+            self._irf_skipped = 0
+            self._irf_stale = _reconstructed()
+
+    # ---- what the driver calls ---------------------------------------------------------
+    def apply_batch(self, seq: int, method: str, *args: Any) -> Any:
+        """Runs ``method(*args)`` as call ``seq`` once, in order; returns its result
+        (None for a call already applied)."""
+        self._irf_init()
+        if self._irf_stale:
+            raise NeedsRestore(f"reducer restarted by Ray: refusing call {seq} until "
+                               "restored from a checkpoint")
+        if seq <= self._irf_last:
+            self._irf_skipped += 1
+            return None
+        if seq != self._irf_last + 1:
+            raise NeedsRestore(f"call {seq} arrived after {self._irf_last}: a call is "
+                               "missing in between")
+        out = getattr(self, method)(*args)
+        self._irf_last = seq
+        self._irf_applied += 1
+        return out
+
+    def checkpoint(self) -> Optional[tuple[int, Any]]:
+        """``(last applied call, state)``, or None while waiting for a restore."""
+        self._irf_init()
+        if self._irf_stale:
+            return None
+        return self._irf_last, self.checkpoint_state()
+
+    def restore(self, seq: int, state: Any) -> int:
+        self._irf_init()
+        if state is not None:
+            self.restore_state(state)
+        self._irf_last = seq
+        self._irf_stale = False
+        return seq
+
+    def last_applied(self) -> int:
+        self._irf_init()
+        return self._irf_last
+
+    def reducer_stats(self) -> dict:
+        self._irf_init()
+        return {"applied": self._irf_applied, "skipped": self._irf_skipped,
+                "last": self._irf_last, "restarted": _reconstructed()}
+
+    def where(self) -> tuple[str, bool]:
+        """``(node id, ready)``: where the reducer runs, and whether it takes calls."""
+        self._irf_init()
+        return ray.get_runtime_context().get_node_id(), not self._irf_stale
+
+    # ---- what a subclass may override --------------------------------------------------
+    def checkpoint_state(self) -> Any:
+        return {k: copy.deepcopy(v) for k, v in self.__dict__.items()
+                if not k.startswith("_irf_")}
+
+    def restore_state(self, state: Any) -> None:
+        for k in [k for k in self.__dict__ if not k.startswith("_irf_")]:
+            del self.__dict__[k]
+        self.__dict__.update(copy.deepcopy(state))
+
+
+class SumReducerBase(CheckpointedReducer):
+    """Adds up what it gets: numbers, or the sum of each numpy array (ints stay exact)."""
+
+    def __init__(self, index: int = 0):
+        self.index = index
+        self.total = 0
+
+    def reduce(self, *pieces: Any) -> Any:
+        for p in pieces:
+            self.total = self.total + (p.sum() if hasattr(p, "sum") else p)
+        return self.total
+
+    def get_total(self) -> Any:
+        return self.total

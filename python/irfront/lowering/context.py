@@ -1,0 +1,135 @@
+"""What lowering reads and writes: the results of evaluated nodes, the lowering context of
+one evaluation, and the log of exactly-once reducer calls that the stream driver replays.
+
+Results live here, keyed weakly by the user's node (nodes hold no evaluation state): a
+node dropped by the program frees its group (a finalizer queues the free).
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from irfront.errors import IRError
+from irfront.ir.nodes import InitActors, Node
+from irfront.lowering.options import LoweringOptions
+from irfront.lowering.submitter import Submitter
+
+
+@dataclass
+class Lowered:
+    """What lowering one node gave."""
+
+    value: list | None  # futures (a list per task for num_returns > 1) or actor handles
+    group_id: int
+    depends_on: int | None = None
+
+
+@dataclass
+class Result:
+    """An evaluated (or freed) node."""
+
+    value: list | None  # None: freed, or only its group is known (e.g. a grouped shuffle)
+    group_id: int
+    depends_on: int | None
+    submitter: Submitter
+    freed: bool = False
+    finalizer: Any = None
+
+
+@dataclass
+class ReducerCall:
+    """One call of an exactly-once reducer, as submitted: enough to send it again."""
+
+    actors: InitActors
+    index: int  # which actor
+    seq: int  # the actor group's call number
+    method: str  # "apply_batch", or "__ray_call__" with ``invoke``
+    args: tuple
+    invoke: Any
+    ref: Any  # the call's ObjectRef
+
+
+@dataclass
+class ActorGroupState:
+    """Driver-side bookkeeping of an evaluated InitActors of exactly-once reducers."""
+
+    next_seq: int = 0
+
+
+class Results:
+    """Results of evaluated nodes, and the call log of exactly-once reducers."""
+
+    def __init__(self) -> None:
+        self._results: "weakref.WeakKeyDictionary[Node, Result]" = weakref.WeakKeyDictionary()
+        self._actor_state: "weakref.WeakKeyDictionary[InitActors, ActorGroupState]" = \
+            weakref.WeakKeyDictionary()
+        self.call_log: list[ReducerCall] | None = None  # set by a driver during a batch
+
+    def get(self, node: Node) -> Result | None:
+        return self._results.get(node)
+
+    def done(self, node: Node) -> bool:
+        """A leaf for passes: evaluated, or freed (using it then raises)."""
+        r = self._results.get(node)
+        return r is not None and (r.value is not None or r.freed)
+
+    def record(self, node: Node, out: Lowered, submitter: Submitter) -> None:
+        old = self._results.get(node)
+        if old is not None and old.group_id == out.group_id and not old.freed:
+            old.value = out.value
+            return
+        if old is not None and old.finalizer is not None:
+            old.finalizer()
+        fin = weakref.finalize(node, submitter.defer_free, (out.group_id,))
+        fin.atexit = False
+        self._results[node] = Result(out.value, out.group_id, out.depends_on, submitter,
+                                     finalizer=fin)
+
+    def free(self, node: Node) -> None:
+        r = self._results.get(node)
+        if r is None or r.freed:
+            return
+        r.freed, r.value = True, None
+        fin, r.finalizer = r.finalizer, None
+        if fin is not None:
+            fin()
+        r.submitter.free(())
+
+    def next_seq(self, actors: InitActors) -> int:
+        st = self._actor_state.get(actors)
+        if st is None:
+            st = self._actor_state[actors] = ActorGroupState()
+        seq = st.next_seq
+        st.next_seq += 1
+        return seq
+
+
+@dataclass
+class LoweringContext:
+    """One evaluation: its options, its submitter, and the values lowered so far."""
+
+    options: LoweringOptions
+    submitter: Submitter
+    results: Results
+    local: dict[int, Lowered] = field(default_factory=dict)  # id(node) -> this eval's
+
+    def lowered(self, node: Node) -> Lowered:
+        """The value of an input: lowered in this evaluation, or in an earlier one."""
+        hit = self.local.get(id(node))
+        if hit is not None:
+            return hit
+        r = self.results.get(node)
+        if r is not None and r.freed:
+            raise IRError(node.label, f"evaluated after its group g{r.group_id} was freed; "
+                          f"node.free() drops the results, so build a new {node.kind}(...) "
+                          "node instead of reusing this one")
+        if r is None or r.value is None:
+            raise IRError(node.label, "internal: input not lowered before its consumer")
+        return Lowered(r.value, r.group_id, r.depends_on)
+
+    def value(self, node: Node) -> list:
+        return self.lowered(node).value
+
+    def group_of(self, node: Node) -> int:
+        return self.lowered(node).group_id

@@ -1,0 +1,200 @@
+"""One lowering function per node kind: ``lower_x(node, ctx) -> Lowered``.
+
+Each submits through ``ctx.submitter`` (vanilla or grouped, chosen once per evaluation),
+so none of them branches on the scheduler. The calling conventions are the IR's
+(irfront/ir/nodes.py): arguments first, the object(s) last.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import ray
+
+from irfront.errors import IRError
+from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, Map,
+                              MapActors, Node, Objects, ReduceActors)
+from irfront.ir.reducers import REDUCER_OPTIONS
+from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
+from irfront.lowering.fused import PICK, fused_function
+
+
+def flat_objects(src: Node, value: list) -> list:
+    """The objects a consumer of ``src`` gets: num_returns=k tasks give k each."""
+    if isinstance(src, (Map, FusedMap)) and src.num_returns > 1:
+        return [r for refs in value for r in refs]
+    return list(value)
+
+
+# ---- sources --------------------------------------------------------------------------------
+def lower_objects(node: Objects, ctx: LoweringContext) -> Lowered:
+    refs = [o if isinstance(o, ray.ObjectRef) else ray.put(o) for o in node.objects]
+    return Lowered(refs, ctx.submitter.new_group())
+
+
+def lower_broadcast(node: Broadcast, ctx: LoweringContext) -> Lowered:
+    gid = ctx.submitter.new_group()
+    refs = ctx.submitter.tasks(node.task, [node.args], group_id=gid, depends_on=None)
+    return Lowered([refs[0]] * node.n, gid)
+
+
+# ---- maps -----------------------------------------------------------------------------------
+def submit_chain(ctx: LoweringContext, chain: Sequence[Map], src: Node,
+                 regroup: tuple[tuple[int, ...], ...] | None = None,
+                 group_id: int | None = None) -> Lowered:
+    """One group of tasks, one per object of ``src``, running ``chain`` (one Map, or a
+    fused chain); with ``regroup``, the last stage's returns gathered per group."""
+    base = ctx.lowered(src)
+    objs = flat_objects(src, base.value)
+    if len(chain) == 1 and regroup is None:
+        m = chain[0]
+        fn, name = m.task, None
+        calls = [(*m.arg(i), o) for i, o in enumerate(objs)]
+    else:
+        fn = fused_function([m.task for m in chain])
+        name = fn._function.__name__
+        calls = []
+        for i, o in enumerate(objs):
+            args = [m.arg(i) for m in chain]
+            calls.append((tuple(len(a) for a in args), regroup, o,
+                          *(x for a in args for x in a)))
+    k = chain[-1].num_returns if regroup is None else len(regroup)
+    gid = ctx.submitter.new_group() if group_id is None else group_id
+    refs = ctx.submitter.tasks(fn, calls, group_id=gid, depends_on=base.group_id,
+                               num_returns=k, name=name)
+    return Lowered(refs, gid, base.group_id)
+
+
+def lower_map(node: Map, ctx: LoweringContext) -> Lowered:
+    return submit_chain(ctx, (node,), node.objects)
+
+
+def lower_fused_map(node: FusedMap, ctx: LoweringContext) -> Lowered:
+    return submit_chain(ctx, node.chain, node.objects)
+
+
+# ---- actors ---------------------------------------------------------------------------------
+def _actor_options(actors: InitActors) -> dict[str, Any]:
+    """Exactly-once reducers are restarted by Ray and re-sent calls by the driver; a
+    class's own settings win."""
+    if not actors.checkpointed:
+        return {}
+    own = actors.actor_cls._default_options
+    return {k: v for k, v in REDUCER_OPTIONS.items() if own.get(k) is None}
+
+
+def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | None,
+                  depends_on: int | None, inputs: list[list] | None) -> list:
+    """The actors' handles; the first consumer places them, with its data and group."""
+    hit = ctx.local.get(id(actors))
+    r = ctx.results.get(actors)
+    if hit is None and r is not None and (r.value is not None or r.freed):
+        return ctx.value(actors)  # raises if freed
+    if hit is not None:
+        return hit.value
+    gid = ctx.submitter.new_group()
+    try:
+        handles = ctx.submitter.actors(
+            actors.actor_cls, [actors.arg(i) for i in range(actors.n)], group_id=gid,
+            depends_on=depends_on, inputs=inputs, actor_options=_actor_options(actors))
+    except ValueError as e:
+        by = f" (placing for {consumer.label})" if consumer is not None else ""
+        raise IRError(actors.label, f"{e}{by}") from e
+    out = Lowered(handles, gid, depends_on)
+    ctx.local[id(actors)] = out
+    ctx.results.record(actors, out, ctx.submitter)
+    return handles
+
+
+def lower_init_actors(node: InitActors, ctx: LoweringContext) -> Lowered:
+    """Evaluated on its own (no consumer yet): placed with no data to follow."""
+    ensure_actors(ctx, node, None, None, None)
+    return ctx.local[id(node)]
+
+
+def call_actors(ctx: LoweringContext, node: ReduceActors | MapActors, handles: list,
+                calls: list[tuple], depends_on: int | None, picks: list | None = None
+                ) -> Lowered:
+    """``node.method`` on every actor: actor i gets ``*calls[i]``. With ``picks``
+    (position, number of leading arguments) per actor, ``calls[i]`` ends with per-node
+    objects from which the actor takes element ``position`` each. Exactly-once reducers
+    get ``apply_batch(seq, method, ...)`` and the calls are logged for replay."""
+    actors, method = node.actors, node.method
+    seq = None
+    if actors.checkpointed:
+        seq = ctx.results.next_seq(actors)
+        calls = [(seq, method, *c) for c in calls]
+        method = "apply_batch"
+        if picks is not None:
+            picks = [(p, nargs + 2) for p, nargs in picks]
+    invoke = None
+    if picks is not None:
+        invoke = PICK
+        calls = [(method, p, nargs, *c) for (p, nargs), c in zip(picks, calls)]
+    gid = ctx.submitter.new_group()
+    refs = ctx.submitter.actor_calls(handles, method, calls, group_id=gid,
+                                     depends_on=depends_on, invoke=invoke,
+                                     name=f"{actors.name}.{node.method}")
+    log = ctx.results.call_log
+    if seq is not None and log is not None:
+        for i, (c, ref) in enumerate(zip(calls, refs)):
+            log.append(ReducerCall(actors, i, seq, method, c, invoke, ref))
+    return Lowered(refs, gid, depends_on)
+
+
+def reduce_inputs(node: ReduceActors, value: list) -> list[list]:
+    """The objects each actor gets: the i-th return of every task of a shuffle with one
+    return per actor, else every object."""
+    if node.shuffled:
+        return [[refs[i] for refs in value] for i in range(node.actors.n)]
+    objs = flat_objects(node.objects, value)
+    return [objs] * node.actors.n
+
+
+def lower_reduce_actors(node: ReduceActors, ctx: LoweringContext) -> Lowered:
+    src = ctx.lowered(node.objects)
+    per_actor = reduce_inputs(node, src.value)
+    handles = ensure_actors(ctx, node.actors, node, src.group_id, per_actor)
+    calls = [(*node.arg(i), *objs) for i, objs in enumerate(per_actor)]
+    return call_actors(ctx, node, handles, calls, src.group_id)
+
+
+def lower_map_actors(node: MapActors, ctx: LoweringContext) -> Lowered:
+    src = ctx.lowered(node.objects)
+    objs = flat_objects(node.objects, src.value)
+    handles = ensure_actors(ctx, node.actors, node, src.group_id, [[o] for o in objs])
+    calls = [(*node.arg(i), o) for i, o in enumerate(objs)]
+    return call_actors(ctx, node, handles, calls, src.group_id)
+
+
+def lower_grouped_shuffle(node: GroupedShuffle, ctx: LoweringContext) -> Lowered:
+    """Actors placed first (from the shuffle's inputs: each reads from every task), then
+    the shuffle writing one object per actor node, then the actors' calls."""
+    red, shuffle = node.reduce, node.shuffle
+    chain = shuffle.chain if isinstance(shuffle, FusedMap) else (shuffle,)
+    n = red.actors.n
+    base_objs = flat_objects(shuffle.objects, ctx.value(shuffle.objects))
+    gid = ctx.submitter.new_group()  # the shuffle's: the actors depend on it
+    handles = ensure_actors(ctx, red.actors, red, gid, [base_objs] * n)
+    where = ctx.submitter.actor_nodes(handles)
+    if where is None:  # actors not placed by this submitter: one object per actor
+        out = submit_chain(ctx, chain, shuffle.objects, group_id=gid)
+        calls = [(*red.arg(i), *[refs[i] for refs in out.value]) for i in range(n)]
+        res = call_actors(ctx, red, handles, calls, gid)
+    else:
+        by_node: dict[int, list[int]] = {}
+        for i, nid in enumerate(where):
+            by_node.setdefault(nid, []).append(i)
+        regroup = tuple(tuple(by_node[k]) for k in sorted(by_node))
+        slot = {i: (g, p) for g, members in enumerate(regroup) for p, i in enumerate(members)}
+        out = submit_chain(ctx, chain, shuffle.objects, regroup, group_id=gid)
+        single = len(regroup) == 1
+        calls, picks = [], []
+        for i in range(n):
+            g, p = slot[i]
+            calls.append((*red.arg(i), *[r if single else r[g] for r in out.value]))
+            picks.append((p, len(red.arg(i))))
+        res = call_actors(ctx, red, handles, calls, gid, picks)
+    # The shuffle's own node carries the group (placement(), freeing), not futures.
+    ctx.results.record(shuffle.replaces or shuffle, Lowered(None, gid, out.depends_on),
+                       ctx.submitter)
+    return res

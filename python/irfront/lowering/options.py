@@ -1,0 +1,146 @@
+"""How IR nodes become Ray tasks: the scheduler, the optimisation switches, task retries.
+
+    irfront.init(scheduler="locality")            # or "pack", "spread", "vanilla"
+    with irfront.lowering_options(fuse=False): ...
+
+Scheduler names are ``vanilla`` (plain ``.remote()``: Ray places each task) and the C++
+core's task policies (``ray_patch.submit.POLICIES`` less ``actors``, which places actor
+groups). Each optimisation is a switch: ``None`` means on under ``locality`` (except
+``preschedule``, off unless asked), off otherwise; ``True``/``False`` force it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ray_patch.submit import POLICIES
+
+VANILLA = "vanilla"
+SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
+
+# The optimisation switches (IR passes and driver features) and their defaults.
+SWITCHES = ("fuse", "shuffle_by_node", "preschedule")
+DEFAULT_ON = ("fuse", "shuffle_by_node")  # under locality
+DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
+
+
+@dataclass(frozen=True)
+class LoweringOptions:
+    """How IR nodes become Ray tasks. Add new optimisation switches here."""
+
+    scheduler: str = "locality"
+    # Policy for actor groups; None: "actors" (balanced, with their data), or "pack"
+    # under the pack scheduler.
+    actor_policy: str | None = None
+    name_actors: bool = True  # named actors "Cls[g7:0]" (visible in the state API)
+    fuse: bool | None = None  # a chain of one-to-one Maps runs as one task per partition
+    shuffle_by_node: bool | None = None  # a shuffle into actors writes one object per node
+    preschedule: bool | None = None  # stream driver: submit the next batch ahead (gated)
+    # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
+    # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
+    # Ray's default applies) unless set here.
+    max_retries: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; pass one of "
+                             f"{', '.join(SCHEDULERS)}")
+        if self.actor_policy is not None and self.actor_policy not in POLICIES:
+            raise ValueError(f"unknown actor_policy {self.actor_policy!r}; pass one of "
+                             f"{', '.join(POLICIES)}")
+        r = self.max_retries
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < -1):
+            raise ValueError(f"max_retries must be None or an int >= -1 (-1: forever); "
+                             f"got {r!r}")
+        if self.scheduler == VANILLA and self.shuffle_by_node:
+            raise ValueError("shuffle_by_node needs a grouped scheduler (it writes one "
+                             "object per actor node, and vanilla Ray does not say where "
+                             "actors are); pass scheduler='locality' or drop the switch")
+
+    @property
+    def grouped(self) -> bool:
+        """Whether tasks go through ray_patch (False: plain .remote())."""
+        return self.scheduler != VANILLA
+
+    @property
+    def task_retries(self) -> int | None:
+        """max_retries to pass to a lowered task: None means pass nothing."""
+        if self.max_retries is not None:
+            return self.max_retries
+        return DEFAULT_GROUP_RETRIES if self.grouped else None
+
+    @property
+    def actors_policy(self) -> str:
+        if self.actor_policy is not None:
+            return self.actor_policy
+        return "pack" if self.scheduler == "pack" else "actors"
+
+    def enabled(self, switch: str) -> bool:
+        """Whether an optimisation is on: its field, or its default under the scheduler."""
+        value = getattr(self, switch)
+        if value is None:
+            return self.scheduler == "locality" and switch in DEFAULT_ON
+        return bool(value)
+
+    def describe(self) -> str:
+        """``"fuse,shuffle_by_node"``: the switches on ("-" if none)."""
+        return ",".join(s for s in SWITCHES if self.enabled(s)) or "-"
+
+    def replace(self, **changes: Any) -> "LoweringOptions":
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "ahead": "preschedule"}
+
+
+def options_for(name: str) -> LoweringOptions:
+    """Series names -> options: ``vanilla``, ``pack``, ``locality`` with suffixes
+    ``-nofuse``, ``-noshuffle``, ``-noahead`` (switch off), ``+fuse``, ``+shuffle``,
+    ``+ahead`` (switch on), or ``-plain`` (all off). Every switch is resolved."""
+    parts = re.split(r"(?=[-+])", name.strip())
+    opts = LoweringOptions(scheduler=parts[0])
+    for p in parts[1:]:
+        sign, what = p[0], p[1:]
+        if sign == "-" and what == "plain":
+            opts = opts.replace(fuse=False, shuffle_by_node=False, preschedule=False)
+            continue
+        value = sign == "+"
+        if sign == "-" and what.startswith("no"):
+            what = what[2:]
+        elif sign == "-":
+            what = None
+        if what not in _FIELDS:
+            raise ValueError(f"unknown scheduler variant {name!r}: {p!r}; use e.g. "
+                             "locality-nofuse, locality-noshuffle, locality-noahead, "
+                             "locality-plain, vanilla+fuse")
+        opts = opts.replace(**{_FIELDS[what]: value})
+    return opts.replace(**{s: opts.enabled(s) for s in SWITCHES})
+
+
+_options = LoweringOptions()
+
+
+def get_options() -> LoweringOptions:
+    return _options
+
+
+def set_options(options: LoweringOptions) -> None:
+    global _options
+    if not isinstance(options, LoweringOptions):
+        raise TypeError(f"options must be LoweringOptions; got {type(options).__name__}")
+    _options = options
+
+
+@contextlib.contextmanager
+def lowering_options(**changes: Any) -> Iterator[LoweringOptions]:
+    """``with lowering_options(scheduler="pack"): ...`` evaluates nodes under other options
+    inside the block."""
+    old = _options
+    set_options(old.replace(**changes))
+    try:
+        yield _options
+    finally:
+        set_options(old)

@@ -1,0 +1,14 @@
+"""The one source of group ids in the process: a counter that never hands an id out
+twice, even to the runtime of a later Ray job, for grouped and plain submission alike."""
+from __future__ import annotations
+
+import itertools
+import threading
+
+_COUNTER = itertools.count(1)
+_LOCK = threading.Lock()
+
+
+def next_group_id() -> int:
+    with _LOCK:
+        return next(_COUNTER)

@@ -1,0 +1,121 @@
+"""The one argument validator of the project: each check raises ``GroupError`` (a
+``ValueError``) whose message names the parameter, shows the expected form and reports
+what was given. ray_patch raises them as they are; the IR re-raises them as ``IRError``
+with the pipeline node's label in front."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+from ray.actor import ActorClass
+from ray.remote_function import RemoteFunction
+
+MAX_RETURNS = 100_000  # num_returns of one task
+MAX_RETRIES = 2**31 - 1
+MAX_ID = 2**62  # group ids are int64 in the core
+
+
+class GroupError(ValueError):
+    """Arguments that cannot be submitted as asked; the message says what to pass."""
+
+
+def task_name(fn: Any) -> str:
+    """The short name of a remote function, actor class or plain callable."""
+    if isinstance(fn, RemoteFunction):
+        return fn._function.__name__
+    if isinstance(fn, ActorClass):
+        return fn.__ray_metadata__.class_name
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def check_remote_function(fn: Any, actors_hint: str = "group_actors()") -> None:
+    if isinstance(fn, RemoteFunction):
+        return
+    if isinstance(fn, ActorClass):
+        raise GroupError(f"task must be a @ray.remote function; got actor class "
+                         f"'{task_name(fn)}'; use {actors_hint} for actor classes")
+    what = "function" if callable(fn) else type(fn).__name__
+    raise GroupError(f"task must be a @ray.remote function; got plain {what} "
+                     f"'{task_name(fn)}'; decorate it with @ray.remote")
+
+
+def check_actor_class(cls: Any) -> None:
+    if isinstance(cls, ActorClass):
+        return
+    what = ("remote function" if isinstance(cls, RemoteFunction) else
+            f"plain {'class' if isinstance(cls, type) else type(cls).__name__}")
+    raise GroupError(f"actor_cls must be a @ray.remote class; got {what} "
+                     f"'{task_name(cls)}'; decorate the class with @ray.remote")
+
+
+def check_optional_int(name: str, value: Any, low: int, high: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise GroupError(f"{name} must be an int or None; got {type(value).__name__} "
+                         f"{value!r}")
+    if not low <= value <= high:
+        raise GroupError(f"{name} must be between {low} and {high}; got {value}")
+
+
+def check_count(name: str, value: Any) -> int:
+    """A positive int (a number of objects, actors or returns)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise GroupError(f"{name} must be a positive int; got {value!r}")
+    if value > MAX_RETURNS:
+        raise GroupError(f"{name} must be at most {MAX_RETURNS}; got {value}")
+    return int(value)
+
+
+def as_tuples(arg_tuples: Any, count: int | None = None, per: str = "task") -> list[tuple]:
+    """One tuple of arguments per task/object/actor; lists are accepted as tuples."""
+    example = f"[(x,) for _ in range({count})]" if count is not None else "[(x,) for x in xs]"
+    if isinstance(arg_tuples, (str, bytes, dict)) or not hasattr(arg_tuples, "__iter__"):
+        raise GroupError(f"args must be a list with one argument tuple per {per}; got "
+                         f"{type(arg_tuples).__name__}; e.g. args={example}")
+    out = []
+    for i, a in enumerate(arg_tuples):
+        if isinstance(a, tuple):
+            out.append(a)
+        elif isinstance(a, list):
+            out.append(tuple(a))
+        else:
+            raise GroupError(f"args[{i}] is {type(a).__name__} {a!r}; each entry must be a "
+                             f"tuple or list of arguments, e.g. args={example}")
+    if count is not None and len(out) != count:
+        raise GroupError(f"got {len(out)} argument tuples for {count} {per}s; pass one "
+                         f"per {per}, e.g. args={example}")
+    return out
+
+
+def check_method(cls: ActorClass, method: Any) -> str:
+    """``method``: the name of a public method of the actor class."""
+    if not isinstance(method, str):
+        raise GroupError(f"method must be the method's name as a str; got "
+                         f"{type(method).__name__}")
+    body = cls.__ray_metadata__.modified_class
+    if not callable(getattr(body, method, None)) or method.startswith("__"):
+        names = sorted(m for m in dir(body) if not m.startswith("_")
+                       and callable(getattr(body, m, None)))
+        raise GroupError(f"actor class '{task_name(cls)}' has no method '{method}'; pass "
+                         f"one of: {', '.join(names)}")
+    return method
+
+
+def check_arg_count(fn: Any, nargs: int, what: str) -> None:
+    """Raises when a call with ``nargs`` positional arguments cannot bind ``fn``."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*([None] * nargs))
+    except TypeError as e:
+        raise GroupError(f"{what} takes {_describe(sig)}, but would be called with "
+                         f"{nargs} positional argument(s): {e}") from None
+
+
+def _describe(sig: Any) -> str:
+    return f"({', '.join(str(p) for p in sig.parameters.values())})"
+
