@@ -1,30 +1,78 @@
 # irfront: the two commands a user needs are `make demo` and `make test`.
-# Both install everything they need first (Debian packages, a venv in .venv, the C++ extension).
+# Both install what they need first: Debian packages (scripts/install_system_deps.sh; the demo
+# needs no Bazel/JDK), a venv in .venv (rebuilt when half-made), the Python packages pinned by
+# constraints.txt (`make demo`: ray[default] for the dashboard; `make test`: the test tools),
+# and the C++ extension.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.deps-installed
+PIP := $(PY) -m pip
+CONSTRAINTS := constraints.txt
+# One stamp per install; each is remade when an input of the install changes.
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
+INSTALL_INPUTS := pyproject.toml setup.py $(CONSTRAINTS) requirements-build.txt
+# Holds the pid of the make that is installing into the venv: one that failed or was cut short
+# leaves it behind (its pid gone), and the next run rebuilds the venv instead of installing over
+# whatever it left.
+PENDING := $(VENV)/.install-pending
+PENDING_LIVE_SH := [ -e $(PENDING) ] && kill -0 "$$(cat $(PENDING) 2>/dev/null)" 2>/dev/null
+VENV_WHOLE_SH := [ -f $(VENV)/pyvenv.cfg ] && { [ ! -e $(PENDING) ] || { $(PENDING_LIVE_SH); }; } \
+	&& $(PY) -c 'import pip' >/dev/null 2>&1
 
-.PHONY: all setup build test test-cpp test-py demo bench-placement bench-stream clean
+# A venv that is not whole (no pyvenv.cfg, no working python or pip, an install cut short)
+# makes both stamps out of date, whatever their times say.
+ifneq ($(shell $(VENV_WHOLE_SH) && echo yes),yes)
+VENV_REBUILD := FORCE
+endif
+
+.PHONY: all setup build test test-cpp test-py demo check-wheel bench-placement bench-stream clean FORCE
 
 all: build
 
-$(STAMP): requirements-dev.txt setup.py
-	./scripts/install_system_deps.sh
-	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-build-isolation -e .
+FORCE:
+
+# (Re)make $(VENV) unless it is whole. Only removes a directory that looks like a venv
+# (pyvenv.cfg) or is empty.
+define ensure_venv
+	@if $(PENDING_LIVE_SH); then \
+	  echo "another make (pid $$(cat $(PENDING))) is installing into $(VENV): wait for it" >&2; exit 1; fi
+	@if [ -d $(VENV) ] && ! { $(VENV_WHOLE_SH); }; then \
+	  if [ -f $(VENV)/pyvenv.cfg ] || [ -z "$$(ls -A $(VENV))" ]; then \
+	    echo "$(VENV) is half-made (no working python or pip, or an install was cut short): rebuilding it"; \
+	    rm -rf $(VENV); \
+	  else echo "$(VENV) exists and is not a venv: remove it or set VENV=..." >&2; exit 1; fi; \
+	fi
+	@[ -d $(VENV) ] || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }; }
+	@echo $$PPID > $(PENDING)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements-build.txt
+endef
+
+# `make demo`: the package with the demo's extras (ray[default], matplotlib, tqdm); no Bazel.
+$(DEMO_STAMP): $(INSTALL_INPUTS) $(VENV_REBUILD)
+	PYTHON=$(PYTHON) ./scripts/install_system_deps.sh demo
+	$(ensure_venv)
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[demo]"
+	rm -f $(PENDING)
 	touch $@
 
-setup: $(STAMP)
+# `make test`: Bazel and googletest, iproute2, the package with the test and bench extras.
+$(TEST_STAMP): $(INSTALL_INPUTS) $(VENV_REBUILD)
+	PYTHON=$(PYTHON) ./scripts/install_system_deps.sh test
+	$(ensure_venv)
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[test,bench]"
+	rm -f $(PENDING)
+	touch $@
+
+setup: $(TEST_STAMP)
 
 # Rebuild the pybind11 extension in place when C++ sources change.
 build: setup
 	$(PY) setup.py -q build_ext --inplace
 
-test-cpp: setup
+test-cpp: $(TEST_STAMP)
 	bazel test //src/scheduler/... --test_output=errors
 
 test-py: build
@@ -33,9 +81,15 @@ test-py: build
 test: test-cpp test-py
 
 # The streaming benchmark on an embedded 4-node x 2-CPU local cluster (a few minutes).
-demo: build
+demo: $(DEMO_STAMP)
+	$(PY) setup.py -q build_ext --inplace
 	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,pack,locality,locality+ahead \
 		--iterations 40 --json bench/results/stream_demo.json --plots bench/results/demo
+
+# The wheel: build it (pip wheel), install it into a fresh venv, import it, run the seed example
+# from it (tests/test_packaging.py, also part of `make test`; about a minute).
+check-wheel: build
+	$(PY) -m pytest tests/test_packaging.py -q
 
 bench-stream: build
 	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality+ahead,locality-plain \
@@ -45,5 +99,5 @@ bench-placement: build
 	$(PY) bench/placement.py --json bench/results/placement.json
 
 clean:
-	rm -rf build python/irfront/*.so *.egg-info
+	rm -rf build dist python/irfront/*.so ray_patch/*.so *.egg-info
 	-bazel clean

@@ -1,8 +1,10 @@
-"""Build and install irfront: the Python packages and the C++ scheduler extension.
+"""Build irfront's C++ scheduler extension (pybind11) and map the packages' directories.
 
-`pip install --no-build-isolation -e .` for development, or
-`python setup.py build_ext --inplace` to (re)build ray_patch/_scheduler*.so.
-The extension is rebuilt whenever a source or a header under src/scheduler/ changes.
+Everything else (name, version, dependencies, package data) is PEP 621 metadata in
+pyproject.toml. `pip install .` / `pip wheel .` build a wheel; `pip install
+--no-build-isolation -e .` for development, or `python setup.py build_ext --inplace` to
+(re)build ray_patch/_scheduler*.so in the source tree. The extension is rebuilt whenever
+a source or a header under src/scheduler/ changes.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import glob
 import os
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_namespace_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,17 +47,18 @@ ext_modules = [
     )
 ]
 
-_PACKAGES = ["irfront", "ray_patch"]
+
+
+def _packages(name: str, path: str) -> list[str]:
+    """`name` and every package below it (subpackages with or without __init__.py)."""
+    subs = find_namespace_packages(where=os.path.join(HERE, path), exclude=["*__pycache__*"])
+    return [name] + [f"{name}.{sub}" for sub in subs if "__pycache__" not in sub]
+
 
 setup(
-    name="irfront",
-    version="0.1.0",
-    description="Group scheduling of BSP stages on Ray (IR front end + C++ placement core)",
+    # Source layout -> import names; subpackages follow (python/irfront/ir -> irfront.ir).
     package_dir={"irfront": "python/irfront", "ray_patch": "ray_patch"},
-    packages=_PACKAGES,
+    packages=_packages("irfront", "python/irfront") + _packages("ray_patch", "ray_patch"),
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
-    python_requires=">=3.10",
-    install_requires=["ray==2.60.0", "numpy"],
-    zip_safe=False,
 )
