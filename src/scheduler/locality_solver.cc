@@ -79,6 +79,7 @@ class Solver {
   std::vector<int32_t> pred_, pred_task_;
   std::vector<int64_t> pred_entry_;
   std::vector<int32_t> touched_, settled_list_;
+  int64_t bound_ = kInf;  // least tentative distance of a terminal in this search
   IndexHeap heap_;
 };
 
@@ -127,8 +128,11 @@ void Solver::IndexMoves(int32_t t, int64_t entry) {
   push(u_, loc_.local[entry]);
 }
 
+// Pruned: a vertex reached no sooner than the best terminal seen so far cannot lead to
+// a shorter path (reduced costs are >= 0), so it is not queued.
 inline void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int64_t entry) {
-  if (settled_[v] || d >= dist_[v]) return;
+  if (d >= bound_ || settled_[v] || d >= dist_[v]) return;
+  if (v == u_ || HasRoom(v)) bound_ = d;
   if (dist_[v] == kInf) touched_.push_back(v);
   dist_[v] = d;
   pred_[v] = from;
@@ -230,6 +234,7 @@ void Solver::Augment(int32_t task) {
   touched_.clear();
   settled_list_.clear();
   heap_.Clear();
+  bound_ = kInf;
 }
 
 // The candidate entry with the most local bytes; ties: the node with more room left,
