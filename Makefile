@@ -27,7 +27,7 @@ ifneq ($(shell $(VENV_WHOLE_SH) && echo yes),yes)
 VENV_REBUILD := FORCE
 endif
 
-.PHONY: all setup build test test-cpp test-py demo check-wheel bench-placement bench-stream clean FORCE
+.PHONY: all setup build test test-cpp test-py demo check-wheel bench-placement bench-stream cluster-demo clean FORCE
 
 all: build
 
@@ -94,6 +94,21 @@ check-wheel: build
 bench-stream: build
 	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality+ahead,locality-plain \
 		--json bench/results/stream.json --plots bench/results/stream
+
+# A 4-host Ray cluster of network namespaces on this machine (root; scripts/netcluster.py,
+# docs/NETCLUSTER.md), links shaped to 1 Gbit/s: the streaming benchmark and the data-moving
+# workload run inside the head's namespace; the cluster comes down on success, failure or Ctrl-C.
+NETCLUSTER := $(PY) scripts/netcluster.py
+cluster-demo: build
+	@trap '$(NETCLUSTER) down' EXIT; trap 'exit 130' INT TERM; set -e; \
+	$(NETCLUSTER) down >/dev/null; \
+	$(NETCLUSTER) up --hosts 4 --cpus 1 --object-store-mb 400 --rate 1gbit; \
+	$(NETCLUSTER) exec -- bash -c '$(PY) bench/stream.py --address "$$IRF_NETCLUSTER_ADDRESS" \
+		--nodes 4 --sizes 1,4,8 --schedulers vanilla,pack,locality --iterations 30 --no-progress \
+		--json bench/results/cluster/stream.json --plots bench/results/cluster'; \
+	$(NETCLUSTER) exec -- bash -c '$(PY) bench/datamove.py --address "$$IRF_NETCLUSTER_ADDRESS" \
+		--sizes 1,4,8 --iterations 20 \
+		--json bench/results/cluster/datamove.json --plots bench/results/cluster'
 
 bench-placement: build
 	$(PY) bench/placement.py --json bench/results/placement.json

@@ -155,6 +155,9 @@ def host_env(st: dict) -> dict:
     paths = [os.path.join(st["root"], "python"), st["root"]]
     old = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in paths]
     env["PYTHONPATH"] = os.pathsep.join(paths + old)
+    # On a loaded machine a node's dashboard agent may take long to start; the raylet
+    # aborts when it has not written its port files within this (Ray's default: 30 s).
+    env.setdefault("RAY_agent_register_timeout_ms", "180000")
     env["IRF_NETCLUSTER_ADDRESS"] = st["address"]
     env["IRF_NETCLUSTER_STATE"] = st["state_file"]
     return env
@@ -273,9 +276,9 @@ def cmd_up(a) -> int:
         if p.wait(timeout=120) != 0:
             raise RuntimeError("ray start --head failed; see "
                                f"{st['temp_root']}/ray_start_h0.log")
-        procs = [ray_start(st, h, head=False) for h in st["hosts"][1:]]
-        for h, p in zip(st["hosts"][1:], procs):
-            if p.wait(timeout=180) != 0:
+        for h in st["hosts"][1:]:  # one at a time: less of a load spike on few cores
+            p = ray_start(st, h, head=False)
+            if p.wait(timeout=240) != 0:
                 raise RuntimeError(f"ray start in {h['ns']} failed; see "
                                    f"{st['temp_root']}/ray_start_h{h['index']}.log")
         alive = wait_nodes(st, a.hosts, timeout_s=90)
@@ -284,7 +287,16 @@ def cmd_up(a) -> int:
         st["up_s"] = time.time() - t0
         write_state(path, st)
     except BaseException as e:
-        log(f"up failed ({e}); tearing down what was made")
+        for h in st["hosts"]:  # what ray start said, before the temp dir goes
+            lp = os.path.join(st["temp_root"], f"ray_start_h{h['index']}.log")
+            if isinstance(e, RuntimeError) and f"ray_start_h{h['index']}.log" in str(e) \
+                    and os.path.exists(lp):
+                with open(lp) as f:
+                    print(f"--- {lp} (last lines) ---\n" + "".join(f.readlines()[-25:]),
+                          file=sys.stderr)
+        log(f"up failed ({e}); tearing down what was made (logs kept in "
+            f"{st['temp_root']})")
+        st["keep_logs"] = True
         teardown(st, path)
         if isinstance(e, RuntimeError):
             print(str(e), file=sys.stderr)
