@@ -1,9 +1,10 @@
 """The 2018 draft's streaming application: its tasks and its reducer actor.
 
     deps     = Broadcast(generate_dependencies, nodes * 4, data_mb)
-    x        = Map(map_step, x, [(start,)] * n)          # num_maps times
+    x        = Map(map_step, x, [(start,)] * n)          # num_maps times: map_step(start, x)
     shuffled = Map(shuffle, x, [(num_reducers,)] * n, num_returns=num_reducers)
     ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers)
+                                          # reducer i: reduce(start, tag, *partials_i)
 
 ``map_step`` passes its partition on unchanged (the draft's map stages move data, they do
 not compute): unfused, each stage writes a new ``data_mb`` object per partition. The
@@ -35,13 +36,13 @@ def generate_dependencies(data_mb: float, seed: int = 0):
 
 
 @ray.remote
-def map_step(batch, start):
+def map_step(start, batch):
     """One one-to-one stage: the partition, unchanged (``start`` as in the draft)."""
     return batch
 
 
 @ray.remote
-def shuffle(batch, num_reducers):
+def shuffle(num_reducers, batch):
     """The all-to-all step: one partial sum per reducer (contiguous chunks, one pass)."""
     chunks = np.array_split(batch, num_reducers)
     return tuple(float(c.sum()) for c in chunks)
@@ -56,7 +57,7 @@ class Reducer:
         self.total = 0.0
         self.records = []
 
-    def reduce(self, partials, start, tag=None):
+    def reduce(self, start, tag, *partials):
         now = time.time()
         self.total += sum(partials)
         if tag is not None:

@@ -59,12 +59,12 @@ def check_optional_int(name: str, value: Any, low: int, high: int) -> None:
         raise GroupError(f"{name} must be between {low} and {high}; got {value}")
 
 
-def check_count(name: str, value: Any) -> int:
-    """A positive int (a number of objects, actors or returns)."""
+def check_count(name: str, value: Any, high: int | None = None) -> int:
+    """A positive int (a number of objects, actors or returns), at most ``high``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise GroupError(f"{name} must be a positive int; got {value!r}")
-    if value > MAX_RETURNS:
-        raise GroupError(f"{name} must be at most {MAX_RETURNS}; got {value}")
+    if high is not None and value > high:
+        raise GroupError(f"{name} must be at most {high}; got {value}")
     return int(value)
 
 

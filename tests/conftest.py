@@ -38,10 +38,10 @@ def cluster():
 @pytest.fixture
 def scheduler_mode():
     """Restores the IR's lowering options after a test that changes them."""
-    from irfront import lower
-    old = lower.get_options()
+    import irfront
+    old = irfront.get_options()
     yield
-    lower.set_options(old)
+    irfront.set_options(old)
 
 
 def has_core() -> bool:

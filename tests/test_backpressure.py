@@ -11,22 +11,17 @@ import ray
 
 import ray_patch
 from conftest import needs_core
-from irfront.backpressure import InFlightWindow
-from irfront.recovery import REDUCER_OPTIONS, RecoverySettings, ReliableStream, SumReducerBase
+from irfront import REDUCER_OPTIONS, InFlightWindow, SumReducerBase
+from streams import run_stream
 
 pytestmark = [needs_core, pytest.mark.timeout(180)]
 
 
-@ray.remote
-def split(part, n):
-    return tuple(np.array_split(part, n))
-
-
 @ray.remote(**REDUCER_OPTIONS)
 class SlowReducer(SumReducerBase):
-    def merge(self, state, pieces):
+    def reduce(self, *pieces):
         time.sleep(0.15)
-        return super().merge(state, pieces)
+        return super().reduce(*pieces)
 
 
 def test_window_rejects_bad_bounds():
@@ -47,29 +42,31 @@ def test_window_blocks_until_a_batch_closes():
 
 @pytest.mark.parametrize("max_in_flight", [1, 3])
 def test_fast_source_slow_reducer_stays_bounded(cluster, max_in_flight):
-    settings = RecoverySettings(checkpoint_every=2, max_in_flight=max_in_flight)
     pulled: list[float] = []
     in_flight_seen: list[int] = []
+    k_every = 2
 
     def fast_source():
         for k in range(10):  # arrives at once: no pacing at all
             pulled.append(time.perf_counter())
             yield [np.full(1000, k, dtype=np.int64) for _ in range(2)]
 
-    def check(seq, stream):
-        in_flight_seen.append(stream.window.in_flight)
+    def check(k, run):
+        in_flight_seen.append(run.stream.window.in_flight)
 
-    with ReliableStream(SlowReducer, 2, [], split, settings) as s:
-        report = s.run(fast_source(), on_batch=check)
-        states = s.states()
+    out = run_stream(fast_source(), 2, reducer=SlowReducer, checkpoint_every=k_every,
+                     max_in_flight=max_in_flight, on_batch=check)
     assert max(in_flight_seen) <= max_in_flight
-    bp = report.backpressure
+    bp = out.report.backpressure
     assert bp["peak_in_flight"] <= max_in_flight and bp["max_in_flight"] == max_in_flight
     assert bp["held_back_s"] > 0 and bp["held_back_batches"] > 0
     # The source really waited: 10 batches x 0.15 s at the reducer cannot be pulled at once.
     assert pulled[-1] - pulled[0] > 0.15 * (10 - max_in_flight - 1)
-    # Memory: inputs kept for replay are bounded by the checkpoint interval + the window.
-    assert report.kept_peak <= settings.checkpoint_every + max_in_flight + 1
-    assert sum(int(v) for _, v in states) == sum(k * 2000 for k in range(10))
-    assert report.lost_batches == 0
+    # Memory: calls kept for replay are bounded by the checkpoint interval + the window.
+    assert out.report.kept_peak <= k_every + max_in_flight + 1
+    assert sum(int(v) for v in out.totals) == sum(k * 2000 for k in range(10))
+    assert out.report.lost_calls == 0
+    del out
+    import gc
+    gc.collect()
     assert ray_patch.core_group_count() == 0

@@ -26,12 +26,12 @@ def generate(size, seed):
 
 
 @ray.remote
-def map_step(x, k):
+def map_step(k, x):  # the 2018 convention: arguments first, the object last
     return x * 2.0 + k
 
 
 @ray.remote
-def shuffle(x, num_reducers):
+def shuffle(num_reducers, x):
     # Partial sums, one per reducer (the draft's tiny shuffle outputs).
     return tuple(float(x[i::num_reducers].sum()) for i in range(num_reducers))
 
@@ -52,7 +52,11 @@ class Reducer:
         self.index = index
         self.total = 0.0
 
-    def reduce(self, partials, scale=1.0):
+    def reduce(self, *partials):  # every object as a separate argument
+        self.total += sum(partials)
+        return self.total
+
+    def reduce_scaled(self, scale, *partials):
         self.total += scale * sum(partials)
         return self.total
 
@@ -120,7 +124,7 @@ def test_actors_are_placed_lazily_and_balanced():
     shuffled = Map(shuffle, Broadcast(generate, NUM_PARTS, 100, 2),
                    [(NUM_REDUCERS,)] * NUM_PARTS, num_returns=NUM_REDUCERS)
     assert not reducers.evaluated
-    red = ReduceActors("reduce", reducers, shuffled, args=[(1.0,)] * NUM_REDUCERS)
+    red = ReduceActors("reduce_scaled", reducers, shuffled, args=[(1.0,)] * NUM_REDUCERS)
     assert not reducers.evaluated  # constructing a node evaluates nothing
     red.eval()
     assert reducers.evaluated
@@ -225,7 +229,7 @@ def test_unknown_actor_method_and_wrong_shapes():
     actors = InitActors(Reducer, 2)
     deps = Broadcast(generate, 4, 10, 0)
     with pytest.raises(IRError, match=r"ReduceActors\[redcue\]#.*actor class 'Reducer' has no "
-                       r"method 'redcue'; pass one of: get, node, reduce"):
+                       r"method 'redcue'; pass one of: get, node, reduce, reduce_scaled"):
         ReduceActors("redcue", actors, deps)
     with pytest.raises(IRError, match=r"num_returns=3 but there are 2 actors; pass "
                        r"num_returns=2 to the Map"):

@@ -16,8 +16,7 @@ import irfront
 import ray_patch
 from conftest import NUM_NODES, ROOT, needs_core
 from irfront import Broadcast, InitActors
-from irfront.optimize import enabled, options_for
-from irfront.stream import Batch, MicroBatchStream
+from irfront import Batch, MicroBatchStream, options_for
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import stream_workload as wl  # noqa: E402
@@ -59,7 +58,7 @@ def run_pipeline(opts, ahead=False):
 @pytest.fixture(scope="module")
 def vanilla_totals(cluster):
     ray.cloudpickle.register_pickle_by_value(wl)
-    return run_pipeline(options_for("vanilla")[0])
+    return run_pipeline(options_for("vanilla"))
 
 
 COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
@@ -70,7 +69,7 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
     ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
     ("locality-nofuse-noshuffle+ahead", True)])
 def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
-    opts, _ = options_for(name)
+    opts = options_for(name)
     totals = run_pipeline(opts, ahead=ahead)
     x = np.random.default_rng(3).random(int(DATA_MB * (1 << 20)) // 8)
     expect = [BATCHES * PARTS * float(c.sum()) for c in np.array_split(x, REDUCERS)]
@@ -80,18 +79,17 @@ def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
 
 def test_defaults_on_under_locality_only():
     for s in ("fuse", "shuffle_by_node"):
-        assert enabled(irfront.LoweringOptions(scheduler="locality"), s)
+        assert irfront.LoweringOptions(scheduler="locality").enabled(s)
     for s in ("fuse", "shuffle_by_node", "preschedule"):
-        assert not enabled(irfront.LoweringOptions(scheduler="vanilla"), s)
-        assert not enabled(irfront.LoweringOptions(scheduler="pack"), s)
+        assert not irfront.LoweringOptions(scheduler="vanilla").enabled(s)
+        assert not irfront.LoweringOptions(scheduler="pack").enabled(s)
     # Pre-scheduling is opt-in (its p99 cost on a quiet machine: docs/BENCHMARKS.md).
-    assert not enabled(irfront.LoweringOptions(scheduler="locality"), "preschedule")
-    assert enabled(irfront.LoweringOptions(scheduler="locality", preschedule=True),
-                   "preschedule")
-    opts, _ = options_for("locality-nofuse+ahead")
+    assert not irfront.LoweringOptions(scheduler="locality").enabled("preschedule")
+    assert irfront.LoweringOptions(scheduler="locality", preschedule=True).enabled("preschedule")
+    opts = options_for("locality-nofuse+ahead")
     assert (opts.fuse, opts.shuffle_by_node, opts.preschedule) == (False, True, True)
-    assert options_for("locality-plain")[0].fuse is False
-    assert options_for("vanilla+fuse")[0].fuse is True
+    assert options_for("locality-plain").fuse is False
+    assert options_for("vanilla+fuse").fuse is True
     with pytest.raises(ValueError, match="unknown scheduler variant"):
         options_for("locality-nofusion")
 
@@ -118,7 +116,7 @@ def test_fused_chain_is_one_group_of_one_task_per_partition():
     m3 = irfront.Map(wl.map_step, deps, [(0.0,)] * PARTS)
     both = irfront.ReduceActors("reduce", InitActors(wl.Reducer, 2, [(0,), (1,)]),
                                 irfront.Map(wl.map_step, m3, [(0.0,)] * PARTS),
-                                [(0.0,)] * 2)
+                                [(0.0, None)] * 2)
     assert [len(x) for x in [both.eval()]] == [2]
 
 

@@ -118,7 +118,7 @@ def test_plain_function_is_rejected_with_the_fix(cluster):
         ray_patch.group_map(plain, [1])
     with pytest.raises(ray_patch.GroupError, match="use group_actors"):
         ray_patch.group_map(Probe, [1])
-    with pytest.raises(ray_patch.GroupError, match=r"one tuple \(or list\) of arguments"):
+    with pytest.raises(ray_patch.GroupError, match=r"args\[0\] is int 1; each entry must be a tuple or list"):
         ray_patch.group_starmap(add, [1, 2])
     with pytest.raises(ray_patch.GroupError, match="2 argument tuples for 3 actors"):
         ray_patch.group_actors(Probe, 3, [(1,), (2,)])

@@ -8,15 +8,16 @@ import time
 import pytest
 import ray
 
-from irfront import lower
-from irfront.backpressure import InFlightWindow
-from irfront.stream import Batch, BatchRecord, MicroBatchStream
+import irfront
+from irfront import Batch, BatchRecord, InFlightWindow, LoweringOptions, MicroBatchStream
+from irfront.lowering.options import DEFAULT_GROUP_RETRIES
+from irfront.lowering.submitter import submitter_for
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @ray.remote
-def slow(x, start):
+def slow(start, x):
     time.sleep(0.2)
     return x
 
@@ -24,7 +25,7 @@ def slow(x, start):
 def test_stream_uses_the_window_and_reports_held_back_time(cluster):
     stream = MicroBatchStream(interval_s=0.01, max_in_flight=2)
     seen: list[int] = []
-    batches = [Batch(submit=lambda start, k=k: [slow.remote(k, start)], label=k)
+    batches = [Batch(submit=lambda start, k=k: [slow.remote(start, k)], label=k)
                for k in range(8)]
     records = stream.run(batches, on_submit=lambda rec: seen.append(stream.window.in_flight))
     assert isinstance(stream.window, InFlightWindow)
@@ -62,17 +63,18 @@ def test_failing_batch_still_raises(cluster):
 
 
 def test_lowering_retries_are_explicit_for_groups_and_absent_under_vanilla(monkeypatch):
-    assert lower.LoweringOptions().task_retries == lower.DEFAULT_GROUP_RETRIES == 3
-    assert lower.LoweringOptions(scheduler="pack").task_retries == 3
-    assert lower.LoweringOptions(max_retries=0).task_retries == 0
-    vanilla = lower.LoweringOptions(scheduler="vanilla")
+    assert LoweringOptions().task_retries == DEFAULT_GROUP_RETRIES == 3
+    assert LoweringOptions(scheduler="pack").task_retries == 3
+    assert LoweringOptions(max_retries=0).task_retries == 0
+    vanilla = LoweringOptions(scheduler="vanilla")
     assert vanilla.task_retries is None
     f = slow
-    assert vanilla.plain(f) is f  # plain Ray: not even an .options() call
-    assert lower.LoweringOptions(scheduler="vanilla", max_retries=5).plain(f) is not f
+    assert submitter_for(vanilla)._plain(f) is f  # plain Ray: not even an .options() call
+    assert submitter_for(LoweringOptions(scheduler="vanilla", max_retries=5))._plain(f) \
+        is not f
     for bad in (-2, 1.5, True, "3"):
         with pytest.raises(ValueError, match="max_retries"):
-            lower.LoweringOptions(max_retries=bad)
+            LoweringOptions(max_retries=bad)
 
 
 def test_lowered_groups_pass_max_retries(cluster, scheduler_mode, monkeypatch):
@@ -98,9 +100,9 @@ def test_lowered_groups_pass_max_retries(cluster, scheduler_mode, monkeypatch):
     def inc(x):
         return x + 1
 
-    for opts, want in ((lower.LoweringOptions(fuse=False), 3),
-                       (lower.LoweringOptions(fuse=True, max_retries=1), 1)):
-        lower.set_options(opts)
+    for opts, want in ((LoweringOptions(fuse=False), 3),
+                       (LoweringOptions(fuse=True, max_retries=1), 1)):
+        irfront.set_options(opts)
         seen.clear()
         out = Map(inc, Map(inc, Broadcast(one, 3)))
         assert ray.get(out.eval()) == [3, 3, 3]

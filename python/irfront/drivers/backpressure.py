@@ -55,6 +55,13 @@ class InFlightWindow:
         self.longest_hold_s = max(self.longest_hold_s, held)
         return held
 
+    def cancel_hold(self, held: float) -> None:
+        """Takes back the last ``admit``'s hold: the source turned out to be exhausted,
+        so no batch waited."""
+        if held > 0:
+            self.held_back_s -= held
+            self.held_back_count -= 1
+
     def opened(self, seq: int) -> None:
         if self.full:
             raise RuntimeError(f"batch {seq} opened with {self.in_flight} in flight "

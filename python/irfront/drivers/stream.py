@@ -405,6 +405,7 @@ class MicroBatchStream:
             held = self.window.admit(lambda: self._retire(in_flight, block=True))
             b = next(it, None)
             if b is None:
+                self.window.cancel_hold(held)
                 break
             scheduled = grid + seq * self.interval_s  # the fixed grid, never reset
             if b.ahead:

@@ -52,6 +52,7 @@ class Evaluator(Protocol):
     def free(self, node: "Node") -> None: ...
     def group_id(self, node: "Node") -> int | None: ...
     def state(self, node: "Node") -> str: ...
+    def evaluated(self, node: "Node") -> bool: ...
 
 
 _EVALUATOR: Evaluator | None = None
@@ -165,7 +166,8 @@ class Node:
 
     @property
     def evaluated(self) -> bool:
-        return _EVALUATOR is not None and _EVALUATOR.state(self).startswith("g")
+        """Whether ``eval()`` has futures for this node (not freed)."""
+        return _EVALUATOR is not None and _EVALUATOR.evaluated(self)
 
     def validate(self) -> "Node":
         """Checks the whole DAG (constructors check each node); returns self."""
@@ -241,7 +243,8 @@ class Map(Node):
         super().__init__(check.task_name(task), replaces=replaces)
         with _checked(self.label):
             check.check_remote_function(task, "InitActors")
-            self.num_returns = check.check_count("num_returns", num_returns)
+            self.num_returns = check.check_count("num_returns", num_returns,
+                                                   check.MAX_RETURNS)
         src = _as_source(self.label, objects)
         self.inputs = (src,)
         self.task, self.objects = task, src

@@ -103,6 +103,10 @@ class Evaluator:
         r = self.results.get(node)
         return None if r is None else r.group_id
 
+    def evaluated(self, node: Node) -> bool:
+        r = self.results.get(node)
+        return r is not None and r.value is not None
+
     def state(self, node: Node) -> str:
         r = self.results.get(node)
         if r is None:
