@@ -27,13 +27,23 @@ struct Move {
   }
 };
 
+// Scan mode: one move of a task on node v, in v's list sorted by (key, task, target).
+struct ListedMove {
+  int64_t key;     // extra bytes moved
+  int32_t task;
+  int32_t target;  // a node, or U
+  int64_t entry;   // the task's candidate entry for target, kUnmatched for U
+  bool operator<(const ListedMove& o) const {
+    return key != o.key ? key < o.key : task != o.task ? task < o.task : target < o.target;
+  }
+};
+
 class Solver {
  public:
   Solver(const TaskLocality& loc, const std::vector<int64_t>& caps, bool indexed)
       : loc_(loc), caps_(caps), m_(static_cast<int32_t>(caps.size())), u_(m_),
         indexed_(indexed), route_(loc.total_bytes.size(), kUnassigned),
-        slot_(loc.total_bytes.size(), 0), stamp_(loc.total_bytes.size(), 0),
-        count_(m_, 0), bucket_(indexed ? 0 : m_), pi_(m_ + 1, 0), dist_(m_ + 1, kInf),
+        stamp_(loc.total_bytes.size(), 0), count_(m_, 0), listed_(indexed ? 0 : m_), pi_(m_ + 1, 0), dist_(m_ + 1, kInf),
         settled_(m_ + 1, 0), pred_(m_ + 1), pred_task_(m_ + 1), pred_entry_(m_ + 1),
         heap_(m_ + 1) {
     if (indexed_) {
@@ -52,6 +62,7 @@ class Solver {
   void Place(int32_t t, int64_t entry);
   void Unplace(int32_t t);
   void IndexMoves(int32_t t, int64_t entry);
+  void ListMoves(int32_t t, int64_t entry);
   void Augment(int32_t task);
   void RunDijkstra(int32_t task);
   void ApplyPath(int32_t terminal);
@@ -64,10 +75,12 @@ class Solver {
   const int32_t m_, u_;  // nodes 0..m-1; U = m: "uses no local bytes" (a terminal)
   const bool indexed_;
   std::vector<int64_t> route_;   // candidate entry, kUnmatched or kUnassigned
-  std::vector<int32_t> slot_;    // position in bucket_[node] (scan mode)
   std::vector<uint32_t> stamp_;  // bumped whenever the task moves (index mode)
   std::vector<int64_t> count_;   // matched tasks per node
-  std::vector<std::vector<int32_t>> bucket_;  // scan mode: tasks matched to node j
+  // Scan mode: per node, the moves of its tasks sorted by key (a search stops scanning at
+  // the first move no shorter than the best terminal); unsorted during the warm start.
+  std::vector<std::vector<ListedMove>> listed_;
+  bool sorted_ = false;
   // Index mode: moves_[v * (m + 1) + k] = min-heap of the moves of tasks on v to k (k = U:
   // unmatch); targets_[v] = the k whose heap was ever used.
   std::vector<std::vector<Move>> moves_;
@@ -92,8 +105,7 @@ void Solver::Place(int32_t t, int64_t entry) {
   if (indexed_) {
     IndexMoves(t, entry);
   } else {
-    slot_[t] = static_cast<int32_t>(bucket_[v].size());
-    bucket_[v].push_back(t);
+    ListMoves(t, entry);
   }
 }
 
@@ -105,12 +117,27 @@ void Solver::Unplace(int32_t t) {
   const int32_t v = loc_.node[entry];
   --count_[v];
   if (!indexed_) {
-    std::vector<int32_t>& list = bucket_[v];
-    const int32_t last = list.back();
-    list[slot_[t]] = last;
-    slot_[last] = slot_[t];
-    list.pop_back();
+    std::vector<ListedMove>& list = listed_[v];
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [t](const ListedMove& mv) { return mv.task == t; }),
+               list.end());
   }
+}
+
+// Scan mode: adds the moves of task t, just placed through `entry`, to its node's list.
+void Solver::ListMoves(int32_t t, int64_t entry) {
+  std::vector<ListedMove>& list = listed_[loc_.node[entry]];
+  auto add = [&](const ListedMove& mv) {
+    if (sorted_) {
+      list.insert(std::upper_bound(list.begin(), list.end(), mv), mv);
+    } else {
+      list.push_back(mv);
+    }
+  };
+  for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
+    if (e != entry) add(ListedMove{loc_.local[entry] - loc_.local[e], t, loc_.node[e], e});
+  }
+  add(ListedMove{loc_.local[entry], t, u_, kUnmatched});
 }
 
 // Index mode: records the moves of task t, just placed through `entry`, off its node.
@@ -141,23 +168,16 @@ inline void Solver::Relax(int32_t v, int64_t d, int32_t from, int32_t task, int6
   heap_.Push(v, d);
 }
 
-// Out of full node v, scanning its tasks: each may move to another of its nodes, or to
-// U (give up its local bytes). Only the cheapest move to each target matters.
+// Out of full node v, scanning its moves in key order: each task may move to another of
+// its nodes, or to U (give up its local bytes). Potentials are <= 0, so once
+// d + pi_v + key reaches the best terminal's distance no later move can be shorter.
 void Solver::ExpandScan(int32_t v, int64_t d) {
   const int64_t base = d + pi_[v];
-  int64_t to_u = kInf;
-  int32_t u_task = -1;
-  for (int32_t t : bucket_[v]) {
-    const int64_t here = loc_.local[route_[t]];
-    for (int64_t e = loc_.offsets[t]; e < loc_.offsets[t + 1]; ++e) {
-      const int32_t k = loc_.node[e];
-      if (k == v) continue;
-      assert(here - loc_.local[e] + pi_[v] - pi_[k] >= 0);
-      Relax(k, base + here - loc_.local[e] - pi_[k], v, t, e);
-    }
-    if (here < to_u) to_u = here, u_task = t;
+  for (const ListedMove& mv : listed_[v]) {
+    if (base + mv.key >= bound_) break;
+    assert(mv.key + pi_[v] - pi_[mv.target] >= 0);
+    Relax(mv.target, base + mv.key - pi_[mv.target], v, mv.task, mv.entry);
   }
-  if (u_task >= 0) Relax(u_, base + to_u - pi_[u_], v, u_task, kUnmatched);
 }
 
 // Out of full node v, from the move index: the top of each (v, target) heap, after
@@ -265,6 +285,10 @@ std::vector<int32_t> Solver::Solve() {
       deferred.push_back(t);
     }
   }
+  if (!indexed_) {
+    for (std::vector<ListedMove>& list : listed_) std::sort(list.begin(), list.end());
+    sorted_ = true;
+  }
   for (int32_t t : deferred) Augment(t);
   std::vector<int32_t> node(Tasks(), -1);
   for (int32_t t = 0; t < Tasks(); ++t) {
@@ -280,17 +304,29 @@ TaskLocality GroupByBestNode(const TaskLocality& loc, int32_t num_nodes,
                              std::vector<int32_t>* order) {
   const size_t n = loc.total_bytes.size();
   std::vector<int32_t> key(n, num_nodes);  // num_nodes: no local bytes anywhere
+  std::vector<int64_t> regret(n, 0);       // best local bytes - second best (or 0)
   std::vector<int32_t> start(num_nodes + 2, 0);
   for (size_t t = 0; t < n; ++t) {
-    int64_t most = 0;
+    int64_t most = 0, second = 0;
     for (int64_t e = loc.offsets[t]; e < loc.offsets[t + 1]; ++e) {
-      if (loc.local[e] > most) most = loc.local[e], key[t] = loc.node[e];
+      if (loc.local[e] > most) {
+        second = most, most = loc.local[e], key[t] = loc.node[e];
+      } else if (loc.local[e] > second) {
+        second = loc.local[e];
+      }
     }
+    regret[t] = most - second;
     ++start[key[t] + 1];
   }
   for (int32_t j = 0; j <= num_nodes; ++j) start[j + 1] += start[j];
   order->assign(n, 0);
   for (size_t t = 0; t < n; ++t) (*order)[start[key[t]]++] = static_cast<int32_t>(t);
+  // Within a node's group, the tasks that lose most by going elsewhere come first.
+  for (int32_t j = 0; j < num_nodes; ++j) {
+    const int32_t begin = j == 0 ? 0 : start[j - 1];
+    std::stable_sort(order->begin() + begin, order->begin() + start[j],
+                     [&](int32_t a, int32_t b) { return regret[a] > regret[b]; });
+  }
   TaskLocality out;
   out.total_bytes.reserve(n);
   out.offsets.reserve(n + 1);

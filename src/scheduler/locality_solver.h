@@ -15,15 +15,18 @@
 // potential 0, the sink's). Tasks are only ever moved, so a task is folded into the
 // node -> node edge it induces.
 // Out of a full node only the cheapest move to each target matters. Two ways to find it:
-// scan the node's tasks (few tasks per node), or a move index: per (node, target) pair a
-// lazy min-heap of its tasks' moves (many tasks per node: a search no longer scans them).
+// a scan of the node's moves kept sorted by extra bytes (the scan stops at the first move
+// no shorter than the best terminal reached so far), or, with very many tasks per node,
+// a move index: per (node, target) pair a lazy min-heap of its tasks' moves. Relaxations
+// no shorter than the best terminal reached so far are dropped (reduced costs are >= 0).
 // Warm start: every task whose best node (most local bytes; ties: more room left, then
 // lower node index) still has room goes there (with zero potentials that is optimal for
-// the tasks placed); the others are augmented in turn.
+// the tasks placed), tasks with the largest regret (best minus second-best local bytes)
+// first; the others are augmented in turn (their paths tend to be short).
 // Ties between equally cheap placements are not otherwise searched: they follow this
 // order. Deterministic: heap ties broken by vertex (and task) index; tasks are taken
-// grouped by their best node by local bytes (lowest node index first), then in index
-// order (the grouping keeps a node's tasks adjacent in memory for the scans).
+// grouped by their best node by local bytes (lowest node index first), then by regret
+// (largest first), then in index order.
 #pragma once
 
 #include <cstdint>
@@ -37,11 +40,11 @@ namespace irfront::scheduler {
 enum class MoveIndex {
   kAuto,     // the index when nodes <= kMaxIndexedNodes and tasks >=
              // kMinTasksPerNodeIndexed per node, else the scan
-  kScan,     // scan the node's tasks
+  kScan,     // scan the node's moves, sorted by extra bytes
   kIndexed,  // per (node, target) lazy heaps
 };
 constexpr int32_t kMaxIndexedNodes = 256;
-constexpr int64_t kMinTasksPerNodeIndexed = 32;
+constexpr int64_t kMinTasksPerNodeIndexed = 1000;
 
 // Returns a node index (into the view the locality was computed on) per task.
 std::vector<int32_t> SolveLocality(const TaskLocality& locality,
