@@ -192,8 +192,10 @@ class Layout:
         ray.wait(parts, num_returns=len(parts), fetch_local=False, timeout=120)
         return parts
 
-    def join_optimum(self, H: int) -> int:
-        """Least join bytes moved with at most ``cap`` join tasks per host."""
+    def join_optimum(self, H: int, where: list[set[int]]) -> int:
+        """Least join bytes moved with at most ``cap`` join tasks per host, given the
+        hosts holding each batch partition (``where[p]``) and table partition
+        (``where[P + p]``) at the batch's start."""
         import networkx as nx
         g = nx.DiGraph()
         g.add_node("s", demand=-self.P)
@@ -201,8 +203,8 @@ class Layout:
         for p in range(self.P):
             g.add_edge("s", ("p", p), capacity=1, weight=0)
             for n in range(H):
-                cost = (self.batch_bytes if self.part_host[p] != n else 0) + \
-                    (self.table_bytes if self.table_host[p] != n else 0)
+                cost = (self.batch_bytes if n not in where[p] else 0) + \
+                    (self.table_bytes if n not in where[self.P + p] else 0)
                 g.add_edge(("p", p), ("n", n), capacity=1, weight=cost)
         for n in range(H):
             g.add_edge(("n", n), "t", capacity=self.cap, weight=0)
@@ -267,6 +269,7 @@ def run_batch(s: Series, hosts: Hosts, reducers, shuffle, bid: int, seed: int,
     if s.opts.grouped:
         core.attach()
     core.take()
+    where = locations(parts + lay.tables, hosts)
     before = hosts.counters()
     t_c = time.time()
     start = time.time()
@@ -282,15 +285,31 @@ def run_batch(s: Series, hosts: Hosts, reducers, shuffle, bid: int, seed: int,
     del refs, parts
     moved: dict[str, int] = {}
     tasks = {st: [0] * len(hosts) for st in STAGES}
+    join_at = {}
     for r in out:
         for k, v in r["moved"].items():
             moved[k] = moved.get(k, 0) + v
-        for st, node in r["trace"]:
+        for st, node, *part in r["trace"]:
             if st in tasks and node in hosts.index:
                 tasks[st][hosts.index[node]] += 1
+            if st == "join" and part and node in hosts.index:
+                join_at[part[0]] = hosts.index[node]
+    P = lay.P
+    join_loc = sum((lay.batch_bytes if join_at.get(p) not in where[p] else 0)
+                   + (lay.table_bytes if join_at.get(p) not in where[P + p] else 0)
+                   for p in range(P))
+    rest = sum(v for k, v in moved.items() if k != "join")
     return {"lat_ms": [(r["t"] - start) * 1e3 for r in out], "wall_s": end - t_c,
-            "moved": moved, "placed": sum(moved.values()), "core": core_b,
-            "net": net_delta(before, after), "tasks": tasks}
+            "moved": moved, "placed_task": sum(moved.values()), "join_loc": join_loc,
+            "placed": join_loc + rest, "opt_join": lay.join_optimum(len(hosts), where),
+            "core": core_b, "net": net_delta(before, after), "tasks": tasks}
+
+
+def locations(refs, hosts: Hosts) -> list[set[int]]:
+    """The hosts holding a copy of each object now (primary and secondary copies)."""
+    found = ray.experimental.get_object_locations(refs)
+    return [{hosts.index[n] for n in (found.get(r) or {}).get("node_ids") or ()
+             if n in hosts.index} for r in refs]
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -385,25 +404,26 @@ def summarise(series, results, layouts, hosts, rate, R):
         lay = s.layout
         lat = np.concatenate([r["lat_ms"] for r in rs])
         placed = np.mean([r["placed"] for r in rs])
+        placed_task = np.mean([r["placed_task"] for r in rs])
         stage = {st: float(np.mean([r["moved"].get(st, 0) for r in rs]))
                  for st in STAGES[1:]}
         # the repartition's bytes given where this series' reducers are (as placed)
         red = np.mean([r["tasks"]["reduce"] for r in rs], axis=0)
         total_in = lay.P * lay.batch_bytes
-        share = np.bincount(lay.part_host, minlength=H) / lay.P  # not used for optimum
-        del share
         nets = [r["net"] for r in rs if r["net"] is not None]
         net = float(np.mean([n[0] for n in nets])) if nets else None
         net_idle = (float(np.mean([n[0] - rate * r["wall_s"] for n, r in
                                    zip(nets, rs)])) if nets and rate is not None else None)
         cores = [r["core"] for r in rs if r["core"] is not None]
-        opt_join = lay.join_optimum(H)
+        opt_join = float(np.mean([r["opt_join"] for r in rs]))
+        join_loc = float(np.mean([r["join_loc"] for r in rs]))
         tasks = {st: np.mean([r["tasks"][st] for r in rs], axis=0) for st in STAGES}
         rows.append({
             "series": s.name, "size_mb": lay.size_mb,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "samples": int(lat.size),
-            "placed_mb": placed / MIB, "join_mb": stage["join"] / MIB,
+            "placed_mb": placed / MIB, "per_task_mb": placed_task / MIB,
+            "join_mb": join_loc / MIB,
             "opt_join_mb": opt_join / MIB,
             "core_mb": float(np.mean(cores)) / MIB if cores else None,
             "shuffle_mb": (stage["reduce"] + stage["enrich"] + stage["project"]
@@ -426,10 +446,10 @@ def summarise(series, results, layouts, hosts, rate, R):
 
 def report(args, rows, hosts, skew, R, rate, wall, results):
     cols = ["series", "size_mb", "p50_ms", "p99_ms", "samples", "p50_vs_vfuse",
-            "placed_mb", "join_mb", "opt_join_mb", "core_mb", "shuffle_mb", "net_mb",
+            "placed_mb", "per_task_mb", "join_mb", "opt_join_mb", "core_mb", "shuffle_mb", "net_mb",
             "net_idle_mb", "net_vs_placed", "join_tasks", "reducers"]
     fmt = {c: ".1f" for c in ("p50_ms", "p99_ms")}
-    fmt.update({c: ".2f" for c in ("p50_vs_vfuse", "placed_mb", "join_mb", "opt_join_mb",
+    fmt.update({c: ".2f" for c in ("p50_vs_vfuse", "placed_mb", "per_task_mb", "join_mb", "opt_join_mb",
                                    "core_mb", "shuffle_mb", "net_mb", "net_idle_mb",
                                    "net_vs_placed")})
     fmt["size_mb"] = "g"
@@ -438,8 +458,11 @@ def report(args, rows, hosts, skew, R, rate, wall, results):
         f"datamove: {len(hosts)} hosts ({'/'.join(map(str, hosts.cpus))} CPUs), skew "
         f"{'/'.join(map(str, skew))} partitions, {R} reducers; latency batch start -> "
         f"reducer; MB moved between hosts per batch; {wall:.0f} s"))
-    print("placed: from where tasks ran (exact); opt_join: least join bytes under the "
-          "fair-share cap; core: the core's reported objective; net: veth tx bytes "
+    print("placed: from where tasks ran and where copies were at the batch's start "
+          "(exact); per_task: every input not made on the task's node charged (a table "
+          "copy cached by an earlier batch charged again); join/opt_join: the join's bytes "
+          "and the least any placement under the fair-share cap moves; core: the core's "
+          "reported objective; net: veth tx bytes "
           f"(idle: minus {0 if rate is None else rate / 1e3:.1f} kB/s of Ray's chatter)")
     print("tasks per host per stage (mean per batch, hosts in address order):")
     for r in rows:
@@ -453,7 +476,9 @@ def report(args, rows, hosts, skew, R, rate, wall, results):
                    "machine": common.machine_info() | {"loadavg_end": os.getloadavg()},
                    "latencies_ms": {f"{n}@{s:g}": [x for b in rs for x in b["lat_ms"]]
                                     for (n, s), rs in results.items()},
-                   "per_batch": {f"{n}@{s:g}": [{k: b[k] for k in ("placed", "core", "net",
+                   "per_batch": {f"{n}@{s:g}": [{k: b[k] for k in ("placed", "placed_task",
+                                                                  "join_loc", "opt_join",
+                                                                  "core", "net",
                                                                   "wall_s", "moved")}
                                                 for b in rs]
                                  for (n, s), rs in results.items()}}

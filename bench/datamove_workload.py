@@ -93,7 +93,7 @@ def join(a: dict, b: dict) -> dict:
     pay[:, 1:4] = table["vals"][idx]
     return {**batch, "node": me, "pay": pay, "keys": batch["keys"].copy(),
             "moved": _charge(batch["moved"], "join", (batch, table), me),
-            "trace": batch["trace"] + [("join", me)]}
+            "trace": batch["trace"] + [("join", me, batch["part"])]}
 
 
 @ray.remote
