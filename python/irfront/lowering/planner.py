@@ -6,7 +6,7 @@ from typing import Callable
 from irfront.errors import IRError
 from irfront.ir.nodes import (NODE_KINDS, Broadcast, FusedMap, GroupedShuffle, InitActors,
                               Map, MapActors, Node, Objects, ReduceActors)
-from irfront.lowering import ops
+import irfront.lowering.ops as ops
 from irfront.lowering.context import Lowered, LoweringContext
 
 LowerFn = Callable[[Node, LoweringContext], Lowered]
