@@ -1,5 +1,7 @@
-"""The 2018 draft's streaming pipeline, written with the IR, run under each scheduler on a
-local 4-node cluster. Usage: python examples/seed_pipeline.py [--size 100000]"""
+"""The 2018 draft's streaming pipeline, written with the IR and the draft's calling
+conventions (arguments first, the object last; every reducer gets its partitions as
+separate arguments), run under each scheduler on a local 4-node cluster.
+Usage: python examples/seed_pipeline.py [--size 100000]"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +10,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "python"), ROOT]
+if os.path.isdir(os.path.join(ROOT, "python", "irfront")):  # run from a source checkout
+    sys.path[:0] = [os.path.join(ROOT, "python"), ROOT]
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
@@ -24,12 +27,12 @@ def generate_dependencies(size):
 
 
 @ray.remote
-def map_step(x, start):
+def map_step(start, x):
     return x + start
 
 
 @ray.remote
-def shuffle(x, num_reducers):
+def shuffle(num_reducers, x):
     return tuple(float(x[i::num_reducers].sum()) for i in range(num_reducers))
 
 
@@ -38,7 +41,7 @@ class Reducer:
     def __init__(self, index):
         self.index, self.total = index, 0.0
 
-    def reduce(self, partials):
+    def reduce(self, *partials):
         self.total += sum(partials)
         return self.total
 
@@ -55,7 +58,7 @@ def main(args) -> None:
             for _ in range(args.num_maps):
                 map_ins = Map(map_step, map_ins, args=[[1.0] for _ in range(len(map_ins))])
             shuffled = Map(shuffle, map_ins, [[args.num_reducers]] * len(map_ins),
-                           num_returns=args.num_reducers)
+                           num_returns=args.num_reducers)  # reducer i gets return i
             out = ReduceActors("reduce", reducers, shuffled)
             irfront.get(out)
         dt = (time.perf_counter() - t0) / args.iterations
