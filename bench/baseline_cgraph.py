@@ -11,10 +11,14 @@ names the size: every worker holds a copy per size), torn down at the end.
     drv.submit(size_index, start, tag)   # one batch, now; returns at once
     out = drv.finish()               # {"records": [(tag, latency_s)...], "cpu_s": ...}
 
-The child reads one JSON line per batch on stdin, executes the graph at once and keeps
-at most ``max_in_flight`` executions unread (reading the oldest first when full: that
-wait is the batch's held-back time, as in ``MicroBatchStream``). Each reducer returns
-``(tag, time.time() - start, total)`` through the graph. Driver CPU per batch is
+The child reads one JSON line per batch on stdin, executes the graph and reads its
+outputs before the next line: one batch in flight. Unread outputs must not pile up on
+Ray 2.60: the raylet that pushes a cross-node output blocks until the reader has read the
+previous one, and every other task on that node stalls with it (plain tasks hung while a
+graph's outputs waited to be read). A batch whose line arrives while the previous batch
+runs waits in the pipe: that wait (its start to its execute) is its held-back time and is
+in its latency. Each reducer returns ``(tag, time.time() - start, total)`` through the
+graph. Driver CPU per batch is
 ``time.process_time()`` around ``execute`` in the child. Protocol lines on stdout start
 with ``@@CG``; Ray's own output goes to stderr or a log file.
 """
@@ -29,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARK = "@@CG "
@@ -53,7 +56,8 @@ def serve(argv=None) -> int:
     ap.add_argument("--maps", type=int, required=True)
     ap.add_argument("--reducers", type=int, required=True)
     ap.add_argument("--sizes", required=True, help="MB, comma list")
-    ap.add_argument("--max-in-flight", type=int, default=4)
+    ap.add_argument("--max-in-flight", type=int, default=4,
+                    help="the graph's _max_inflight_executions (one is used)")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured runs per size")
     a = ap.parse_args(argv)
     sys.path.insert(0, HERE)
@@ -73,35 +77,27 @@ def serve(argv=None) -> int:
             for j in range(len(sizes)):
                 ray.get(compiled.execute((j, time.time(), None)))
         _emit("READY", {"nodes": layout.nodes})
-        pending: deque = deque()
         records, cpu, held, totals = [], [], [], None
-
-        def read_oldest():
-            nonlocal totals
-            ref = pending.popleft()
-            out = ray.get(ref)  # one CompiledDAGRef per reducer
-            for tag, lat, _total in out:
-                if tag is not None:
-                    records.append((tag, lat))
-            totals = [t for _, _, t in out]
-
         for line in sys.stdin:
             msg = json.loads(line)
             if msg[0] == "end":
                 break
             _, j, start, tag = msg
-            h0 = time.time()
-            while len(pending) >= a.max_in_flight:
-                read_oldest()
-            hold = time.time() - h0
+            wait = max(0.0, time.time() - start)  # behind the parent's schedule
             c0 = time.process_time()
-            pending.append(compiled.execute((j, start, tag)))
+            ref = compiled.execute((j, start, tag))
             c1 = time.process_time()
+            # Read at once: an unread output blocks the raylet that pushes the next one
+            # (its WriteAcquire waits for the reader), and that stalls every other task
+            # on the node (seen on Ray 2.60: plain tasks hung while outputs were unread).
+            out = ray.get(ref)  # one CompiledDAGRef per reducer
+            for rtag, lat, _total in out:
+                if rtag is not None:
+                    records.append((rtag, lat))
+            totals = [t for _, _, t in out]
             if tag is not None:
                 cpu.append((tag, c1 - c0))
-                held.append((tag, hold))
-        while pending:
-            read_oldest()
+                held.append((tag, wait))
         _emit("RESULT", {"records": records, "cpu_s": cpu, "held_back_s": held,
                          "totals": totals})
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then re-raised

@@ -1,16 +1,33 @@
-"""Streaming benchmark: the 2018 draft's micro-batch pipeline under each scheduler.
+"""Streaming benchmark: the 2018 draft's micro-batch pipeline under each scheduler, side by
+side with hand-written Ray baselines.
 
     python bench/stream.py                                   # embedded 4x2 LocalCluster
-    python bench/stream.py --sizes 1,4,16 --schedulers vanilla,locality,locality-nofuse \
+    python bench/stream.py --sizes 1,4,16 --schedulers vanilla,vanilla+fuse,locality \
         --json bench/results/stream.json --plots bench/results
+    python bench/stream.py --address 127.0.0.1:6379          # nodes and CPUs from the cluster
 
 Per micro-batch (one every --interval-ms): --maps Map(map_step) stages over the
 --partitions handles of a Broadcast(generate_dependencies, data_mb), a shuffle Map into
 --reducers partial sums (num_returns=reducers), ReduceActors("reduce") accumulating them.
-Latency: from the batch's start on the driver to each reducer's reduce call (the reducer
-records time.time() - start; one machine, one clock); one sample per reducer per batch;
-the first fifth of each (scheduler, size) series dropped as warm-up, after --warmup
-unmeasured batches per scheduler. Schedulers and sizes run interleaved on one cluster:
+
+Baselines (--baselines; plain Ray in bench/baselines.py, no irfront; same pipeline, same
+rotation, same in-flight bound): ray-expert (a broadcast copy per node, one fused task per
+partition pinned to its copy's node, reducers pinned evenly), ray-expert-node (one fused
+task per node), compiled-graph (a Ray Compiled Graph of actors holding their node's copy,
+driven from its own driver process, bench/baseline_cgraph.py). A baseline that cannot run
+gets a row saying why.
+
+Latency: from the batch's *scheduled* start to each reducer's reduce call (one machine,
+one clock); one sample per reducer per batch. The schedule: each round of --chunk batches
+of a series is a fixed grid, t0 + j * interval, t0 the start of the round's first batch;
+a batch that waited for room in the in-flight window (held_back) or was submitted late
+counts that wait (the reducers measure from the batch's actual start; the difference is
+added). held_back_ms is reported beside it, and p50_from_start_ms (without the wait).
+driver_cpu_ms: time.process_time() of the driver around each batch's submission (IR:
+building and evaluating the batch; compiled-graph: execute() in its driver process).
+
+The first fifth of each (scheduler, size) series is dropped as warm-up, after --warmup
+unmeasured batches per series. Schedulers and sizes run interleaved on one cluster:
 rounds of --chunk batches per (scheduler, size) series, the order rotated each round
 (a seeded random order per round when sizes are interleaved; --size-order sequential: one
 size after the other, schedulers interleaved per size). A floor runs in the same rotation:
@@ -19,10 +36,9 @@ locality (all optimisations); floor_ms is the lower p50.
 
 Scheduler names: vanilla, pack, locality, and ablations of locality's optimisations:
 locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), locality-plain
-(all off); a
-"+fuse" etc. switches one on (e.g. vanilla+fuse). See irfront/optimize.py. A suffix
-"@MS" sets a pre-scheduling series' lead (submission MS ms before the batch's start;
-default: a quarter of the interval), e.g. locality+ahead@50.
+(all off); a "+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a
+pre-scheduling series' lead (submission MS ms before the batch's start; default: a
+quarter of the interval), e.g. locality+ahead@50.
 """
 from __future__ import annotations
 
@@ -38,20 +54,50 @@ import benchpath  # noqa: E402,F401  (first: sys.path, Ray on loopback)
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
+import baselines as bl  # noqa: E402
 import common  # noqa: E402
 import stream_workload as wl  # noqa: E402
+from baseline_cgraph import CompiledGraphDriver  # noqa: E402
 from irfront import Broadcast, InitActors, lowering_options  # noqa: E402
-from irfront.optimize import describe, options_for  # noqa: E402
-from irfront.stream import Batch, MicroBatchStream  # noqa: E402
+
+try:  # the driver's and the options' modules (layout after the package split)
+    from irfront.drivers import Batch, MicroBatchStream  # noqa: E402
+except ImportError:  # pragma: no cover - the layout before it
+    from irfront.stream import Batch, MicroBatchStream  # noqa: E402
+try:
+    from irfront.lowering import options_for as _options_for  # noqa: E402
+
+    def options_for(name):
+        return _options_for(name)
+
+    def describe(opts):
+        return opts.describe()
+except ImportError:  # pragma: no cover
+    from irfront.optimize import describe, options_for as _old_options_for  # noqa: E402
+
+    def options_for(name):
+        return _old_options_for(name)[0]
 
 FLOOR_MB = 8 / (1 << 20)  # 8 bytes: one float per partition
 FLOORS = {"floor-vanilla": "vanilla", "floor-locality": "locality"}
+DEFAULT_BASELINES = ",".join(bl.BASELINES)
+# The targets the project tracks (issue 9): series a / series b at the same size.
+TARGETS = [("locality p50 <= 1.1x ray-expert-node p50", "locality", "ray-expert-node",
+            "p50_ms", 1.1),
+           ("locality p99 <= ray-expert p99", "locality", "ray-expert", "p99_ms", 1.0),
+           ("locality p50 <= 0.8x vanilla+fuse p50", "locality", "vanilla+fuse", "p50_ms",
+            0.8),
+           ("locality p50 <= 1.5x compiled-graph p50", "locality", "compiled-graph",
+            "p50_ms", 1.5)]
+CPU_TARGET_MS = 5.0
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--nodes", type=int, default=4)
-    ap.add_argument("--cpus-per-node", type=int, default=2)
+    ap.add_argument("--nodes", type=int, default=4,
+                    help="embedded cluster only (--address: taken from the cluster)")
+    ap.add_argument("--cpus-per-node", type=int, default=2,
+                    help="embedded cluster only (--address: taken from the cluster)")
     ap.add_argument("--object-store-mb", type=int, default=2048, help="per node")
     ap.add_argument("--maps", type=int, default=2)
     ap.add_argument("--reducers", type=int, default=None, help="default: nodes * 2")
@@ -69,13 +115,17 @@ def parse_args(argv=None):
                     help="pre-scheduling lead: a batch is submitted this long before its "
                          "start (default: a quarter of the interval; '@MS' in a "
                          "scheduler name overrides it for that series)")
-    ap.add_argument("--schedulers", default="vanilla,pack,locality")
+    ap.add_argument("--schedulers", default="vanilla,vanilla+fuse,locality")
+    ap.add_argument("--baselines", default=DEFAULT_BASELINES,
+                    help=f"hand-written Ray baselines, comma list of {DEFAULT_BASELINES} "
+                         "(empty or 'none': no baseline)")
     ap.add_argument("--size-order", choices=("interleaved", "sequential"),
                     default="interleaved",
                     help="interleaved: every (scheduler, size) series in one rotation; "
                          "sequential: one size after the other (the older method)")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor runs")
-    ap.add_argument("--address", default=None, help="an existing Ray cluster")
+    ap.add_argument("--address", default=None,
+                    help="an existing Ray cluster (its nodes and CPUs set the shape)")
     ap.add_argument("--json", default=None, metavar="PATH")
     ap.add_argument("--plots", default=None, metavar="DIR")
     ap.add_argument("--timeline", default=None, metavar="PATH")
@@ -83,20 +133,86 @@ def parse_args(argv=None):
     a = ap.parse_args(argv)
     a.sizes = [float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
+    a.baselines = [s for s in a.baselines.split(",") if s and s != "none"]
+    bad = [b for b in a.baselines if b not in bl.BASELINES]
+    if bad:
+        ap.error(f"--baselines: unknown {bad}; expected names from {DEFAULT_BASELINES}")
     return a
 
 
 class Config:
-    """One measured series: a scheduler (with its optimisation switches) and a data size
+    """One measured IR series: a scheduler (with its optimisation switches) and a data size
     (the floors use tiny data whatever the size)."""
+
+    kind = "ir"
 
     def __init__(self, name: str, data_mb: float, floor: bool):
         base, self.lead_s = split_lead(FLOORS.get(name, name))
-        self.opts, _ = options_for(base)
+        self.opts = options_for(base)
         self.name, self.data_mb, self.floor = name, data_mb, floor
-        self.ahead = self.opts.preschedule
+        self.ahead = bool(self.opts.enabled("preschedule") if hasattr(self.opts, "enabled")
+                          else self.opts.preschedule)
         self.actor_key = self.opts.scheduler  # one reducer set per base scheduler
         self.deps = None
+
+    def prepare(self, args, ctx):
+        with lowering_options(**vars_of(self.opts)):
+            self.deps = Broadcast(wl.generate_dependencies, args.partitions, self.data_mb)
+            ray.get(self.deps.eval()[0])
+
+    def submit_fn(self, args, ctx, tag):
+        def submit(start):
+            with lowering_options(**vars_of(self.opts)):
+                node = wl.build_batch(self.deps, ctx.reducers[self.actor_key], args.maps,
+                                      args.reducers, start, tag)
+                return node.eval()
+        return submit
+
+    def free(self):
+        self.deps.free()
+
+
+class Baseline:
+    """One measured baseline series (plain Ray, bench/baselines.py)."""
+
+    ahead, lead_s, floor = False, None, False
+
+    def __init__(self, name: str, data_mb: float):
+        self.name, self.data_mb = name, data_mb
+        self.kind = "cgraph" if name == "compiled-graph" else "plain"
+        self.copies = None
+
+    def prepare(self, args, ctx):
+        if self.kind == "plain":
+            self.copies = bl.broadcast_copies(ctx.layout, self.data_mb)
+
+    def submit_fn(self, args, ctx, tag):
+        if self.kind == "cgraph":
+            j = args.sizes.index(self.data_mb)
+
+            def submit(start):
+                ctx.cgraph.submit(j, start, list(tag) if tag else None)
+                return []  # done at once for the window: the child bounds its own
+            return submit
+        fn = bl.SUBMIT[self.name]
+        return lambda start: fn(ctx.layout, self.copies, ctx.base_reducers, start, tag)
+
+    def free(self):
+        self.copies = None
+
+
+class Context:
+    """What every series of a run shares: reducers, the baselines' layout, the graph, and
+    per-batch measurements keyed by the batch's tag ``(name, size, k)``."""
+
+    def __init__(self):
+        self.reducers = {}  # IR reducer sets per base scheduler
+        self.layout = None
+        self.base_reducers = None
+        self.cgraph = None
+        self.unavailable = {}  # series name -> why it did not run
+        self.cpu_s, self.start, self.held_s, self.sched = {}, {}, {}, {}
+        self.raw = {}  # (name, size) -> [(k, latency from start, s)]
 
 
 def split_lead(name: str) -> tuple[str, float | None]:
@@ -125,6 +241,36 @@ def with_leads(plan, stream):
     stream.lead_s = default
 
 
+def timed(submit, ctx, tag):
+    """``submit`` with the driver's CPU time around it recorded under ``tag``."""
+    def run(start):
+        c0 = time.process_time()
+        out = submit(start)
+        if tag is not None:
+            ctx.cpu_s[tag] = time.process_time() - c0
+        return out
+    return run
+
+
+def on_submit_fn(ctx, interval_s, bar):
+    """Records each batch's actual start and held-back time, and its slot on its round's
+    grid: t0 + j * interval, t0 the start of the round's first batch (tags carry the
+    round's first index and j)."""
+    def on_submit(rec):
+        bar.update(1)
+        tag = rec.label
+        if tag is None:
+            return
+        name, size, k, k0 = tag
+        ctx.start[tag[:3]] = rec.start
+        ctx.held_s[tag[:3]] = rec.held_back_s
+        if k == k0:
+            ctx.sched[(name, size, k0)] = rec.start
+        t0 = ctx.sched.get((name, size, k0), rec.start)
+        ctx.sched[tag[:3]] = t0 + (k - k0) * interval_s
+    return on_submit
+
+
 def percentiles(xs_ms):
     a = np.asarray(xs_ms)
     return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
@@ -132,9 +278,10 @@ def percentiles(xs_ms):
             "samples": int(a.size)}
 
 
-def run_sizes(args, sizes, names, reducers, stream, bar):
-    """Runs every (config, size) of ``sizes``, interleaved: rounds of --chunk batches per
-    series, the order rotated each round. Returns {(name, size): [latency ms...]}.
+def run_sizes(args, sizes, names, ctx, stream, bar):
+    """Runs every series of ``sizes`` (IR configs, floors, baselines), interleaved: rounds
+    of --chunk batches per series, the order rotated each round. Reducer records land in
+    ``ctx.raw``: {(name, size): [(k, latency from the batch's start in s)...]}.
 
     Interleaving the sizes too (not only the schedulers) matters on a shared machine:
     run one size after the other, a load trend over the minutes of a run reads as a size
@@ -144,25 +291,22 @@ def run_sizes(args, sizes, names, reducers, stream, bar):
         series = [Config(n, size, False) for n in names]
         if not args.no_floor:
             series += [Config(n, FLOOR_MB, True) for n in FLOORS]
+        series += [Baseline(n, size) for n in args.baselines if n not in ctx.unavailable]
         for c in series:
             c.size = size  # the series' label (a floor's data is FLOOR_MB whatever the size)
         configs += series
     for c in configs:
-        with lowering_options(**vars_of(c.opts)):
-            c.deps = Broadcast(wl.generate_dependencies, args.partitions, c.data_mb)
-            ray.get(c.deps.eval()[0])
+        c.prepare(args, ctx)
 
-    def batch(c, tag):
-        def submit(start):
-            with lowering_options(**vars_of(c.opts)):
-                node = wl.build_batch(c.deps, reducers[c.actor_key], args.maps,
-                                      args.reducers, start, tag)
-                return node.eval()
-        return Batch(submit=submit, ahead=c.ahead, label=(c.name, tag)), c.lead_s
+    def batch(c, k=None, k0=None):
+        tag = None if k is None else (c.name, c.size, k)
+        label = None if k is None else (c.name, c.size, k, k0)
+        return Batch(submit=timed(c.submit_fn(args, ctx, tag), ctx, tag), ahead=c.ahead,
+                     label=label), c.lead_s
 
     plan = []
     for w in range(args.warmup):  # unmeasured: starts workers, places actors
-        plan += [batch(c, None) for c in configs]
+        plan += [batch(c) for c in configs]
     rounds = math.ceil(args.iterations / args.chunk)
     k = {(c.name, c.size): 0 for c in configs}
     for r in range(rounds):
@@ -172,23 +316,19 @@ def run_sizes(args, sizes, names, reducers, stream, bar):
             order = [configs[j] for j in np.random.default_rng(r).permutation(len(configs))]
         for c in order:
             key = (c.name, c.size)
+            k0 = k[key]
             for _ in range(min(args.chunk, args.iterations - k[key])):
-                plan.append(batch(c, (c.name, c.size, k[key])))
+                plan.append(batch(c, k[key], k0))
                 k[key] += 1
-    stream.run(with_leads(plan, stream), on_submit=lambda rec: bar.update(1))
-    samples: dict[tuple, list[tuple[int, float]]] = {(c.name, c.size): [] for c in configs}
-    for actors in reducers.values():
-        for recs in ray.get([h.take_records.remote() for h in actors.eval()]):
-            for (name, sz, i), lat in recs:
-                if (name, sz) in samples:
-                    samples[(name, sz)].append((i, lat * 1e3))
-    out = {}
-    drop = args.iterations // 5  # first fifth of the batches: warm-up
-    for key, xs in samples.items():
-        out[key] = [ms for i, ms in xs if i >= drop]
+    stream.run(with_leads(plan, stream),
+               on_submit=on_submit_fn(ctx, args.interval_ms / 1e3, bar))
+    handles = [h for actors in ctx.reducers.values() for h in actors.eval()]
+    handles += list(ctx.base_reducers or [])
+    for recs in ray.get([h.take_records.remote() for h in handles]):
+        for (name, sz, i), lat in recs:
+            ctx.raw.setdefault((name, sz), []).append((i, lat))
     for c in configs:
-        c.deps.free()
-    return out
+        c.free()
 
 
 def vars_of(opts):
@@ -196,82 +336,181 @@ def vars_of(opts):
                                           "preschedule")}
 
 
+def cluster_shape() -> tuple[int, int, list[int]]:
+    """(nodes, CPUs per node, CPUs of each node) of the connected cluster: the alive nodes
+    with CPUs; CPUs per node is the smallest when they differ."""
+    cpus = [int(n["Resources"]["CPU"]) for n in ray.nodes()
+            if n["Alive"] and n.get("Resources", {}).get("CPU", 0) > 0]
+    return len(cpus), min(cpus, default=0), cpus
+
+
 def main(argv=None):
     args = parse_args(argv)
-    args.reducers = args.reducers or args.nodes * 2
-    args.partitions = args.partitions or args.nodes * 4
     cluster = None
     if args.address:
         from irfront.cluster import connect
         connect(args.address)
+        args.nodes, args.cpus_per_node, each = cluster_shape()
+        print(f"cluster at {args.address}: {args.nodes} nodes with CPUs ({each} CPUs)",
+              flush=True)
+        if args.nodes == 0:
+            raise SystemExit(f"--address {args.address}: no alive node with CPUs")
+        address = args.address
     else:
         from irfront.cluster import LocalCluster
         print(f"starting a local cluster: {args.nodes} nodes x {args.cpus_per_node} CPUs "
               f"on 127.0.0.1 ...", flush=True)
         cluster = LocalCluster(num_nodes=args.nodes, cpus_per_node=args.cpus_per_node,
                                object_store_mb=args.object_store_mb)
+        address = cluster.address
+    args.reducers = args.reducers or args.nodes * 2
+    args.partitions = args.partitions or args.nodes * 4
+    ctx = Context()
     try:
         ray.cloudpickle.register_pickle_by_value(wl)
-        return run(args)
+        bl.ship_by_value()
+        return run(args, ctx, address)
     finally:
+        if ctx.cgraph is not None:
+            ctx.cgraph.finish()  # a no-op when it already finished or failed
         import irfront
         irfront.shutdown()
         if cluster is not None:
             cluster.shutdown()
 
 
-def run(args):
+def start_baselines(args, ctx, address):
+    """The baselines' layout and reducers, and the compiled graph's driver process."""
+    if not args.baselines:
+        return
+    ctx.layout = bl.Layout(bl.cpu_node_ids(), args.partitions, args.maps, args.reducers)
+    if any(b in bl.PLAIN_BASELINES for b in args.baselines):
+        ctx.base_reducers = bl.start_reducers(ctx.layout)
+    if "compiled-graph" in args.baselines:
+        print("starting the compiled graph's driver process ...", flush=True)
+        ctx.cgraph = CompiledGraphDriver(address, partitions=args.partitions,
+                                         maps=args.maps, reducers=args.reducers,
+                                         sizes=args.sizes,
+                                         max_in_flight=args.max_in_flight)
+        if not ctx.cgraph.start():
+            ctx.unavailable["compiled-graph"] = ctx.cgraph.error
+            print(f"compiled-graph: not run: {ctx.cgraph.error}", flush=True)
+
+
+def collect_cgraph(args, ctx):
+    """The compiled graph's records, after every other series' (its teardown can take a
+    raylet down on this Ray version, so it ends last)."""
+    if ctx.cgraph is None or "compiled-graph" in ctx.unavailable:
+        return
+    out = ctx.cgraph.finish()
+    if out is None:
+        ctx.unavailable["compiled-graph"] = ctx.cgraph.error
+        return
+    for (name, sz, i), lat in out["records"]:
+        ctx.raw.setdefault((name, sz), []).append((i, lat))
+    ctx.cpu_s.update(out["cpu_s"])  # execute() in the child, not the pipe write here
+    for tag, s in out["held_back_s"].items():
+        ctx.held_s[tag] = ctx.held_s.get(tag, 0.0) + s
+
+
+def series_stats(args, ctx, name, size):
+    """Latencies (ms, from the scheduled start) of one series, warm-up dropped, and its
+    per-batch figures."""
+    drop = args.iterations // 5  # first fifth of the batches: warm-up
+    xs, from_start = [], []
+    for i, lat in ctx.raw.get((name, size), []):
+        if i < drop:
+            continue
+        tag = (name, size, i)
+        wait = max(0.0, ctx.start[tag] - ctx.sched[tag]) if tag in ctx.sched else 0.0
+        xs.append((lat + wait) * 1e3)
+        from_start.append(lat * 1e3)
+    kept = [(name, size, i) for i in range(drop, args.iterations)]
+    held = [ctx.held_s[t] * 1e3 for t in kept if t in ctx.held_s]
+    cpu = [ctx.cpu_s[t] * 1e3 for t in kept if t in ctx.cpu_s]
+    extra = {"p50_from_start_ms": float(np.percentile(from_start, 50)) if from_start else None,
+             "held_back_ms": float(np.mean(held)) if held else None,
+             "held_back_max_ms": float(np.max(held)) if held else None,
+             "held_batches": int(sum(h > 0 for h in held)),
+             "driver_cpu_ms": float(np.mean(cpu)) if cpu else None}
+    return xs, extra
+
+
+def run(args, ctx, address):
     from tqdm import tqdm
     names = args.schedulers
     for n in names:
         options_for(split_lead(n)[0])  # fail early on a bad name
-    bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0])[0].scheduler
+    bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0]).scheduler
                     for n in names + ([] if args.no_floor else list(FLOORS))})
-    reducers = {b: InitActors(wl.Reducer, args.reducers,
-                              [(i,) for i in range(args.reducers)]) for b in bases}
-    n_cfg = len(names) + (0 if args.no_floor else len(FLOORS))
+    ctx.reducers = {b: InitActors(wl.Reducer, args.reducers,
+                                  [(i,) for i in range(args.reducers)]) for b in bases}
+    start_baselines(args, ctx, address)
+    baselines = [b for b in args.baselines if b not in ctx.unavailable]
+    n_cfg = len(names) + (0 if args.no_floor else len(FLOORS)) + len(baselines)
     total = len(args.sizes) * n_cfg * (args.warmup + args.iterations)
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
                               max_in_flight=args.max_in_flight,
                               lead_s=lead_s(args))
-    results: dict[tuple[str, float], list[float]] = {}
+    load0 = os.getloadavg()
     t0 = time.time()
     with tqdm(total=total, unit="batch", disable=args.no_progress,
               desc="micro-batches") as bar:
         groups = ([args.sizes] if args.size_order == "interleaved"
                   else [[size] for size in args.sizes])
         for sizes in groups:
-            results.update(run_sizes(args, sizes, names, reducers, stream, bar))
+            run_sizes(args, sizes, names, ctx, stream, bar)
     wall = time.time() - t0
+    load1 = os.getloadavg()
     stream.close()
+    collect_cgraph(args, ctx)
     if args.timeline:
         os.makedirs(os.path.dirname(os.path.abspath(args.timeline)), exist_ok=True)
         ray.timeline(filename=args.timeline)
 
+    results: dict[tuple[str, float], list[float]] = {}
+    extras = {}
+    for key in ctx.raw:
+        results[key], extras[key] = series_stats(args, ctx, *key)
     floor_rows = {n: percentiles([x for (m, _), xs in results.items() if m == n for x in xs])
-                  for n in FLOORS if not args.no_floor}
+                  for n in FLOORS if not args.no_floor
+                  and any(xs for (m, _), xs in results.items() if m == n)}
     floor_ms = min((r["p50_ms"] for r in floor_rows.values()), default=None)
+    floor_cpu = {n: np.mean([e["driver_cpu_ms"] for (m, _), e in extras.items()
+                             if m == n and e["driver_cpu_ms"] is not None])
+                 for n in floor_rows}
+    series = names + args.baselines
     rows = []
-    for name in names:
+    for name in series:
         for size in args.sizes:
-            xs = results[(name, size)]
+            xs = results.get((name, size), [])
+            if name in bl.BASELINES:
+                sw = "plain Ray (bench/baselines.py)"
+            else:
+                base, lead = split_lead(name)
+                sw = describe(options_for(base)) + (f" lead {lead * 1e3:g} ms" if lead
+                                                    else "")
             if not xs:
+                why = ctx.unavailable.get(name, "no samples")
+                rows.append({"scheduler": name, "switches": sw, "data_mb": size,
+                             "note": f"not run: {why}"})
                 continue
-            base, lead = split_lead(name)
-            sw = describe(options_for(base)[0]) + (f" lead {lead * 1e3:g} ms" if lead else "")
-            row = {"scheduler": name, "switches": sw,
-                   "data_mb": size, **percentiles(xs)}
-            rows.append(row)
-    by = {(r["scheduler"], r["data_mb"]): r for r in rows}
+            rows.append({"scheduler": name, "switches": sw, "data_mb": size,
+                         **percentiles(xs), **extras[(name, size)]})
+    by = {(r["scheduler"], r["data_mb"]): r for r in rows if "p50_ms" in r}
     for r in rows:
         v = by.get(("vanilla", r["data_mb"]))
-        r["p50_x_floor"] = r["p50_ms"] / floor_ms if floor_ms else None
-        r["p50_vs_vanilla"] = r["p50_ms"] / v["p50_ms"] if v else None
-        r["p99_vs_vanilla"] = r["p99_ms"] / v["p99_ms"] if v else None
-    cols = ["scheduler", "switches", "data_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-            "samples", "p50_x_floor", "p50_vs_vanilla", "p99_vs_vanilla"]
-    fmt = {c: ".1f" for c in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
-    fmt.update({c: ".2f" for c in ("p50_x_floor", "p50_vs_vanilla", "p99_vs_vanilla")})
+        ok = "p50_ms" in r
+        r["p50_x_floor"] = r["p50_ms"] / floor_ms if ok and floor_ms else None
+        r["p50_vs_vanilla"] = r["p50_ms"] / v["p50_ms"] if ok and v else None
+        r["p99_vs_vanilla"] = r["p99_ms"] / v["p99_ms"] if ok and v else None
+    cols = ["scheduler", "data_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms", "samples",
+            "p50_from_start_ms", "held_back_ms", "held_batches", "driver_cpu_ms",
+            "p50_x_floor", "p50_vs_vanilla", "p99_vs_vanilla"]
+    fmt = {c: ".1f" for c in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "p50_from_start_ms",
+                              "held_back_ms")}
+    fmt.update({c: ".2f" for c in ("p50_x_floor", "p50_vs_vanilla", "p99_vs_vanilla",
+                                   "driver_cpu_ms")})
     fmt["data_mb"] = "g"
     shape = {"nodes": args.nodes, "cpus_per_node": args.cpus_per_node,
              "partitions": args.partitions, "maps": args.maps, "reducers": args.reducers,
@@ -282,29 +521,86 @@ def run(args):
              "object_store_mb": args.object_store_mb,
              "address": args.address or "embedded LocalCluster"}
     print()
-    common.print_table(rows, cols, fmt, title=(
-        f"stream latency, batch start -> reducer ({args.nodes} nodes x "
+    common.print_table([r for r in rows if "p50_ms" in r], cols, fmt, title=(
+        f"stream latency, scheduled batch start -> reducer ({args.nodes} nodes x "
         f"{args.cpus_per_node} CPUs, {args.partitions} partitions, {args.maps} maps, "
-        f"{args.reducers} reducers, one batch / {args.interval_ms:g} ms; {wall:.0f} s)"))
+        f"{args.reducers} reducers, one batch / {args.interval_ms:g} ms; {wall:.0f} s; "
+        f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end)"))
+    for r in rows:
+        if "note" in r:
+            print(f"{r['scheduler']} at {r['data_mb']:g} MB: {r['note']}")
     for n, r in floor_rows.items():
-        print(f"{n}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
-              f"({r['samples']} samples, 8-byte data)")
+        print(f"{n}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, driver CPU "
+              f"{floor_cpu[n]:.2f} ms/batch ({r['samples']} samples, 8-byte data)")
     print(f"floor_ms (lower floor p50): {floor_ms:.1f}" if floor_ms else "no floor run")
+    print()
+    print_summary(series, args.sizes, rows)
+    targets = check_targets(args.sizes, by)
+    for t in targets:
+        print(t["text"])
     if args.json:
-        payload = {"runs": [{k: r[k] for k in ("scheduler", "data_mb", "p50_ms", "p90_ms",
-                                               "p99_ms", "max_ms", "samples")} | {
-            "switches": r["switches"]} for r in rows],
-            "floor_ms": floor_ms, "floors": floor_rows, "cluster": shape,
-            "machine": common.machine_info() | {"node": platform.node(),
-                                                "loadavg_end": os.getloadavg()},
-            "wall_s": wall,
-            "latencies_ms": {f"{n}@{s:g}": xs for (n, s), xs in results.items()}}
+        keys = ("scheduler", "data_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms", "samples",
+                "p50_from_start_ms", "held_back_ms", "held_back_max_ms", "held_batches",
+                "driver_cpu_ms", "switches", "note")
+        payload = {"runs": [{k: r[k] for k in keys if k in r} for r in rows],
+                   "unavailable": ctx.unavailable, "targets": targets,
+                   "floor_ms": floor_ms, "floors": floor_rows, "cluster": shape,
+                   "machine": common.machine_info() | {
+                       "node": platform.node(), "loadavg_start": load0,
+                       "loadavg_end": load1},
+                   "wall_s": wall,
+                   "latencies_ms": {f"{n}@{s:g}": xs for (n, s), xs in results.items()}}
         write_payload(args.json, payload)
         print(f"wrote {args.json}")
     if args.plots:
-        paths = plot(args.plots, names, args.sizes, results, floor_ms)
+        paths = plot(args.plots, [n for n in series if any(results.get((n, s))
+                                                           for s in args.sizes)],
+                     args.sizes, results, floor_ms)
         print("plots: " + ", ".join(paths))
     return rows
+
+
+def print_summary(series, sizes, rows):
+    """p50 / p99 (ms) per series per size, one line per series."""
+    by = {(r["scheduler"], r["data_mb"]): r for r in rows}
+    table = []
+    for name in series:
+        line = {"series": name}
+        for s in sizes:
+            r = by.get((name, s), {})
+            line[f"{s:g} MB p50/p99"] = (f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}"
+                                         if "p50_ms" in r else "not run")
+        cpu = [r["driver_cpu_ms"] for s in sizes
+               if (r := by.get((name, s), {})).get("driver_cpu_ms") is not None]
+        line["driver_cpu_ms"] = f"{np.mean(cpu):.2f}" if cpu else "-"
+        table.append(line)
+    common.print_table(table, title="p50 / p99 ms from the scheduled start, per size")
+
+
+def check_targets(sizes, by):
+    """The tracked targets where both series ran: [{target, size, ratio, met, text}]."""
+    out = []
+    for text, a, b, col, bound in TARGETS:
+        for s in sizes:
+            ra, rb = by.get((a, s)), by.get((b, s))
+            if not ra or not rb:
+                continue
+            ratio = ra[col] / rb[col]
+            out.append({"target": text, "data_mb": s, "ratio": ratio,
+                        "met": ratio <= bound,
+                        "text": f"{text} at {s:g} MB: {ratio:.2f}x "
+                                f"({'met' if ratio <= bound else 'missed'})"})
+    for s in sizes:
+        r = by.get(("locality", s))
+        if r and r.get("driver_cpu_ms") is not None:
+            ok = r["driver_cpu_ms"] <= CPU_TARGET_MS
+            out.append({"target": f"locality driver CPU <= {CPU_TARGET_MS:g} ms/batch",
+                        "data_mb": s, "ratio": r["driver_cpu_ms"] / CPU_TARGET_MS,
+                        "met": ok,
+                        "text": f"locality driver CPU <= {CPU_TARGET_MS:g} ms/batch at "
+                                f"{s:g} MB: {r['driver_cpu_ms']:.2f} ms "
+                                f"({'met' if ok else 'missed'})"})
+    return out
 
 
 def write_payload(path, payload):
@@ -358,10 +654,11 @@ def plot(directory, names, sizes, results, floor_ms):
     paths.append(p)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name in names:
-        p50 = [np.percentile(results[(name, s)], 50) for s in sizes]
-        p99 = [np.percentile(results[(name, s)], 99) for s in sizes]
-        line, = ax.plot(sizes, p50, marker="o", label=f"{name} p50")
-        ax.plot(sizes, p99, marker="^", ls="--", color=line.get_color(), label=f"{name} p99")
+        have = [s for s in sizes if results.get((name, s))]
+        p50 = [np.percentile(results[(name, s)], 50) for s in have]
+        p99 = [np.percentile(results[(name, s)], 99) for s in have]
+        line, = ax.plot(have, p50, marker="o", label=f"{name} p50")
+        ax.plot(have, p99, marker="^", ls="--", color=line.get_color(), label=f"{name} p99")
     if floor_ms:
         ax.axhline(floor_ms, color="grey", ls=":", lw=1, label="floor p50")
     ax.set_yscale("log")
