@@ -104,7 +104,7 @@ cluster-demo: build
 	$(NETCLUSTER) down >/dev/null; \
 	$(NETCLUSTER) up --hosts 4 --cpus 1 --object-store-mb 400 --rate 1gbit; \
 	$(NETCLUSTER) exec -- bash -c '$(PY) bench/stream.py --address "$$IRF_NETCLUSTER_ADDRESS" \
-		--sizes 1,4,8 --schedulers vanilla,pack,locality --iterations 30 --no-progress \
+		--sizes 1,4,8 --schedulers vanilla,pack,locality --baselines none --iterations 30 --no-progress \
 		--json bench/results/cluster/stream.json --plots bench/results/cluster'; \
 	$(NETCLUSTER) exec -- bash -c '$(PY) bench/datamove.py --address "$$IRF_NETCLUSTER_ADDRESS" \
 		--sizes 1,4,8 --iterations 20 \
