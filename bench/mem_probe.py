@@ -2,17 +2,23 @@
 
     python bench/mem_probe.py --serve /tmp/addr          # holds a 4x2 LocalCluster
     python bench/mem_probe.py --address $(cat /tmp/addr) --variant plain --batches 400
+    touch /tmp/addr.stop                                 # the server shuts its cluster down
 
 Each variant runs in its own driver process (so RSS figures do not mix) against the
-same cluster: the draft's workload (8 partitions of 256 KiB, 2 map_step stages, a
-shuffle into 4 partial sums, 4 SumReducer actors), at most 4 batches in flight.
+same cluster: the draft's workload (8 partitions of 256 KiB, 2 ``map_step(start, batch)``
+stages, ``shuffle(4, batch)`` into 4 partial sums, 4 exactly-once ``SumReducerBase``
+actors under ``irfront.REDUCER_OPTIONS``), at most 4 batches in flight.
 
-- ``plain``: plain Ray, no options;  ``plain_names``: a unique task name on every task
-  and actor call (what ray_patch did);  ``plain_pin``: soft node affinity on every task;
-- ``stream``: irfront.recovery.ReliableStream (ray_patch) with its defaults (unnamed
-  tasks); ``stream_names``: the same with ``RecoverySettings(name_tasks=True)`` (every
-  group task and reducer call named by its group, ``f"{fn}[g{gid}]"``);
-  ``stream_noname``: ``stream_names`` with ``ray_patch.configure(name_tasks=False)``.
+- ``plain``: a plain Ray loop, no options (reducer calls ``apply_batch(seq, "reduce",
+  *partials)``, as the IR driver sends them);  ``plain_names``: a unique task name on
+  every task and actor call (what ray_patch once did);  ``plain_pin``: soft node affinity
+  on every task;
+- ``stream``: the IR driver, ``irfront.MicroBatchStream`` (checkpoint every 10 batches,
+  exactly-once reducers) over ``Objects -> Map(map_step) x 2 -> Map(shuffle,
+  num_returns=4) -> ReduceActors("reduce")`` under the default lowering options
+  (locality), tasks unnamed (``ray_patch.configure(name_tasks=False)``);
+  ``stream_names``: the same with ray_patch's default names (one per group,
+  ``f"{fn}[g{gid}]"``). ``stream_noname`` is kept as another name of ``stream``.
 
 Ray settings go through the environment (e.g. RAY_task_events_report_interval_ms=0).
 Prints one JSON line: RSS after the warm-up, at the end, and the least-squares slope in
@@ -54,11 +60,14 @@ def slope(xs, ys) -> float:
     return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
 
 
+VARIANTS = ("plain", "plain_names", "plain_pin", "stream", "stream_names", "stream_noname")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--serve")
     ap.add_argument("--address")
-    ap.add_argument("--variant", default="plain")
+    ap.add_argument("--variant", default="plain", choices=VARIANTS)
     ap.add_argument("--batches", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--every", type=int, default=25)
@@ -69,36 +78,50 @@ def main() -> int:
     from irfront.cluster import connect
     connect(a.address)
     import stream_workload as wl
-    from irfront.recovery import RecoverySettings, ReliableStream, SumReducer
     import ray_patch
+    from irfront import (REDUCER_OPTIONS, Batch, InitActors, Map, MicroBatchStream,
+                         Objects, ReduceActors, SumReducerBase)
+    SumReducer = ray.remote(**REDUCER_OPTIONS)(SumReducerBase)
     ray.cloudpickle.register_pickle_by_value(wl)
     proc = psutil.Process()
     deps = ray.get(wl.generate_dependencies.remote(0.25))
     dep = ray.put(deps)
     xs, ys = [], []
 
-    def on_batch(seq, *_):
+    def on_batch(seq):
         if seq + 1 >= a.warmup and (seq + 1 - a.warmup) % a.every == 0:
             xs.append(seq + 1)
             ys.append(proc.memory_info().rss / 1024)
 
     t0 = time.perf_counter()
     if a.variant.startswith("stream"):
-        if a.variant == "stream_noname":
+        if a.variant != "stream_names":
             ray_patch.configure(name_tasks=False)
-        named = a.variant in ("stream_names", "stream_noname")
-        s = ReliableStream(SumReducer, 4, [(wl.map_step, (0.0,))] * 2, wl.shuffle,
-                           RecoverySettings(name_tasks=True) if named else RecoverySettings())
-        try:
-            s.run(([dep] * 8 for _ in range(a.batches)), on_batch=on_batch)
-        finally:
-            s.close()
+        reducers = InitActors(SumReducer, 4, [(i,) for i in range(4)])
+
+        def build(start):
+            x = Objects([dep] * 8)
+            for _ in range(2):
+                x = Map(wl.map_step, x, [(start,)] * 8)
+            sh = Map(wl.shuffle, x, [(4,)] * 8, num_returns=4)
+            return ReduceActors("reduce", reducers, sh)
+
+        count = iter(range(1 << 62))
+        with MicroBatchStream(interval_s=0.0, max_in_flight=4, checkpoint_every=10) as s:
+            s.run((Batch(submit=build) for _ in range(a.batches)),
+                  on_submit=lambda rec: on_batch(next(count)))
+            lost = s.stats.lost_calls
+        for h in reducers.eval():
+            ray.kill(h)
+        if lost:
+            print(f"lost {lost} reducer calls", file=sys.stderr)
+            return 1
     else:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         strats = [NodeAffinitySchedulingStrategy(n["NodeID"], soft=True)
                   for n in ray.nodes() if n["Alive"]]
         reducers = [SumReducer.remote(i) for i in range(4)]
-        ray.get([r.ping.remote() for r in reducers])
+        ray.get([r.last_applied.remote() for r in reducers])
         names = a.variant == "plain_names"
         pin = a.variant == "plain_pin"
         k = [0]
@@ -106,8 +129,7 @@ def main() -> int:
         def opts(f, **o):
             k[0] += 1
             if names:
-                o["name"] = f"{f._function.__name__ if hasattr(f, '_function') else 'apply'}" \
-                            f"[g{k[0]}:0]"
+                o["name"] = f"{f._function.__name__}[g{k[0]}:0]"
             if pin:
                 o["scheduling_strategy"] = strats[k[0] % len(strats)]
             return f.options(**o) if o else f
@@ -118,14 +140,14 @@ def main() -> int:
                 ray.get(window.popleft())
             xs_ = [dep] * 8
             for _ in range(2):
-                xs_ = [opts(wl.map_step).remote(x, 0.0) for x in xs_]
-            sh = [opts(wl.shuffle, num_returns=4).remote(x, 4) for x in xs_]
+                xs_ = [opts(wl.map_step).remote(0.0, x) for x in xs_]
+            sh = [opts(wl.shuffle, num_returns=4).remote(4, x) for x in xs_]
             calls = []
             for i, r in enumerate(reducers):
-                m = r.apply
+                m = r.apply_batch
                 if names:
-                    m = m.options(name=f"apply[g{seq}:{i}]")
-                calls.append(m.remote(seq, *[p[i] for p in sh]))
+                    m = m.options(name=f"apply_batch[g{seq}:{i}]")
+                calls.append(m.remote(seq, "reduce", *[p[i] for p in sh]))
             window.append(calls)
             on_batch(seq)
         while window:
