@@ -3,12 +3,24 @@
     python bench/stream_breakdown.py --sizes 1,4,8,16 --schedulers locality,locality+ahead \
         --iterations 30 --json bench/results/stream_breakdown.json
 
+The workload is bench/stream_workload.py's ``build_batch`` in the IR, with the 2018
+calling conventions: ``Broadcast(generate_dependencies, nodes * 4, size)``, --maps
+``Map(map_step, x, [(start,)] * n)``, ``Map(shuffle, x, [(reducers,)] * n,
+num_returns=reducers)`` and ``ReduceActors("reduce", reducers, shuffled, [(start, tag)] *
+reducers)`` (reducer i: ``reduce(start, tag, *partials_i)``, recording its latency), on
+nodes * 2 plain reducer actors, driven by ``irfront.MicroBatchStream`` (one batch every
+--interval-ms, at most --max-in-flight unfinished). Scheduler names are
+``irfront.options_for`` names (``locality``, ``locality+ahead``, ``locality-nofuse``,
+...); a suffix ``@MS`` sets a pre-scheduling series' lead, as in bench/stream.py.
+
 Per size and scheduler (interleaved as in bench/stream.py: rounds of --chunk batches):
 - latency (batch start -> reducer), as bench/stream.py;
-- per batch, from Ray's task events (state API) of the fused shuffle tasks:
+- per batch, from Ray's task events (``ray.timeline()``) of the fused shuffle tasks
+  (ray_patch names them once per group, ``map_step+map_step+shuffle[g<gid>]``: task
+  names are switched on here):
   ``submit``: driver time in ``submit`` (MicroBatchStream's submit_s);
-  ``to_run``: batch start -> a fused task starts running (median / last of the 16),
-  ``run``: a fused task's running time (median / max), ``run_cpu_sum``: the 16 summed,
+  ``to_run``: batch start -> a fused task starts running (median / last of the tasks),
+  ``run``: a fused task's running time (median / max), ``run_sum``: the tasks summed,
   ``tail``: the last fused task's end -> the last reducer's arrival;
 - ``in_flight``: batches unfinished (by their last reducer arrival) at each batch's start;
   ``overlapping_submit``: ms of other batches' driver submission (``submit``) that fell
@@ -40,11 +52,50 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
+import ray_patch  # noqa: E402
 import stream_workload as wl  # noqa: E402
-from irfront import Broadcast, InitActors, lowering_options  # noqa: E402
-from irfront.optimize import options_for  # noqa: E402
-from irfront.stream import Batch, MicroBatchStream  # noqa: E402
-from stream import FLOOR_MB, lead_s, split_lead, vars_of, with_leads, write_payload  # noqa: E402
+from irfront import (Batch, Broadcast, InitActors, MicroBatchStream,  # noqa: E402
+                     lowering_options, options_for)
+
+FLOOR_MB = 8 / (1 << 20)  # as bench/stream.py: 8 bytes, one float per partition
+
+
+def split_lead(name: str) -> tuple[str, float | None]:
+    """``"locality+ahead@25"`` -> ``("locality+ahead", 0.025)``; no suffix: lead None."""
+    if "@" not in name:
+        return name, None
+    base, ms = name.split("@", 1)
+    return base, float(ms) / 1e3
+
+
+def lead_s(args) -> float:
+    """The pre-scheduling lead: --lead-ms, else a quarter of the interval."""
+    return (args.lead_ms if args.lead_ms is not None else args.interval_ms / 4) / 1e3
+
+
+def with_leads(plan, stream):
+    """Yields the plan's batches, setting the stream's pre-scheduling lead per batch
+    (``MicroBatchStream.run`` reads ``lead_s`` when it takes each batch)."""
+    default = stream.lead_s
+    for b, lead in plan:
+        stream.lead_s = default if lead is None else lead
+        yield b
+    stream.lead_s = default
+
+
+def vars_of(opts):
+    """A LoweringOptions' scheduler and switches, as ``lowering_options(**...)`` fields."""
+    return {f: getattr(opts, f) for f in ("scheduler", "fuse", "shuffle_by_node",
+                                          "preschedule")}
+
+
+def write_payload(path, payload):
+    import json
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=lambda v: v.item() if hasattr(v, "item")
+                  else str(v))
+        f.write("\n")
 
 
 def parse_args(argv=None):
@@ -79,8 +130,8 @@ def probe(holder, maps, reducers, reps):
         x = ray.get(ref)
         t1 = time.perf_counter()
         for _ in range(maps):
-            x = wl.map_step._function(x, 0.0)
-        wl.shuffle._function(x, reducers)
+            x = wl.map_step._function(0.0, x)
+        wl.shuffle._function(reducers, x)
         t2 = time.perf_counter()
         gets.append((t1 - t0) * 1e3)
         comps.append((t2 - t1) * 1e3)
@@ -152,24 +203,29 @@ def q(xs, p):
 
 def task_times(gids):
     """{shuffle gid: [(start, end, deserialize_s) s per fused task]}, from ray.timeline()
-    (Ray's task events; the state API needs the dashboard, not started here)."""
+    (Ray's task events; the state API needs the dashboard, not started here). ray_patch
+    names a group's tasks once, ``f"{fn}[g{gid}]"`` (the fused chain: ``map_step+...+
+    shuffle[g7]``): an event's task is told apart by its ``args.task_id``."""
     import re
     want = set(gids)
-    per: dict[tuple, list] = {}
-    pat = re.compile(r"\+shuffle\[g(\d+):(\d+)\]")
-    for ev in ray.timeline():
+    per: dict[str, list] = {}  # task id -> [start, end, deserialize_s, gid]
+    pat = re.compile(r"\+shuffle\[g(\d+)\]")
+    events = ray.timeline()
+    for ev in events:
         m = pat.search(str(ev.get("cat", "")) + " " + str(ev.get("name", "")))
         if not m or int(m.group(1)) not in want or "dur" not in ev:
             continue
-        key = (int(m.group(1)), int(m.group(2)))
+        tid = (ev.get("args") or {}).get("task_id") or f"{ev.get('tid')}@{ev['ts']}"
         ts, dur = float(ev["ts"]) / 1e6, float(ev["dur"]) / 1e6
-        cur = per.setdefault(key, [ts, ts + dur, 0.0])
+        cur = per.setdefault(tid, [ts, ts + dur, 0.0, int(m.group(1))])
         cur[0], cur[1] = min(cur[0], ts), max(cur[1], ts + dur)
-        if "deserialize" in str(ev.get("name", "")) or "deserialize" in str(ev.get("cat", "")):
-            cur[2] = max(cur[2], dur)
+    for ev in events:  # argument deserialisation, reported as its own event per task
+        tid = (ev.get("args") or {}).get("task_id")
+        if tid in per and "deserialize" in str(ev.get("cat", "")) and "dur" in ev:
+            per[tid][2] = max(per[tid][2], float(ev["dur"]) / 1e6)
     out: dict[int, list] = {g: [] for g in gids}
-    for (g, _), v in per.items():
-        out[g].append(tuple(v))
+    for start, end_, deser, g in per.values():
+        out[g].append((start, end_, deser))
     return out
 
 
@@ -181,6 +237,7 @@ def main(argv=None):
                            object_store_mb=args.object_store_mb)
     try:
         ray.cloudpickle.register_pickle_by_value(wl)
+        ray_patch.configure(name_tasks=True)  # task_times finds the shuffle by its name
         return run(args, reducers_n, parts)
     finally:
         import irfront
@@ -191,7 +248,7 @@ def main(argv=None):
 def run(args, reducers_n, parts):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     node_ids = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-    bases = sorted({options_for(split_lead(n)[0])[0].scheduler for n in args.schedulers})
+    bases = sorted({options_for(split_lead(n)[0]).scheduler for n in args.schedulers})
     reducers = {b: InitActors(wl.Reducer, reducers_n, [(i,) for i in range(reducers_n)])
                 for b in bases}
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
@@ -217,7 +274,7 @@ def run(args, reducers_n, parts):
         configs = []
         for name in args.schedulers:
             base, lead = split_lead(name)
-            opts, _ = options_for(base)
+            opts = options_for(base)
             with lowering_options(**vars_of(opts)):
                 deps = Broadcast(wl.generate_dependencies, parts, size)
                 ray.get(deps.eval()[0])
