@@ -282,14 +282,24 @@ class Runtime:
                     reg.pop(k, None)
         self.groups[gid] = rec
 
+    def counts_of(self, nodes: np.ndarray) -> dict[str, int]:
+        """Short Ray node id -> tasks, for logs."""
+        out: dict[str, int] = {}
+        for n in nodes.tolist():
+            h = self.hex_of[n][:8] if n != NO_NODE else "?"
+            out[h] = out.get(h, 0) + 1
+        return out
+
     def counts(self, group_id: int) -> dict[str, int] | None:
-        """Ray hex node id -> number of tasks of the group pinned there."""
+        """Ray hex node id -> number of tasks of the group pinned there ("unpinned" for
+        tasks Ray placed: a user's own strategy or resources the core does not model)."""
         rec = self.groups.get(group_id)
         if rec is None:
             return None
         out: dict[str, int] = {}
+        free = "unpinned" if rec.policy == "unpinned" else "unknown"
         for n in rec.nodes.tolist():
-            h = self.hex_of[n] if n != NO_NODE else "unknown"
+            h = self.hex_of[n] if n != NO_NODE else free
             out[h] = out.get(h, 0) + 1
         return out
 

@@ -8,6 +8,7 @@ the node table is refreshed from ``ray.nodes()`` when stale and whenever placeme
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Iterable, Sequence
 
@@ -16,11 +17,14 @@ import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
+from ray_patch.ray_private import unwrap_task
 from ray_patch.scheduler import Policy
 from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
 from ray_patch.validate import (MAX_ID, MAX_RETRIES, MAX_RETURNS, GroupError, as_tuples,
                                 check_actor_class, check_optional_int,
                                 check_remote_function, task_name)
+
+log = logging.getLogger("irfront.ray_patch")  # under irfront's logger, by name only
 
 POLICIES = tuple(p.value for p in Policy)  # the core's policy names, one list
 _NO_NODES = ("the Ray cluster has no alive node with CPUs; add nodes (e.g. "
@@ -109,7 +113,7 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                  group_id: int | None = None, group_dependency: int | None = None,
                  policy: str = "locality", num_returns: int | None = None,
                  name: str | None = None, max_retries: int | None = None,
-                 name_tasks: bool | None = None) -> GroupRefs:
+                 name_tasks: bool | None = None, batch: bool = False) -> GroupRefs:
     """Submits one task of ``fn`` per argument tuple, as one group.
 
     The group is placed by the C++ core (``policy``: pack, locality, spread), each task
@@ -121,49 +125,164 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     ``name_tasks``: False submits the tasks without names (Ray keeps state per distinct
     task name in the driver for good: about 2 KB each; see docs/RELIABILITY.md); None
     takes ``configure(name_tasks=...)`` (default True).
+    ``batch``: the tasks placed on one node run as one Ray task per CPU slot of that node
+    (``node CPUs // fn's num_cpus``), each running its share of the calls in turn; every
+    call keeps its own output objects, so the result has the same shape as unbatched.
+    Fewer Ray tasks per group: less submission and scheduling work per call.
     """
-    check_remote_function(fn)
+    unwrapped = unwrap_task(fn)
+    if unwrapped is None:
+        check_remote_function(fn)  # raises with the fix
+    fn, user_options = unwrapped
     check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
     check_optional_int("group_id", group_id, 0, MAX_ID)
     check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
     check_optional_int("max_retries", max_retries, -1, MAX_RETRIES)  # -1: forever
     args = as_tuples(arg_tuples)
+    merged = {**fn._default_options, **user_options}
+    if user_options.get("max_retries") is not None:
+        max_retries = user_options["max_retries"]  # the user's own setting wins
+    if user_options.get("num_returns") is not None and num_returns is None:
+        num_returns = user_options["num_returns"]
     rt = get_runtime()
+    if any(merged.get(k) is not None for k in UNPINNED_OPTIONS):
+        return _submit_unpinned(rt, fn, user_options, args, group_id, group_dependency,
+                                policy, num_returns, name, max_retries)
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
-        cpus = float(fn._default_options.get("num_cpus", 1) or 0)
+        cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy)
-        base = name or task_name(fn)
+        base = user_options.get("name") or name or task_name(fn)
         strat = rt.strategies
         out = []
         try:
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {k: v for k, v in user_options.items()
+                                     if k not in ("name", "num_returns", "max_retries")}
             if max_retries is not None:
                 extra["max_retries"] = max_retries
             if num_returns is not None:
                 extra["num_returns"] = num_returns
             if rt.name_tasks if name_tasks is None else name_tasks:
                 extra["name"] = f"{base}[g{gid}]"
-            # One .options() per node of the group, not per task: Ray's option handling
-            # is most of the per-task submission cost.
-            pinned: dict[int, Any] = {}
-            for i, a in enumerate(args):
-                f = pinned.get(nodes[i])
-                if f is None:
-                    f = pinned[nodes[i]] = fn.options(scheduling_strategy=strat[nodes[i]],
-                                                      **extra)
-                out.append(f.remote(*a))
+            if batch:
+                out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra)
+            else:
+                # One .options() per node of the group, not per task: Ray's option
+                # handling is most of the per-task submission cost.
+                pinned: dict[int, Any] = {}
+                for i, a in enumerate(args):
+                    f = pinned.get(nodes[i])
+                    if f is None:
+                        f = pinned[nodes[i]] = fn.options(
+                            scheduling_strategy=strat[nodes[i]], **extra)
+                    out.append(f.remote(*a))
         except BaseException:  # e.g. arguments that do not fit fn's signature
             rt.scheduler.free_group(gid)
             raise
         rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("group g%d %s (%s, depends on %s): %s", gid, base, policy, dep,
+                      rt.counts_of(nodes))
         try:
             rt.record(rec, enumerate(out))
         except BaseException:
             rt.free(gid)
             raise
     return GroupRefs(out, gid)
+
+
+# A task with one of these options keeps Ray's placement (the user's strategy or
+# placement group); the core does not model GPUs or custom resources, so such tasks are
+# not pinned either.
+UNPINNED_OPTIONS = ("scheduling_strategy", "placement_group", "num_gpus", "resources",
+                    "accelerator_type", "label_selector")
+
+
+def _submit_unpinned(rt: Runtime, fn: RemoteFunction, user_options: dict[str, Any],
+                     args: list[tuple], group_id: int | None, group_dependency: int | None,
+                     policy: str, num_returns: int | None, name: str | None,
+                     max_retries: int | None) -> GroupRefs:
+    """A group whose tasks Ray places (see UNPINNED_OPTIONS): one group id and name,
+    its outputs registered, no placement by the core (``placement()`` says "unpinned")."""
+    opts = {k: v for k, v in user_options.items() if k not in ("name", "num_returns")}
+    if max_retries is not None:
+        opts["max_retries"] = max_retries
+    if num_returns is not None:
+        opts["num_returns"] = num_returns
+    with rt.lock:
+        gid = rt.new_group_id() if group_id is None else int(group_id)
+        base = user_options.get("name") or name or task_name(fn)
+        if rt.name_tasks:
+            opts["name"] = f"{base}[g{gid}]"
+        f = fn.options(**opts)
+        out = [f.remote(*a) for a in args]
+        dep = _depends_on(rt, group_dependency, _inputs_of(args))
+        rt.record(GroupRecord(gid, base, dep, "unpinned", np.full(len(args), NO_NODE,
+                                                                   dtype=np.int64),
+                              in_core=False), enumerate(out))
+    return GroupRefs(out, gid)
+
+
+def _batch_body(body: Any, k: int):
+    # Built in a function so that cloudpickle ships it by value.
+    def run_batch(counts, *flat):
+        out, i = [], 0
+        for c in counts:
+            r = body(*flat[i:i + c])
+            i += c
+            if k == 1:
+                out.append(r)
+            else:
+                if len(r) != k:
+                    raise ValueError(f"a task returned {len(r)} objects; num_returns={k}")
+                out.extend(r)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    run_batch.__name__ = run_batch.__qualname__ = getattr(body, "__name__", "batch")
+    return run_batch
+
+
+_BATCHED: dict[tuple[int, int], tuple[RemoteFunction, RemoteFunction]] = {}
+
+
+def _batched_function(fn: RemoteFunction, k: int) -> RemoteFunction:
+    """``fn`` as a task running several calls in turn (cached per function and k)."""
+    hit = _BATCHED.get((id(fn), k))
+    if hit is not None and hit[0] is fn:
+        return hit[1]
+    opts = {key: v for key, v in fn._default_options.items()
+            if v is not None and key not in ("num_returns", "name")}
+    body = _batch_body(fn._function, k)
+    batched = ray.remote(**opts)(body) if opts else ray.remote(body)
+    _BATCHED[(id(fn), k)] = (fn, batched)
+    return batched
+
+
+def _submit_batched(rt: Runtime, fn: RemoteFunction, args: list[tuple], nodes: np.ndarray,
+                    cpus: float, k: int, extra: dict[str, Any]) -> list:
+    """One Ray task per CPU slot of each node, running that slot's calls; returns one ref
+    (or k refs) per call, in call order."""
+    by_node: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes.tolist()):
+        by_node.setdefault(n, []).append(i)
+    batched = _batched_function(fn, k)
+    out: list[Any] = [None] * len(args)
+    base = {key: v for key, v in extra.items() if key != "num_returns"}
+    for n, calls in by_node.items():
+        node_cpus = rt._node_state.get(n, (1.0, True))[0]
+        slots = max(1, min(len(calls), int(node_cpus // cpus) if cpus > 0 else 1))
+        for s in range(slots):
+            chunk = calls[s::slots]
+            flat = [x for i in chunk for x in args[i]]
+            total = len(chunk) * k
+            f = batched.options(scheduling_strategy=rt.strategies[n], num_returns=total,
+                                **base)
+            refs = f.remote(tuple(len(args[i]) for i in chunk), *flat)
+            refs = [refs] if total == 1 else list(refs)
+            for j, i in enumerate(chunk):
+                out[i] = refs[j] if k == 1 else refs[j * k:(j + 1) * k]
+    return out
 
 
 def group_map(fn: RemoteFunction, xs: Iterable[Any], **kw: Any) -> GroupRefs:
@@ -181,7 +300,8 @@ class GroupedFunction:
     """A remote function whose calls are submitted as groups: ``grouped(f).map(xs)``."""
 
     def __init__(self, fn: RemoteFunction, **defaults: Any):
-        check_remote_function(fn)
+        if unwrap_task(fn) is None:
+            check_remote_function(fn)
         self._fn = fn
         self._defaults = defaults
 

@@ -66,6 +66,8 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
 
 
 @pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
+    ("locality-nobatch", False), ("locality-nofuse-noshuffle+batch", False),
+    ("pack+fuse+shuffle+batch", False),
     ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
     ("locality-nofuse-noshuffle+ahead", True)])
 def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
@@ -134,3 +136,48 @@ def test_shuffle_by_node_writes_one_object_per_node():
     assert sorted(reducers.placement().counts.values()) == [2] * NUM_NODES  # balanced
     assert len(rec.keys) == PARTS * nodes  # one object per (task, node), not per reducer
     assert red.placement().depends_on == sh.group_id
+
+
+@ray.remote
+def tagged(k, tag, x):
+    """Per-partition arguments that differ: the output depends on each call's own."""
+    return x * k + tag
+
+
+@ray.remote
+def split3(k, x):
+    return float(x.sum()) * k, float(x.min()), k
+
+
+@pytest.mark.parametrize("name", ["locality", "locality-nobatch", "locality-nofuse",
+                                  "pack+batch", "spread+batch"])
+def test_each_optimisation_gives_vanilla_results_with_differing_arguments(name):
+    def program():
+        deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 4)
+        a = irfront.Map(tagged, deps, [(i + 1, 10.0 * i) for i in range(PARTS)])
+        b = irfront.Map(split3, a, [(i,) for i in range(PARTS)], num_returns=3)
+        return [[x.tolist() if hasattr(x, "tolist") else x for x in r] for r in b.get()]
+
+    with irfront.lowering_options(scheduler="vanilla", fuse=False, shuffle_by_node=False):
+        want = program()
+    with irfront.lowering_options(**{f: getattr(options_for(name), f) for f in
+                                     ("scheduler", "fuse", "shuffle_by_node",
+                                      "batch_tasks")}):
+        got = program()
+    assert got == want
+    assert [r[2] for r in got] == list(range(PARTS))  # each call's outputs, in call order
+
+
+def test_batched_group_keeps_every_output_addressable_and_placed():
+    irfront.init(scheduler="locality", fuse=False)
+    deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 5)
+    m = irfront.Map(tagged, deps, [(1, float(i)) for i in range(PARTS)])
+    refs = m.eval()
+    assert len(refs) == PARTS and len({r.binary() for r in refs}) == PARTS
+    counts = m.placement().counts
+    assert sum(counts.values()) == PARTS and len(counts) == NUM_NODES
+    # A later group reads the batched outputs by their producer: it follows them.
+    after = irfront.Map(tagged, m, [(1, 0.0)] * PARTS)
+    after.eval()
+    assert _group_record(after.group_id).nodes.tolist() == \
+        _group_record(m.group_id).nodes.tolist()

@@ -138,3 +138,41 @@ def test_submission_overhead_is_small(cluster):
     ray.get(plain_refs + list(refs))
     ray_patch.free_groups([refs.group_id])
     assert (t_group - t_plain) / n < 1e-3, (t_plain, t_group)
+
+
+# ---- Ray's task options --------------------------------------------------------------------
+@ray.remote(max_retries=0)
+def no_retry(x):
+    return x + 1
+
+
+def test_options_wrappers_are_accepted_and_kept(cluster):
+    """f.options(...) is a group like f; its options (and a user's max_retries) are kept."""
+    seen = []
+    real = ray.remote_function.RemoteFunction.options
+
+    def spy(self, **kw):
+        seen.append(kw)
+        return real(self, **kw)
+
+    ray.remote_function.RemoteFunction.options = spy
+    try:
+        refs = ray_patch.group_starmap(add.options(max_retries=1, retry_exceptions=False),
+                                       [(1, 2), (3, 4)])
+        assert ray.get(refs) == [3, 7]
+        kept = [kw for kw in seen if "scheduling_strategy" in kw]
+        assert kept and kept[-1]["max_retries"] == 1 and kept[-1]["retry_exceptions"] is False
+        seen.clear()
+        refs2 = ray_patch.group_map(no_retry, [1, 2])  # the decorator's max_retries=0
+        assert ray.get(refs2) == [2, 3]
+        assert all("max_retries" not in kw for kw in seen if "scheduling_strategy" in kw)
+    finally:
+        ray.remote_function.RemoteFunction.options = real
+    ray_patch.free_groups([refs.group_id, refs2.group_id])
+
+
+def test_a_users_own_strategy_is_not_overwritten(cluster):
+    refs = ray_patch.group_map(where.options(scheduling_strategy="SPREAD"), range(4))
+    assert len(ray.get(refs)) == 4
+    assert ray_patch.placement(refs.group_id) == {"unpinned": 4}
+    ray_patch.free_groups([refs.group_id])

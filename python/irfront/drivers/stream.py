@@ -31,6 +31,7 @@ from lineage when their outputs are lost with a node.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -45,6 +46,8 @@ from irfront.lowering.context import ReducerCall
 from irfront.lowering.evaluation import EVALUATOR
 
 __all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamReport"]
+
+log = logging.getLogger("irfront.stream")
 
 _FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
              ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
@@ -303,6 +306,7 @@ class MicroBatchStream:
         for h in hexids:
             if h not in self.stats.node_failures:
                 self.stats.node_failures.append(h)
+                log.warning("node %s marked dead: no later group is placed there", h[:12])
 
     def _recover(self, key: int, i: int, cause: BaseException) -> None:
         """Brings reducer i of a group back: node table, restart, checkpoint, replay."""
@@ -313,6 +317,8 @@ class MicroBatchStream:
                                 f"(more than max_recoveries={self.max_recoveries}); last "
                                 f"cause: {cause!r}")
         t0 = time.perf_counter()
+        log.warning("reducer %s[%d] failed (%s): restoring checkpoint %d and replaying",
+                    g.name, i, type(cause).__name__, g.ckpt[i][0])
         self._note_failures(ray_patch.node_failed(None, probe=True))
         for r, (_, k, j, _) in list(self._pending.items()):
             if (k, j) == (key, i):  # superseded by the replay below
@@ -337,6 +343,8 @@ class MicroBatchStream:
             "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
             "dead_nodes": list(self.stats.node_failures),
             "seconds": time.perf_counter() - t0})
+        log.info("reducer %s[%d] back on node %s after %.2f s, %d calls replayed", g.name, i,
+                 node[:12], time.perf_counter() - t0, len(seqs))
 
     def _restore(self, h: Any, ckpt: tuple[int, Any], name: str, cause: Any) -> str:
         """Waits for Ray to restart the actor, restores ``ckpt``; returns its node."""
@@ -403,6 +411,9 @@ class MicroBatchStream:
         while True:
             self._retire(in_flight, block=False)
             held = self.window.admit(lambda: self._retire(in_flight, block=True))
+            if held > self.interval_s:
+                log.info("batch %d held back %.3f s: %d batches in flight (max %d)", seq,
+                         held, self.window.in_flight, self.max_in_flight)
             b = next(it, None)
             if b is None:
                 self.window.cancel_hold(held)

@@ -11,8 +11,8 @@ from ray.remote_function import RemoteFunction
 from irfront.passes.fusion import RESOURCE_OPTIONS
 
 
-def _make_fused(fns: tuple, name: str):
-    def fused(counts, regroup, x, *flat):
+def _make_fused(fns: tuple, name: str, regroup: tuple | None):
+    def fused(counts, x, *flat):
         i = 0
         for f, c in zip(fns, counts):  # the 2018 convention: arguments first, object last
             x = f(*flat[i:i + c], x)
@@ -30,13 +30,16 @@ def _make_fused(fns: tuple, name: str):
 _FUSED: dict[tuple, tuple[tuple, RemoteFunction]] = {}
 
 
-def fused_function(tasks: Sequence[RemoteFunction]) -> RemoteFunction:
-    """One remote function running ``tasks`` one after the other (cached per chain),
-    called as ``fused(counts, regroup, x, *flat_args)``: stage s gets the next
-    ``counts[s]`` of ``flat_args`` before ``x``; ``regroup`` (or None) gathers the last
-    stage's returns into one tuple per group of indices. It carries the stages' resource
-    options (fusion only joins stages that agree on them) and the last stage's others."""
-    key = tuple(id(t) for t in tasks)
+def fused_function(tasks: Sequence[RemoteFunction],
+                   regroup: tuple[tuple[int, ...], ...] | None = None) -> RemoteFunction:
+    """One remote function running ``tasks`` one after the other, called as
+    ``fused(counts, x, *flat_args)``: stage s gets the next ``counts[s]`` of
+    ``flat_args`` before ``x``. ``regroup`` (or None) gathers the last stage's returns
+    into one tuple per group of indices; it is part of the function, not an argument
+    (cached per chain and regroup: a stable placement reuses one function, and nothing
+    is pickled per task). It carries the stages' resource options (fusion only joins
+    stages that agree on them) and the last stage's others."""
+    key = (tuple(id(t) for t in tasks), regroup)
     hit = _FUSED.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
         return hit[1]
@@ -47,8 +50,8 @@ def fused_function(tasks: Sequence[RemoteFunction]) -> RemoteFunction:
         v = tasks[0]._default_options.get(k)
         if v is not None:
             opts[k] = v
-    fn = ray.remote(**opts)(_make_fused(tuple(t._function for t in tasks), name)) if opts \
-        else ray.remote(_make_fused(tuple(t._function for t in tasks), name))
+    body = _make_fused(tuple(t._function for t in tasks), name, regroup)
+    fn = ray.remote(**opts)(body) if opts else ray.remote(body)
     _FUSED[key] = (tuple(tasks), fn)
     return fn
 
@@ -62,3 +65,14 @@ def _pick_invoke():
 
 
 PICK = _pick_invoke()
+_PICK_REFS: dict[str, ray.ObjectRef] = {}
+
+
+def pick_ref() -> ray.ObjectRef:
+    """PICK in the object store, once per Ray job: an actor call then passes a reference
+    instead of pickling the function into every call."""
+    job = ray.get_runtime_context().get_job_id()
+    ref = _PICK_REFS.get(job)
+    if ref is None:
+        ref = _PICK_REFS[job] = ray.put(PICK)
+    return ref

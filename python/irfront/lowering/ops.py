@@ -15,7 +15,7 @@ from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, M
                               MapActors, Node, Objects, ReduceActors)
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
-from irfront.lowering.fused import PICK, fused_function
+from irfront.lowering.fused import fused_function, pick_ref
 
 
 def flat_objects(src: Node, value: list) -> list:
@@ -50,13 +50,12 @@ def submit_chain(ctx: LoweringContext, chain: Sequence[Map], src: Node,
         fn, name = m.task, None
         calls = [(*m.arg(i), o) for i, o in enumerate(objs)]
     else:
-        fn = fused_function([m.task for m in chain])
+        fn = fused_function([m.task for m in chain], regroup)
         name = fn._function.__name__
         calls = []
         for i, o in enumerate(objs):
             args = [m.arg(i) for m in chain]
-            calls.append((tuple(len(a) for a in args), regroup, o,
-                          *(x for a in args for x in a)))
+            calls.append((tuple(len(a) for a in args), o, *(x for a in args for x in a)))
     k = chain[-1].num_returns if regroup is None else len(regroup)
     gid = ctx.submitter.new_group() if group_id is None else group_id
     refs = ctx.submitter.tasks(fn, calls, group_id=gid, depends_on=base.group_id,
@@ -128,7 +127,7 @@ def call_actors(ctx: LoweringContext, node: ReduceActors | MapActors, handles: l
             picks = [(p, nargs + 2) for p, nargs in picks]
     invoke = None
     if picks is not None:
-        invoke = PICK
+        invoke = pick_ref()
         calls = [(method, p, nargs, *c) for (p, nargs), c in zip(picks, calls)]
     gid = ctx.submitter.new_group()
     refs = ctx.submitter.actor_calls(handles, method, calls, group_id=gid,

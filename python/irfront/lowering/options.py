@@ -22,8 +22,8 @@ VANILLA = "vanilla"
 SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
 
 # The optimisation switches (IR passes and driver features) and their defaults.
-SWITCHES = ("fuse", "shuffle_by_node", "preschedule")
-DEFAULT_ON = ("fuse", "shuffle_by_node")  # under locality
+SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule")
+DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks")  # under locality
 DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
 
 
@@ -38,6 +38,8 @@ class LoweringOptions:
     name_actors: bool = True  # named actors "Cls[g7:0]" (visible in the state API)
     fuse: bool | None = None  # a chain of one-to-one Maps runs as one task per partition
     shuffle_by_node: bool | None = None  # a shuffle into actors writes one object per node
+    # A group's tasks placed on one node run as one Ray task per CPU slot there.
+    batch_tasks: bool | None = None
     preschedule: bool | None = None  # stream driver: submit the next batch ahead (gated)
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
     # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
@@ -59,6 +61,10 @@ class LoweringOptions:
             raise ValueError("shuffle_by_node needs a grouped scheduler (it writes one "
                              "object per actor node, and vanilla Ray does not say where "
                              "actors are); pass scheduler='locality' or drop the switch")
+        if self.scheduler == VANILLA and self.batch_tasks:
+            raise ValueError("batch_tasks needs a grouped scheduler (tasks are batched by "
+                             "the node the core placed them on); pass scheduler='locality' "
+                             "or drop the switch")
 
     @property
     def grouped(self) -> bool:
@@ -93,19 +99,21 @@ class LoweringOptions:
         return dataclasses.replace(self, **changes)
 
 
-_FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "ahead": "preschedule"}
+_FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "batch": "batch_tasks",
+           "ahead": "preschedule"}
 
 
 def options_for(name: str) -> LoweringOptions:
     """Series names -> options: ``vanilla``, ``pack``, ``locality`` with suffixes
-    ``-nofuse``, ``-noshuffle``, ``-noahead`` (switch off), ``+fuse``, ``+shuffle``,
-    ``+ahead`` (switch on), or ``-plain`` (all off). Every switch is resolved."""
+    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead`` (switch off), ``+fuse``,
+    ``+shuffle``, ``+batch``, ``+ahead`` (switch on), or ``-plain`` (all off). Every
+    switch is resolved."""
     parts = re.split(r"(?=[-+])", name.strip())
     opts = LoweringOptions(scheduler=parts[0])
     for p in parts[1:]:
         sign, what = p[0], p[1:]
         if sign == "-" and what == "plain":
-            opts = opts.replace(fuse=False, shuffle_by_node=False, preschedule=False)
+            opts = opts.replace(**{f: False for f in SWITCHES})
             continue
         value = sign == "+"
         if sign == "-" and what.startswith("no"):
@@ -114,8 +122,8 @@ def options_for(name: str) -> LoweringOptions:
             what = None
         if what not in _FIELDS:
             raise ValueError(f"unknown scheduler variant {name!r}: {p!r}; use e.g. "
-                             "locality-nofuse, locality-noshuffle, locality-noahead, "
-                             "locality-plain, vanilla+fuse")
+                             "locality-nofuse, locality-noshuffle, locality-nobatch, "
+                             "locality-noahead, locality-plain, vanilla+fuse")
         opts = opts.replace(**{_FIELDS[what]: value})
     return opts.replace(**{s: opts.enabled(s) for s in SWITCHES})
 

@@ -97,10 +97,16 @@ class GroupedSubmitter(Submitter):
     """ray_patch groups: placed by the C++ core with the options' policy, pinned."""
 
     def tasks(self, fn, calls, *, group_id, depends_on, num_returns=1, name=None):
+        # The options' max_retries, else the function's own, else 3 (Ray's default,
+        # explicit for groups).
+        retries = self.options.max_retries
+        if retries is None and fn._default_options.get("max_retries") is None:
+            retries = self.options.task_retries
         return list(ray_patch.submit_group(
             fn, calls, group_id=group_id, group_dependency=depends_on,
             policy=self.scheduler, num_returns=num_returns if num_returns > 1 else None,
-            name=name, max_retries=self.options.task_retries))
+            name=name, max_retries=retries,
+            batch=self.options.enabled("batch_tasks")))
 
     def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options):
         return list(ray_patch.group_actors(
