@@ -81,13 +81,22 @@ TaskLocality ComputeLocality(const ClusterState& state, const GroupRequest& requ
       }
       const NodeId producer = ProducerNode(state, request, e);
       if (producer >= 0) input_nodes.push_back(view.IndexOf(producer));
-      std::sort(input_nodes.begin(), input_nodes.end());
-      input_nodes.erase(std::unique(input_nodes.begin(), input_nodes.end()), input_nodes.end());
+      if (input_nodes.size() > 1) {
+        std::sort(input_nodes.begin(), input_nodes.end());
+        input_nodes.erase(std::unique(input_nodes.begin(), input_nodes.end()),
+                          input_nodes.end());
+      }
       for (int32_t j : input_nodes) {
         if (j >= 0) held.emplace_back(j, bytes);  // an input counts once per node
       }
     }
-    std::sort(held.begin(), held.end());
+    if (held.size() <= 8) {  // insertion sort: the usual few inputs per task
+      for (size_t a = 1; a < held.size(); ++a) {
+        for (size_t b = a; b > 0 && held[b] < held[b - 1]; --b) std::swap(held[b], held[b - 1]);
+      }
+    } else {
+      std::sort(held.begin(), held.end());
+    }
     for (const auto& [j, bytes] : held) {
       const bool same = static_cast<int64_t>(loc.node.size()) > loc.offsets[i] &&
                         loc.node.back() == j;
