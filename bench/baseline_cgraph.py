@@ -72,11 +72,12 @@ def serve(argv=None) -> int:
     try:
         bl.ship_by_value()
         layout = bl.Layout(bl.cpu_node_ids(), a.partitions, a.maps, a.reducers)
-        compiled, _workers, _reducers = bl.build_graph(layout, sizes, a.max_in_flight)
+        compiled, _workers, _reducers, pids = bl.build_graph(layout, sizes,
+                                                             a.max_in_flight)
         for _ in range(a.warmup):
             for j in range(len(sizes)):
                 ray.get(compiled.execute((j, time.time(), None)))
-        _emit("READY", {"nodes": layout.nodes})
+        _emit("READY", {"nodes": layout.nodes, "pids": [os.getpid()] + pids})
         records, cpu, held, totals = [], [], [], None
         for line in sys.stdin:
             msg = json.loads(line)
@@ -130,6 +131,7 @@ class CompiledGraphDriver:
         self.start_timeout_s = start_timeout_s
         self.finish_timeout_s = finish_timeout_s
         self.error: str | None = None
+        self.pids: list[int] = []
         self.proc: subprocess.Popen | None = None
         self._lines: queue.Queue = queue.Queue()
         self._log = None
@@ -184,7 +186,25 @@ class CompiledGraphDriver:
                                      stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      bufsize=1, env=env)
         threading.Thread(target=self._reader, daemon=True).start()
-        return self._expect("READY", self.start_timeout_s) is not None
+        ready = self._expect("READY", self.start_timeout_s)
+        if ready is None:
+            return False
+        self.pids = ready["pids"]
+        return True
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds used so far by the graph's processes (its driver and actors), from
+        /proc; None where /proc cannot tell."""
+        total = 0.0
+        try:
+            tick = os.sysconf("SC_CLK_TCK")
+            for pid in self.pids:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, ValueError, IndexError):
+            return None
+        return total
 
     def submit(self, size_index: int, start: float, tag) -> None:
         """One batch, executed by the child as soon as it reads the line."""

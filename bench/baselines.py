@@ -26,6 +26,7 @@ reducer must hold after a number of batches, computed in plain Python.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -221,6 +222,9 @@ class NodeWorker:
         self.num_parts, self.num_maps, self.num_reducers = num_parts, num_maps, num_reducers
         self.copies = {}
 
+    def pid(self):
+        return os.getpid()
+
     def load(self, key, data_mb):
         self.copies[key] = make_array(data_mb)
         return self.copies[key].size
@@ -239,8 +243,8 @@ class GraphReducer:
         self.index = index
         self.total = 0.0
 
-    def ping(self):
-        return self.index
+    def pid(self):
+        return os.getpid()
 
     def reduce(self, inp, *parts):
         now = time.time()
@@ -251,7 +255,8 @@ class GraphReducer:
 
 def build_graph(layout: Layout, sizes: list[float], max_in_flight: int):
     """Actors (one worker per node with its copies, reducers evenly over the nodes) and
-    the compiled graph; input ``(size_index, start, tag)``, one output per reducer."""
+    the compiled graph; input ``(size_index, start, tag)``, one output per reducer.
+    Returns ``(compiled, workers, reducers, pids of those actors)``."""
     from ray.dag import InputNode, MultiOutputNode
     workers = [NodeWorker.options(scheduling_strategy=pinned(i)).remote(
         layout.parts_on[k], layout.maps, layout.reducers)
@@ -260,9 +265,9 @@ def build_graph(layout: Layout, sizes: list[float], max_in_flight: int):
     reducers = [GraphReducer.options(scheduling_strategy=pinned(
         layout.node_ids[layout.node_of_reducer(r)])).remote(r)
         for r in range(layout.reducers)]
-    ray.get([a.ping.remote() for a in reducers])
+    pids = ray.get([x.pid.remote() for x in workers + reducers])
     with InputNode() as inp:
         parts = [w.process.bind(inp) for w in workers]
         dag = MultiOutputNode([a.reduce.bind(inp, *parts) for a in reducers])
     compiled = dag.experimental_compile(_max_inflight_executions=max_in_flight)
-    return compiled, workers, reducers
+    return compiled, workers, reducers, pids

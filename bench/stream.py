@@ -453,6 +453,7 @@ def run(args, ctx, address):
                               max_in_flight=args.max_in_flight,
                               lead_s=lead_s(args))
     load0 = os.getloadavg()
+    cg_cpu0 = ctx.cgraph.cpu_s() if ctx.cgraph and ctx.cgraph.pids else None
     t0 = time.time()
     with tqdm(total=total, unit="batch", disable=args.no_progress,
               desc="micro-batches") as bar:
@@ -462,6 +463,8 @@ def run(args, ctx, address):
             run_sizes(args, sizes, names, ctx, stream, bar)
     wall = time.time() - t0
     load1 = os.getloadavg()
+    cg_cpu1 = ctx.cgraph.cpu_s() if cg_cpu0 is not None else None
+    cg_share = (cg_cpu1 - cg_cpu0) / wall if cg_cpu1 is not None else None
     stream.close()
     collect_cgraph(args, ctx)
     if args.timeline:
@@ -533,6 +536,10 @@ def run(args, ctx, address):
         print(f"{n}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, driver CPU "
               f"{floor_cpu[n]:.2f} ms/batch ({r['samples']} samples, 8-byte data)")
     print(f"floor_ms (lower floor p50): {floor_ms:.1f}" if floor_ms else "no floor run")
+    if cg_share is not None:
+        print(f"compiled graph's processes (its driver and {len(ctx.cgraph.pids) - 1} "
+              f"actors) used {cg_share:.2f} of a core over the rotation, its own batches "
+              f"included: every series ran beside it (an idle graph polls its channels)")
     print()
     print_summary(series, args.sizes, rows)
     targets = check_targets(args.sizes, by)
@@ -548,7 +555,7 @@ def run(args, ctx, address):
                    "machine": common.machine_info() | {
                        "node": platform.node(), "loadavg_start": load0,
                        "loadavg_end": load1},
-                   "wall_s": wall,
+                   "wall_s": wall, "cgraph_cores_used": cg_share,
                    "latencies_ms": {f"{n}@{s:g}": xs for (n, s), xs in results.items()}}
         write_payload(args.json, payload)
         print(f"wrote {args.json}")
