@@ -635,8 +635,8 @@ def plot(directory, names, sizes, results, floor_ms):
     import matplotlib.pyplot as plt
     os.makedirs(directory, exist_ok=True)
     paths = []
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.6), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(5.0, 3.6 * len(sizes)), 3.6),
+                             sharey=True, squeeze=False)
     for ax, size in zip(axes[0], sizes):
         for name in names:
             xs = np.sort(results.get((name, size), []))
@@ -652,9 +652,11 @@ def plot(directory, names, sizes, results, floor_ms):
         ax.grid(alpha=0.3, which="major")
     axes[0][0].set_ylabel("CDF")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), fontsize=8,
+    ncol = max(1, min(len(labels), 8, 3 * len(sizes)))  # about 3 entries per panel width
+    legend_rows = math.ceil(len(labels) / ncol)
+    fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=8,
                frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * legend_rows - 0.03))
     p = os.path.join(directory, "stream_cdf.png")
     fig.savefig(p, dpi=110)
     plt.close(fig)
