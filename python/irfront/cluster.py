@@ -62,13 +62,15 @@ class LocalCluster:
     """``num_nodes`` Ray nodes (head included) of ``cpus_per_node`` CPUs on 127.0.0.1.
 
     Starts on construction (``start=True``) and, with ``connect=True``, initialises Ray
-    against it. Use as a context manager, or call ``shutdown()``.
+    against it. Use as a context manager, or call ``shutdown()``. ``dashboard=True`` starts
+    Ray's dashboard on the head (ray[default]; off by default: it costs CPU on small
+    machines).
     """
 
     def __init__(self, num_nodes: int = 4, cpus_per_node: int = 2, *,
                  object_store_mb: int = 256, head_cpus: int | None = None,
                  connect: bool = True, start: bool = True,
-                 pythonpath: list[str] | None = None):
+                 pythonpath: list[str] | None = None, dashboard: bool = False):
         if num_nodes < 1:
             raise ValueError(f"LocalCluster: num_nodes must be >= 1; got {num_nodes}")
         self.num_nodes = num_nodes
@@ -77,6 +79,7 @@ class LocalCluster:
         self.head_cpus = cpus_per_node if head_cpus is None else head_cpus
         self._connect = connect
         self._pythonpath = list(pythonpath or [])
+        self.dashboard = dashboard  # Ray's dashboard on the head (needs ray[default])
         self._cluster = None
         self.worker_nodes: list = []
         if start:
@@ -93,7 +96,8 @@ class LocalCluster:
             raise RuntimeError("LocalCluster: Ray is already initialised in this process; "
                                "call ray.shutdown() first or use irfront.cluster.connect()")
         self._cluster = Cluster(initialize_head=True,
-                                head_node_args=self._node_args(self.head_cpus))
+                                head_node_args={**self._node_args(self.head_cpus),
+                                                "include_dashboard": self.dashboard})
         try:
             for _ in range(self.num_nodes - 1):
                 self.worker_nodes.append(self._cluster.add_node(
