@@ -7,8 +7,8 @@
 // bytes moved, no secondary objective is searched (that would need load-dependent,
 // convex costs in the flow); the solver's order breaks the ties (locality_solver.h):
 // a task's best node by local bytes, then the node with more room left under its cap,
-// then the lower node id; tasks holding no bytes anywhere go to the nodes with the most
-// room left (lower id first).
+// then the lower node id; tasks that use no local bytes (none held anywhere, or moved off
+// their nodes) go last to the nodes with the most room left (lower id first).
 #pragma once
 
 #include <cstdint>
