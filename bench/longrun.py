@@ -11,10 +11,11 @@ reducer, and ``ReduceActors("reduce", reducers, shuffled)`` on exactly-once redu
 (``SumReducerBase`` under ``@ray.remote(**irfront.REDUCER_OPTIONS)``: reducer i gets
 ``reduce(*partials_i)``). ``irfront.MicroBatchStream`` drives it as fast as the pipeline
 drains (``interval_s=0``; backpressure holds the source) with --checkpoint-every 10 and
---max-in-flight 4, under the --scheduler lowering options (default ``locality``: fused map
-chain, shuffle by node; group tasks with 3 Ray retries). Tasks are unnamed
-(``ray_patch.configure(name_tasks=False)``); --name-tasks keeps ray_patch's default (one
-name per group, ``f"{fn}[g{gid}]"``), which grows the driver a little per batch.
+--max-in-flight 4, under the --scheduler lowering options (default ``locality``: fused
+map chain, shuffle by node, node-batched tasks; group tasks with 3 Ray retries). Tasks are
+unnamed (``ray_patch.configure(name_tasks=False)``); --name-tasks keeps ray_patch's
+default (one name per group, ``f"{fn}[g{gid}]"``), which grows the driver a little per
+batch.
 
 Every --sample-every batches it samples: the object stores' use (all nodes:
 object_store_memory, total minus available), the driver's RSS (psutil), the live groups
@@ -32,6 +33,7 @@ replays the calls kept after it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -178,8 +180,7 @@ def run(args, opts) -> int:
             yield Batch(submit=lambda start: build_batch(
                 [dep_ref] * args.partitions, reducers, args.maps, n, start))
 
-    with irfront.lowering_options(**{f: getattr(opts, f) for f in (
-            "scheduler", "fuse", "shuffle_by_node", "preschedule", "max_retries")}):
+    with irfront.lowering_options(**dataclasses.asdict(opts)):
         try:
             stream.run(source(), on_submit=on_submit)
             rows.append(sample(args.batches - 1, t0, stream, proc))

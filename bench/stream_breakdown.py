@@ -19,7 +19,9 @@ Per size and scheduler (interleaved as in bench/stream.py: rounds of --chunk bat
   (ray_patch names them once per group, ``map_step+map_step+shuffle[g<gid>]``: task
   names are switched on here):
   ``submit``: driver time in ``submit`` (MicroBatchStream's submit_s);
-  ``to_run``: batch start -> a fused task starts running (median / last of the tasks),
+  ``to_run``: batch start -> a fused task starts running (median / last of the tasks;
+  with ``batch_tasks``, on under locality, one task runs a node's share of partitions per
+  CPU slot, so there are fewer tasks than partitions),
   ``run``: a fused task's running time (median / max), ``run_sum``: the tasks summed,
   ``tail``: the last fused task's end -> the last reducer's arrival;
 - ``in_flight``: batches unfinished (by their last reducer arrival) at each batch's start;
@@ -40,6 +42,7 @@ A size "floor" is the floor's 8-byte data (bench/stream.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -84,9 +87,8 @@ def with_leads(plan, stream):
 
 
 def vars_of(opts):
-    """A LoweringOptions' scheduler and switches, as ``lowering_options(**...)`` fields."""
-    return {f: getattr(opts, f) for f in ("scheduler", "fuse", "shuffle_by_node",
-                                          "preschedule")}
+    """Every field of a LoweringOptions, for ``lowering_options(**...)``."""
+    return dataclasses.asdict(opts)
 
 
 def write_payload(path, payload):
