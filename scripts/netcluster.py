@@ -261,6 +261,7 @@ def cmd_up(a) -> int:
           "temp_root": f"/tmp/{a.prefix}nc", "address": f"{a.subnet}.1:{RAY_PORT}",
           "python": sys.executable}
     write_state(path, st)
+    shutil.rmtree(st["temp_root"], ignore_errors=True)  # logs of an earlier failed up
     try:
         sh("ip", "link", "add", st["bridge"], "type", "bridge")
         sh("ip", "link", "set", st["bridge"], "up")
@@ -272,15 +273,17 @@ def cmd_up(a) -> int:
             + (f"; links shaped to {a.rate} (tbf, both directions; no delay emulated)"
                if a.rate else "; links not shaped"))
         t0 = time.time()
-        p = ray_start(st, st["hosts"][0], head=True)
-        if p.wait(timeout=120) != 0:
-            raise RuntimeError("ray start --head failed; see "
-                               f"{st['temp_root']}/ray_start_h0.log")
-        for h in st["hosts"][1:]:  # one at a time: less of a load spike on few cores
-            p = ray_start(st, h, head=False)
+        for h in st["hosts"]:  # head first, then one at a time: less of a load spike
+            p = ray_start(st, h, head=h["index"] == 0)
             if p.wait(timeout=240) != 0:
-                raise RuntimeError(f"ray start in {h['ns']} failed; see "
-                                   f"{st['temp_root']}/ray_start_h{h['index']}.log")
+                # `ray start` waits 30 s (fixed) for its raylet to register; on a loaded
+                # machine the raylet may register later (it first waits for its dashboard
+                # agent): give it time before calling the host failed.
+                if h["index"] == 0 or wait_nodes(st, h["index"] + 1, timeout_s=150) \
+                        <= h["index"]:
+                    raise RuntimeError(f"ray start in {h['ns']} failed; see "
+                                       f"{st['temp_root']}/ray_start_h{h['index']}.log")
+                log(f"ray start in {h['ns']} gave up waiting, but its node joined")
         alive = wait_nodes(st, a.hosts, timeout_s=90)
         if alive < a.hosts:
             raise RuntimeError(f"only {alive} of {a.hosts} Ray nodes joined")
@@ -359,8 +362,8 @@ def teardown(st: dict, path: str | None) -> list[str]:
     if link_exists(br):
         sh("ip", "link", "del", br, check=False)
         done.append(br)
-    tr = st.get("temp_root") or f"/tmp/{prefix}nc"
-    if os.path.isdir(tr) and not st.get("keep_logs"):
+    tr = st.get("temp_root")  # None without a state file: keep a failed up's logs
+    if tr and os.path.isdir(tr) and not st.get("keep_logs"):
         shutil.rmtree(tr, ignore_errors=True)
     if path and os.path.exists(path):
         os.remove(path)
