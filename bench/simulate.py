@@ -408,6 +408,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         axes[0][c].set_ylabel("GB moved")
         axes[1][c].set_ylabel("makespan (s)")
         axes[1][c].set_xlabel("nodes")
+        axes[0][c].set_yscale("log")
         for r in (0, 1):
             axes[r][c].set_xscale("log")
             axes[r][c].grid(True, alpha=0.3)
