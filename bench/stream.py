@@ -43,6 +43,7 @@ quarter of the interval), e.g. locality+ahead@50.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -332,6 +333,9 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
 
 
 def vars_of(opts):
+    """Every field of the series' LoweringOptions (new switches included)."""
+    if dataclasses.is_dataclass(opts):
+        return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
     return {f: getattr(opts, f) for f in ("scheduler", "fuse", "shuffle_by_node",
                                           "preschedule")}
 
