@@ -14,8 +14,11 @@ Baselines (--baselines; plain Ray in bench/baselines.py, no irfront; same pipeli
 rotation, same in-flight bound): ray-expert (a broadcast copy per node, one fused task per
 partition pinned to its copy's node, reducers pinned evenly), ray-expert-node (one fused
 task per node), compiled-graph (a Ray Compiled Graph of actors holding their node's copy,
-driven from its own driver process, bench/baseline_cgraph.py). A baseline that cannot run
-gets a row saying why.
+driven from its own driver process, bench/baseline_cgraph.py, one batch in flight: its
+outputs are read before the next batch, as Ray 2.60 needs). A baseline that cannot run
+gets a row saying why. The graph stays compiled for the whole rotation (a second compile
+in one driver can hang), and its idle actors poll their channels: the share of a core its
+processes used is printed; every series runs beside it.
 
 Latency: from the batch's *scheduled* start to each reducer's reduce call (one machine,
 one clock); one sample per reducer per batch. The schedule: each round of --chunk batches
