@@ -28,6 +28,10 @@ table, waits for Ray to restart the actor, restores the last checkpoint and repl
 kept calls after it, in order. Reducers skip calls they already applied, so nothing is
 counted twice. Tasks before the reducers are retried by Ray (``max_retries``) and rebuilt
 from lineage when their outputs are lost with a node.
+
+A driver that runs for days should call ``ray_patch.configure(name_tasks=False)``: Ray
+keeps state for every distinct task name (groups name their tasks ``fn[g7]`` by default;
+docs/RELIABILITY.md).
 """
 from __future__ import annotations
 
