@@ -24,7 +24,8 @@ Bytes moved between hosts per batch, three ways:
   at most ceil(partitions / hosts) tasks (the core's fair-share cap on equal hosts;
   networkx min-cost flow), plus the repartition's bytes given where the reducers are.
 - core: what the C++ core reported for the groups it placed (its objective). Inputs made
-  by earlier groups count at ray_patch's default object size (1 MiB), not their size.
+  by earlier groups count at ray_patch's default object size (1 MiB), not their size; a
+  series' first batch also counts the reducers' placement (warm-up batches take it).
 - net: the sum over hosts of eth0's tx bytes during the batch (netcluster state file
   needed: --state or $IRF_NETCLUSTER_STATE), also minus the idle rate measured first.
 """
