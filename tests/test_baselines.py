@@ -51,8 +51,27 @@ def test_layout_spreads_partitions_and_reducers_evenly():
         bl.Layout([], 16, 2, 8)
 
 
-def test_compiled_graph_sums_match_python(cluster):
-    drv = CompiledGraphDriver(cluster.address, partitions=PARTITIONS, maps=MAPS,
+@pytest.fixture
+def own_cluster(cluster):
+    """A 2-node cluster of its own for the compiled graph: on Ray 2.60 a raylet can die at
+    a compiled graph's teardown, and the session's shared cluster must survive it. The
+    driver stays connected to the shared cluster; the graph's own driver process joins
+    this one by address."""
+    from ray.cluster_utils import Cluster
+    args = {"num_cpus": 2, "node_ip_address": "127.0.0.1",
+            "object_store_memory": 150 * 1024 * 1024}
+    c = Cluster(initialize_head=True, connect=False,
+                head_node_args={**args, "include_dashboard": False})
+    try:
+        c.add_node(**args)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        c.shutdown()
+
+
+def test_compiled_graph_sums_match_python(own_cluster):
+    drv = CompiledGraphDriver(own_cluster.address, partitions=PARTITIONS, maps=MAPS,
                               reducers=REDUCERS, sizes=[DATA_MB], max_in_flight=2,
                               warmup=0, start_timeout_s=240, finish_timeout_s=120)
     assert drv.start(), drv.error
