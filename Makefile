@@ -83,7 +83,7 @@ test: test-cpp test-py
 # The streaming benchmark on an embedded 4-node x 2-CPU local cluster (a few minutes).
 demo: $(DEMO_STAMP)
 	$(PY) setup.py -q build_ext --inplace
-	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,pack,locality,locality+ahead \
+	$(PY) bench/stream.py --sizes 1,4,16 --schedulers vanilla,vanilla+fuse,pack,locality,locality+ahead \
 		--iterations 40 --json bench/results/stream_demo.json --plots bench/results/demo
 
 # The wheel: build it (pip wheel), install it into a fresh venv, import it, run the seed example
@@ -92,7 +92,7 @@ check-wheel: build
 	$(PY) -m pytest tests/test_packaging.py -q
 
 bench-stream: build
-	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,pack,locality,locality-nofuse,locality-noshuffle,locality+ahead,locality-plain \
+	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,vanilla+fuse,pack,locality,locality-nofuse,locality-noshuffle,locality-nobatch,locality+ahead,locality-plain \
 		--json bench/results/stream.json --plots bench/results/stream
 
 # A 4-host Ray cluster of network namespaces on this machine (root; scripts/netcluster.py,
