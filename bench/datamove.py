@@ -231,8 +231,9 @@ class Series:
         self.key = (name, layout.size_mb)
 
     def options(self):
-        return {f: getattr(self.opts, f) for f in ("scheduler", "fuse", "shuffle_by_node",
-                                                   "preschedule")}
+        """Every LoweringOptions field of the series (switches added later included)."""
+        import dataclasses
+        return {f.name: getattr(self.opts, f.name) for f in dataclasses.fields(self.opts)}
 
 
 class CoreLog:
