@@ -374,7 +374,47 @@ def group_actors(actor_cls: ActorClass, n: int,
             rt.scheduler.free_group(gid)
             raise
         rt.record(GroupRecord(gid, base, dep, policy, nodes, in_core=True), ())
+    _confirm_actor_nodes(rt, handles, gid)
     return GroupActors(handles, gid)
+
+
+def _node_probe():
+    # Built in a function so that cloudpickle ships it by value (no import on workers).
+    def node_of(self):
+        return ray.get_runtime_context().get_node_id()
+    return node_of
+
+
+_NODE_OF = _node_probe()
+
+
+def _confirm_actor_nodes(rt: Runtime, handles: list, gid: int,
+                         timeout_s: float = 120.0) -> None:
+    """Reads back where each actor started. Actors are pinned softly (so that Ray can
+    restart them elsewhere when their node dies), and a busy node makes Ray start one on
+    another node; the runtime must know the real node (the grouped shuffle writes one
+    object per actor node). Waits for the actors to start: once per actor group."""
+    try:
+        where = ray.get([h.__ray_call__.remote(_NODE_OF) for h in handles],
+                        timeout=timeout_s)
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+        log.warning("actor group g%d: could not read back its nodes (%s); keeping the "
+                    "planned ones", gid, type(e).__name__)
+        return
+    with rt.lock:
+        rec = rt.groups.get(gid)
+        moved = 0
+        for i, (h, hexid) in enumerate(zip(handles, where)):
+            nid = rt.node_int(hexid)
+            if nid == NO_NODE:
+                continue
+            if rec is not None and rec.nodes[i] != nid:
+                moved += 1
+                rec.nodes[i] = nid
+            rt.actor_node[h._actor_id.binary()] = nid
+        if moved:
+            log.info("actor group g%d: %d of %d actors started off their planned node",
+                     gid, moved, len(handles))
 
 
 def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
