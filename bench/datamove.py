@@ -47,11 +47,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 import common  # noqa: E402
 import datamove_workload as wl  # noqa: E402
 import irfront  # noqa: E402
-from irfront import InitActors, Map, ReduceActors, lowering_options  # noqa: E402
-try:  # noqa: E402
-    from irfront import options_for
-except ImportError:  # the IR before its layout in packages
-    from irfront.optimize import options_for
+from irfront import InitActors, Map, ReduceActors, lowering_options, options_for  # noqa: E402
 
 STAGES = ("ingest", "join", "enrich", "project", "shuffle", "reduce")
 MIB = 1 << 20

@@ -64,23 +64,12 @@ import stream_workload as wl  # noqa: E402
 from baseline_cgraph import CompiledGraphDriver  # noqa: E402
 from irfront import Broadcast, InitActors, lowering_options  # noqa: E402
 
-try:  # the driver's and the options' modules (layout after the package split)
-    from irfront.drivers import Batch, MicroBatchStream  # noqa: E402
-except ImportError:  # pragma: no cover - the layout before it
-    from irfront.stream import Batch, MicroBatchStream  # noqa: E402
-try:
-    from irfront.lowering import options_for as _options_for  # noqa: E402
+from irfront import Batch, MicroBatchStream, options_for  # noqa: E402
 
-    def options_for(name):
-        return _options_for(name)
 
-    def describe(opts):
-        return opts.describe()
-except ImportError:  # pragma: no cover
-    from irfront.optimize import describe, options_for as _old_options_for  # noqa: E402
+def describe(opts):
+    return opts.describe()
 
-    def options_for(name):
-        return _old_options_for(name)[0]
 
 FLOOR_MB = 8 / (1 << 20)  # 8 bytes: one float per partition
 FLOORS = {"floor-vanilla": "vanilla", "floor-locality": "locality"}

@@ -1,4 +1,4 @@
-"""IR optimisations (irfront/optimize.py): same reducer sums as vanilla under every switch
+"""IR optimisations (irfront/passes/ and node-batched groups): same reducer sums as vanilla under every switch
 combination; fusion runs one task per partition; shuffle-by-node writes one object per
 node; pre-scheduled (gated) batches through the stream driver."""
 from __future__ import annotations

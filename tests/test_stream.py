@@ -1,4 +1,4 @@
-"""irfront.stream.MicroBatchStream: the IR-based driver's in-flight bound is an
+"""irfront.MicroBatchStream: the IR-based driver's in-flight bound is an
 InFlightWindow; held-back time is reported per batch and in total. IR-lowered group tasks
 carry an explicit max_retries (LoweringOptions.max_retries); vanilla stays plain Ray."""
 from __future__ import annotations

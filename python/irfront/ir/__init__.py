@@ -1,4 +1,4 @@
-"""The IR: plain-data nodes with the 2018 IR's calling conventions (see nodes.py)."""
+"""The IR: plain-data nodes with the 2018 IR's calling conventions (see irfront/ir/nodes.py)."""
 from irfront.ir.nodes import (NODE_KINDS, Broadcast, FusedMap, GroupedShuffle, InitActors,
                               Map, MapActors, Node, Objects, ReduceActors, set_evaluator)
 from irfront.ir.reducers import (REDUCER_OPTIONS, CheckpointedReducer, NeedsRestore,
