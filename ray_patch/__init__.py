@@ -31,6 +31,7 @@ from ray_patch.submit import (
     placement,
     refresh_nodes,
     submit_group,
+    submit_per_node,
     update_actor_node,
 )
 
@@ -38,5 +39,5 @@ __all__ = [
     "GroupActors", "GroupError", "GroupRefs", "GroupedFunction", "actor_nodes", "call_actors", "core_group_count",
     "configure", "current_runtime", "defer_free", "next_group_id", "task_name", "free_groups", "get_runtime", "group_actors", "group_count", "group_map",
     "group_starmap", "grouped", "new_group_id", "node_failed", "placement", "refresh_nodes", "reset",
-    "submit_group", "update_actor_node",
+    "submit_group", "submit_per_node", "update_actor_node",
 ]

@@ -199,6 +199,48 @@ UNPINNED_OPTIONS = ("scheduling_strategy", "placement_group", "num_gpus", "resou
                     "accelerator_type", "label_selector")
 
 
+def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
+                    node_call: Any, *, num_returns: int = 1, group_id: int | None = None,
+                    group_dependency: int | None = None, policy: str = "locality",
+                    name: str | None = None, max_retries: int | None = None
+                    ) -> tuple[dict[int, tuple[list[int], Any]], int]:
+    """Places one task per argument tuple as a group, then submits ONE task of ``fn`` per
+    node, running all of that node's tasks: ``node_call(indices)`` gives its arguments.
+    Returns ``({node: (task indices, ref or list of num_returns refs)}, group id)``,
+    nodes in ascending order. The core places (and records) the per-task group, so
+    later groups see where every task's data went."""
+    check_remote_function(fn)
+    check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
+    args = as_tuples(arg_tuples)
+    rt = get_runtime()
+    with rt.lock:
+        gid = rt.new_group_id() if group_id is None else int(group_id)
+        cpus = float(fn._default_options.get("num_cpus", 1) or 0)
+        nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
+                           group_dependency=group_dependency, policy=policy)
+        base = name or task_name(fn)
+        opts: dict[str, Any] = {"num_returns": num_returns}
+        if max_retries is not None:
+            opts["max_retries"] = max_retries
+        if rt.name_tasks:
+            opts["name"] = f"{base}[g{gid}]"
+        out: dict[int, tuple[list[int], Any]] = {}
+        by_node: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes.tolist()):
+            by_node.setdefault(n, []).append(i)
+        try:
+            for n in sorted(by_node):
+                idx = by_node[n]
+                f = fn.options(scheduling_strategy=rt.strategies[n], **opts)
+                out[n] = (idx, f.remote(*node_call(idx)))
+        except BaseException:
+            rt.scheduler.free_group(gid)
+            raise
+        rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
+        rt.record(rec, ((idx[0], refs) for idx, refs in out.values()))
+    return out, gid
+
+
 def _submit_unpinned(rt: Runtime, fn: RemoteFunction, user_options: dict[str, Any],
                      args: list[tuple], group_id: int | None, group_dependency: int | None,
                      policy: str, num_returns: int | None, name: str | None,

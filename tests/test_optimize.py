@@ -122,8 +122,9 @@ def test_fused_chain_is_one_group_of_one_task_per_partition():
     assert [len(x) for x in [both.eval()]] == [2]
 
 
-def test_shuffle_by_node_writes_one_object_per_node():
-    irfront.init(scheduler="locality")
+@pytest.mark.parametrize("batch", [False, True])
+def test_shuffle_by_node_writes_one_object_per_node(batch):
+    irfront.init(scheduler="locality", batch_tasks=batch)
     n = NUM_NODES * 2
     reducers = InitActors(wl.Reducer, n, [(i,) for i in range(n)])
     deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 2)
@@ -134,7 +135,11 @@ def test_shuffle_by_node_writes_one_object_per_node():
     rec = _group_record(sh.group_id)
     nodes = len(reducers.placement().counts)
     assert sorted(reducers.placement().counts.values()) == [2] * NUM_NODES  # balanced
-    assert len(rec.keys) == PARTS * nodes  # one object per (task, node), not per reducer
+    if batch:  # one task per node, one object per (source node, destination node)
+        assert len(rec.keys) == NUM_NODES * nodes
+        assert rec.name.endswith("@node")
+    else:  # one object per (task, destination node), not per reducer
+        assert len(rec.keys) == PARTS * nodes
     assert red.placement().depends_on == sh.group_id
 
 

@@ -56,6 +56,48 @@ def fused_function(tasks: Sequence[RemoteFunction],
     return fn
 
 
+def _make_node_task(fns: tuple, name: str, regroup: tuple):
+    def node_task(counts, *flat):
+        # counts[p][s]: stage s's argument count for the node's partition p; ``flat`` is,
+        # per partition, its object then its stages' arguments.
+        outs = [[] for _ in regroup]
+        i = 0
+        for per_stage in counts:
+            x = flat[i]
+            i += 1
+            for f, c in zip(fns, per_stage):
+                x = f(*flat[i:i + c], x)
+                i += c
+            for g, members in enumerate(regroup):
+                outs[g].append(tuple(x[j] for j in members))
+        res = tuple(tuple(o) for o in outs)  # per destination node: one piece per partition
+        return res if len(res) > 1 else res[0]
+
+    node_task.__name__ = node_task.__qualname__ = name
+    return node_task
+
+
+_NODE_TASKS: dict[tuple, tuple[tuple, RemoteFunction]] = {}
+
+
+def node_task_function(tasks: Sequence[RemoteFunction],
+                       regroup: tuple[tuple[int, ...], ...]) -> RemoteFunction:
+    """One remote function that runs the chain ``tasks`` for every partition a node holds
+    and returns one object per destination node group of ``regroup``: the node's pieces
+    for that group, one per partition (cached per chain and regroup)."""
+    key = (tuple(id(t) for t in tasks), regroup)
+    hit = _NODE_TASKS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
+        return hit[1]
+    name = "+".join(t._function.__name__ for t in tasks) + "@node"
+    opts = {k: v for k, v in tasks[-1]._default_options.items()
+            if v is not None and k not in ("num_returns", "name")}
+    body = _make_node_task(tuple(t._function for t in tasks), name, regroup)
+    fn = ray.remote(**opts)(body) if opts else ray.remote(body)
+    _NODE_TASKS[key] = (tuple(tasks), fn)
+    return fn
+
+
 def _pick_invoke():
     # actor.__ray_call__(PICK, method, pos, nargs, *args, *per_node_objects): actor gets
     # element ``pos`` of each of its node's objects.
@@ -64,15 +106,37 @@ def _pick_invoke():
     return pick
 
 
+def _pick_ordered_invoke():
+    # actor.__ray_call__(PICK_ORDERED, method, pos, nargs, order, *args, *node_objects):
+    # each node object holds one piece per partition of that node; the actor takes
+    # element ``pos`` of every piece, and puts the pieces back in partition order.
+    def pick_ordered(self, method, pos, nargs, order, *a):
+        got = [piece[pos] for o in a[nargs:] for piece in o]
+        ordered = [None] * len(got)
+        for k, p in enumerate(order):
+            ordered[p] = got[k]
+        return getattr(self, method)(*a[:nargs], *ordered)
+    return pick_ordered
+
+
 PICK = _pick_invoke()
-_PICK_REFS: dict[str, ray.ObjectRef] = {}
+PICK_ORDERED = _pick_ordered_invoke()
+_REFS: dict[tuple[str, str], ray.ObjectRef] = {}
+
+
+def _stored(name: str, fn: Any) -> ray.ObjectRef:
+    job = ray.get_runtime_context().get_job_id()
+    ref = _REFS.get((job, name))
+    if ref is None:
+        ref = _REFS[(job, name)] = ray.put(fn)
+    return ref
 
 
 def pick_ref() -> ray.ObjectRef:
     """PICK in the object store, once per Ray job: an actor call then passes a reference
     instead of pickling the function into every call."""
-    job = ray.get_runtime_context().get_job_id()
-    ref = _PICK_REFS.get(job)
-    if ref is None:
-        ref = _PICK_REFS[job] = ray.put(PICK)
-    return ref
+    return _stored("pick", PICK)
+
+
+def pick_ordered_ref() -> ray.ObjectRef:
+    return _stored("pick_ordered", PICK_ORDERED)

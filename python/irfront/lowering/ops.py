@@ -15,7 +15,8 @@ from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, M
                               MapActors, Node, Objects, ReduceActors)
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
-from irfront.lowering.fused import fused_function, pick_ref
+from irfront.lowering.fused import (fused_function, node_task_function, pick_ordered_ref,
+                                    pick_ref)
 
 
 def flat_objects(src: Node, value: list) -> list:
@@ -111,12 +112,14 @@ def lower_init_actors(node: InitActors, ctx: LoweringContext) -> Lowered:
 
 
 def call_actors(ctx: LoweringContext, node: ReduceActors | MapActors, handles: list,
-                calls: list[tuple], depends_on: int | None, picks: list | None = None
-                ) -> Lowered:
+                calls: list[tuple], depends_on: int | None, picks: list | None = None,
+                order: tuple[int, ...] | None = None) -> Lowered:
     """``node.method`` on every actor: actor i gets ``*calls[i]``. With ``picks``
     (position, number of leading arguments) per actor, ``calls[i]`` ends with per-node
-    objects from which the actor takes element ``position`` each. Exactly-once reducers
-    get ``apply_batch(seq, method, ...)`` and the calls are logged for replay."""
+    objects from which the actor takes element ``position`` each; with ``order`` too,
+    each object holds one piece per partition and ``order`` gives the partition of each
+    piece, in the order they arrive. Exactly-once reducers get ``apply_batch(seq,
+    method, ...)`` and the calls are logged for replay."""
     actors, method = node.actors, node.method
     seq = None
     if actors.checkpointed:
@@ -126,7 +129,10 @@ def call_actors(ctx: LoweringContext, node: ReduceActors | MapActors, handles: l
         if picks is not None:
             picks = [(p, nargs + 2) for p, nargs in picks]
     invoke = None
-    if picks is not None:
+    if picks is not None and order is not None:
+        invoke = pick_ordered_ref()
+        calls = [(method, p, nargs, order, *c) for (p, nargs), c in zip(picks, calls)]
+    elif picks is not None:
         invoke = pick_ref()
         calls = [(method, p, nargs, *c) for (p, nargs), c in zip(picks, calls)]
     gid = ctx.submitter.new_group()
@@ -185,6 +191,15 @@ def lower_grouped_shuffle(node: GroupedShuffle, ctx: LoweringContext) -> Lowered
             by_node.setdefault(nid, []).append(i)
         regroup = tuple(tuple(by_node[k]) for k in sorted(by_node))
         slot = {i: (g, p) for g, members in enumerate(regroup) for p, i in enumerate(members)}
+        if ctx.options.enabled("batch_tasks"):
+            per_node = shuffle_per_node(ctx, chain, shuffle.objects, regroup, gid)
+            if per_node is not None:
+                res = _call_with_node_objects(ctx, red, handles, per_node, regroup, slot,
+                                              gid)
+                ctx.results.record(shuffle.replaces or shuffle,
+                                   Lowered(None, gid, ctx.group_of(shuffle.objects)),
+                                   ctx.submitter)
+                return res
         out = submit_chain(ctx, chain, shuffle.objects, regroup, group_id=gid)
         single = len(regroup) == 1
         calls, picks = [], []
@@ -197,3 +212,43 @@ def lower_grouped_shuffle(node: GroupedShuffle, ctx: LoweringContext) -> Lowered
     ctx.results.record(shuffle.replaces or shuffle, Lowered(None, gid, out.depends_on),
                        ctx.submitter)
     return res
+
+
+def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
+                     regroup: tuple[tuple[int, ...], ...], group_id: int
+                     ) -> dict[int, tuple[list[int], Any]] | None:
+    """The shuffle placed per partition, then run as one task per node that writes one
+    object per destination node group (pieces of all its partitions): with n partitions
+    on m nodes, m x groups objects instead of n x groups."""
+    base = ctx.lowered(src)
+    objs = flat_objects(src, base.value)
+    calls = [(*(a for m in chain for a in m.arg(i)), o) for i, o in enumerate(objs)]
+    fn = node_task_function([m.task for m in chain], regroup)
+
+    def node_call(idx: list[int]) -> tuple:
+        counts = tuple(tuple(len(m.arg(i)) for m in chain) for i in idx)
+        flat: list = []
+        for i in idx:
+            flat.append(objs[i])
+            for m in chain:
+                flat.extend(m.arg(i))
+        return (counts, *flat)
+
+    return ctx.submitter.node_tasks(fn, calls, node_call, group_id=group_id,
+                                    depends_on=base.group_id, num_returns=len(regroup),
+                                    name=fn._function.__name__)
+
+
+def _call_with_node_objects(ctx: LoweringContext, red: ReduceActors, handles: list,
+                            per_node: dict[int, tuple[list[int], Any]],
+                            regroup: tuple[tuple[int, ...], ...],
+                            slot: dict[int, tuple[int, int]], gid: int) -> Lowered:
+    single = len(regroup) == 1
+    order = tuple(i for idx, _ in per_node.values() for i in idx)
+    calls, picks = [], []
+    for i in range(red.actors.n):
+        g, p = slot[i]
+        node_objs = [refs if single else refs[g] for _, refs in per_node.values()]
+        calls.append((*red.arg(i), *node_objs))
+        picks.append((p, len(red.arg(i))))
+    return call_actors(ctx, red, handles, calls, gid, picks, order)

@@ -50,6 +50,13 @@ class Submitter(abc.ABC):
         """The node of each actor, when this submitter knows them."""
         return None
 
+    def node_tasks(self, fn: RemoteFunction, calls: Sequence[tuple], node_call: Any, *,
+                   group_id: int, depends_on: int | None, num_returns: int,
+                   name: str | None = None) -> dict[int, tuple[list[int], Any]] | None:
+        """The calls placed as one group, then one task per node (``node_call(indices)``
+        its arguments); None when this submitter does not place tasks."""
+        return None
+
     def placement(self, group_id: int) -> dict[str, int] | None:
         """Ray node id -> tasks of the group there, when this submitter knows it."""
         return None
@@ -122,6 +129,17 @@ class GroupedSubmitter(Submitter):
 
     def actor_nodes(self, handles):
         return ray_patch.actor_nodes(handles)
+
+    def node_tasks(self, fn, calls, node_call, *, group_id, depends_on, num_returns,
+                   name=None):
+        retries = self.options.max_retries
+        if retries is None and fn._default_options.get("max_retries") is None:
+            retries = self.options.task_retries
+        out, _ = ray_patch.submit_per_node(
+            fn, calls, node_call, num_returns=num_returns, group_id=group_id,
+            group_dependency=depends_on, policy=self.scheduler, name=name,
+            max_retries=retries)
+        return out
 
     def placement(self, group_id):
         return ray_patch.placement(group_id)
