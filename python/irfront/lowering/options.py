@@ -38,7 +38,8 @@ class LoweringOptions:
     name_actors: bool = True  # named actors "Cls[g7:0]" (visible in the state API)
     fuse: bool | None = None  # a chain of one-to-one Maps runs as one task per partition
     shuffle_by_node: bool | None = None  # a shuffle into actors writes one object per node
-    # A group's tasks placed on one node run as one Ray task per CPU slot there.
+    # A group's tasks placed on one node run as one Ray task per CPU slot there; a
+    # grouped shuffle runs as one task per node writing one object per destination node.
     batch_tasks: bool | None = None
     preschedule: bool | None = None  # stream driver: submit the next batch ahead (gated)
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
