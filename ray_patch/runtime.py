@@ -84,6 +84,8 @@ class Runtime:
         self.registry: dict[bytes, tuple[int, int]] = {}
         self.groups: dict[int, GroupRecord] = {}
         self.actor_node: dict[bytes, int] = {}  # actor id -> int node it was pinned to
+        # (actor id, via __ray_call__, method, name, num_returns) -> option wrapper
+        self.call_wrappers: dict[tuple, Any] = {}
         self.token = next(_TOKENS)  # identifies this runtime to finalizers
         self._last_refresh = -float("inf")
         self._pending_free: collections.deque[int] = collections.deque()

@@ -481,9 +481,11 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
                 name: str | None = None, name_tasks: bool | None = None) -> GroupRefs:
     """Calls ``method`` once on each actor (actor i with ``arg_tuples[i]``) as one group.
 
-    Actor calls run where their actor lives; the group gives them names
-    ``f"{name}[g{gid}]"`` and registers their outputs at their actor's node. With
-    ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)`` instead.
+    Actor calls run where their actor lives; the group registers their outputs at their
+    actor's node. They are named ``name`` (e.g. ``Reducer.reduce``; the actors carry the
+    group, ``Reducer[g5:0]``): the option wrapper of each (actor, method, name) is built
+    once and reused, since an ``.options()`` call per actor call is most of its driver
+    cost. With ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)``.
     ``name_tasks=False`` leaves the calls unnamed (as in ``submit_group``).
     """
     args = as_tuples(arg_tuples)
@@ -497,14 +499,22 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
         base = name or method
         nodes = np.full(len(handles), NO_NODE, dtype=np.int64)
         out = []
+        wrappers = rt.call_wrappers
         for i, (h, a) in enumerate(zip(handles, args)):
-            nodes[i] = rt.actor_node.get(h._actor_id.binary(), NO_NODE)
-            m = h.__ray_call__ if invoke is not None else getattr(h, method)
-            o: dict[str, Any] = {"name": f"{base}[g{gid}]"} if named else {}
-            if num_returns is not None:
-                o["num_returns"] = num_returns
-            if o:
-                m = m.options(**o)
+            key = h._actor_id.binary()
+            nodes[i] = rt.actor_node.get(key, NO_NODE)
+            wkey = (key, invoke is not None, method, base if named else None, num_returns)
+            m = wrappers.get(wkey)
+            if m is None:
+                m = h.__ray_call__ if invoke is not None else getattr(h, method)
+                o: dict[str, Any] = {"name": base} if named else {}
+                if num_returns is not None:
+                    o["num_returns"] = num_returns
+                if o:
+                    m = m.options(**o)
+                if len(wrappers) > 100_000:  # bounded: actors come and go in long runs
+                    wrappers.clear()
+                wrappers[wkey] = m
             if invoke is not None:
                 out.append(m.remote(invoke, *a))
             else:
