@@ -117,5 +117,6 @@ def check_arg_count(fn: Any, nargs: int, what: str) -> None:
 
 
 def _describe(sig: Any) -> str:
-    return f"({', '.join(str(p) for p in sig.parameters.values())})"
+    # Ray adds a ``_ray_trace_ctx`` keyword to actor methods: not the user's.
+    return f"({', '.join(str(p) for p in sig.parameters.values() if not p.name.startswith('_ray'))})"
 

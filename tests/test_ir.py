@@ -279,3 +279,13 @@ def test_task_failure_names_the_node():
 def test_placement_before_eval_says_what_to_do():
     with pytest.raises(IRError, match=r"not evaluated yet; call node\.eval\(\)"):
         Broadcast(generate, 2, 10, 0).placement()
+
+
+def test_a_method_that_cannot_take_the_call_is_refused_at_construction():
+    actors = InitActors(Reducer, 2)
+    deps = Broadcast(generate, 4, 10, 0)
+    with pytest.raises(IRError, match=r"ReduceActors\[get\]#.*method 'Reducer\.get' "
+                       r"\(self, args\[i\], then 4 objects\) takes \(self\)"):
+        ReduceActors("get", actors, deps)
+    ok = ReduceActors("reduce_scaled", actors, deps, [(1.0,)] * 2)  # scale, *partials
+    assert len(ok) == 2

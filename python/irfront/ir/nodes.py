@@ -312,6 +312,14 @@ class _ActorCall(Node):
         with _checked(self.label):
             self.args = None if args is None else check.as_tuples(args, actors.n, "actor")
 
+    def _check_call(self, objects_per_actor: int, what: str) -> None:
+        """The method must take ``*args[i]`` and then ``objects_per_actor`` objects."""
+        body = self.actors.actor_cls.__ray_metadata__.modified_class
+        width = len(self.args[0]) if self.args else 0
+        with _checked(self.label):
+            check.check_arg_count(getattr(body, self.method), 1 + width + objects_per_actor,
+                                  f"method '{self.actors.name}.{self.method}' ({what})")
+
     def arg(self, i: int) -> tuple:
         return self.args[i] if self.args is not None else ()
 
@@ -334,6 +342,8 @@ class ReduceActors(_ActorCall):
             raise IRError(self.label, f"objects come from {src.label} with num_returns="
                           f"{src.num_returns} but there are {actors.n} actors; pass "
                           f"num_returns={actors.n} to the Map (one partition per actor)")
+        per_actor = len(src) if self.shuffled else src.num_objects
+        self._check_call(per_actor, f"self, args[i], then {per_actor} objects")
 
     @property
     def shuffled(self) -> bool:
@@ -355,6 +365,7 @@ class MapActors(_ActorCall):
             raise IRError(self.label, f"got {self.objects.num_objects} objects for "
                           f"{actors.n} actors; MapActors gives actor i objects[i]: pass "
                           f"exactly {actors.n} objects")
+        self._check_call(1, "self, args[i], then one object")
 
 
 # ---- node kinds made by passes ---------------------------------------------------------------
