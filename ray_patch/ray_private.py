@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
 
@@ -33,19 +32,3 @@ def unwrap_task(fn: Any) -> tuple[RemoteFunction, dict[str, Any]] | None:
         return None
     own = base._default_options
     return base, {k: v for k, v in opts.items() if own.get(k) != v}
-
-
-def function_of(fn: RemoteFunction) -> Any:
-    return fn._function
-
-
-def default_options(fn: RemoteFunction | ActorClass) -> dict[str, Any]:
-    return fn._default_options
-
-
-def actor_body(cls: ActorClass) -> type:
-    return cls.__ray_metadata__.modified_class
-
-
-def actor_key(handle: Any) -> bytes:
-    return handle._actor_id.binary()

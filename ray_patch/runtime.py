@@ -284,14 +284,6 @@ class Runtime:
                     reg.pop(k, None)
         self.groups[gid] = rec
 
-    def counts_of(self, nodes: np.ndarray) -> dict[str, int]:
-        """Short Ray node id -> tasks, for logs."""
-        out: dict[str, int] = {}
-        for n in nodes.tolist():
-            h = self.hex_of[n][:8] if n != NO_NODE else "?"
-            out[h] = out.get(h, 0) + 1
-        return out
-
     def counts(self, group_id: int) -> dict[str, int] | None:
         """Ray hex node id -> number of tasks of the group pinned there ("unpinned" for
         tasks Ray placed: a user's own strategy or resources the core does not model)."""

@@ -157,14 +157,9 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
         strat = rt.strategies
         out = []
         try:
-            extra: dict[str, Any] = {k: v for k, v in user_options.items()
-                                     if k not in ("name", "num_returns", "max_retries")}
-            if max_retries is not None:
-                extra["max_retries"] = max_retries
-            if num_returns is not None:
-                extra["num_returns"] = num_returns
-            if rt.name_tasks if name_tasks is None else name_tasks:
-                extra["name"] = f"{base}[g{gid}]"
+            extra = _task_options(user_options, max_retries, num_returns,
+                                  f"{base}[g{gid}]" if (rt.name_tasks if name_tasks is None
+                                                        else name_tasks) else None)
             if batch:
                 out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra)
             else:
@@ -181,15 +176,27 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
             rt.scheduler.free_group(gid)
             raise
         rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("group g%d %s (%s, depends on %s): %s", gid, base, policy, dep,
-                      rt.counts_of(nodes))
         try:
             rt.record(rec, enumerate(out))
         except BaseException:
             rt.free(gid)
             raise
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("group g%d %s (%s, depends on %s): %s", gid, base, policy, dep,
+                      rt.counts(gid))
     return GroupRefs(out, gid)
+
+
+def _task_options(user_options: dict[str, Any], max_retries: int | None,
+                  num_returns: int | None, name: str | None) -> dict[str, Any]:
+    """A group's ``.options()``: the user's own, with the group's retries, returns and
+    name (when given) in place of theirs."""
+    opts = {k: v for k, v in user_options.items()
+            if k not in ("name", "num_returns", "max_retries")}
+    for k, v in (("max_retries", max_retries), ("num_returns", num_returns), ("name", name)):
+        if v is not None:
+            opts[k] = v
+    return opts
 
 
 # A task with one of these options keeps Ray's placement (the user's strategy or
@@ -219,11 +226,8 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy)
         base = name or task_name(fn)
-        opts: dict[str, Any] = {"num_returns": num_returns}
-        if max_retries is not None:
-            opts["max_retries"] = max_retries
-        if rt.name_tasks:
-            opts["name"] = f"{base}[g{gid}]"
+        opts = _task_options({}, max_retries, num_returns,
+                             f"{base}[g{gid}]" if rt.name_tasks else None)
         out: dict[int, tuple[list[int], Any]] = {}
         by_node: dict[int, list[int]] = {}
         for i, n in enumerate(nodes.tolist()):
@@ -247,17 +251,11 @@ def _submit_unpinned(rt: Runtime, fn: RemoteFunction, user_options: dict[str, An
                      max_retries: int | None) -> GroupRefs:
     """A group whose tasks Ray places (see UNPINNED_OPTIONS): one group id and name,
     its outputs registered, no placement by the core (``placement()`` says "unpinned")."""
-    opts = {k: v for k, v in user_options.items() if k not in ("name", "num_returns")}
-    if max_retries is not None:
-        opts["max_retries"] = max_retries
-    if num_returns is not None:
-        opts["num_returns"] = num_returns
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
         base = user_options.get("name") or name or task_name(fn)
-        if rt.name_tasks:
-            opts["name"] = f"{base}[g{gid}]"
-        f = fn.options(**opts)
+        f = fn.options(**_task_options(user_options, max_retries, num_returns,
+                                       f"{base}[g{gid}]" if rt.name_tasks else None))
         out = [f.remote(*a) for a in args]
         dep = _depends_on(rt, group_dependency, _inputs_of(args))
         rt.record(GroupRecord(gid, base, dep, "unpinned", np.full(len(args), NO_NODE,

@@ -44,10 +44,11 @@ import ray
 
 import ray_patch
 from irfront.drivers.backpressure import InFlightWindow
-from irfront.ir.nodes import FusedMap, Map, Node
+from irfront.ir.nodes import Node
 from irfront.ir.reducers import NeedsRestore
 from irfront.lowering.context import ReducerCall
 from irfront.lowering.evaluation import EVALUATOR
+from irfront.lowering.ops import flat_objects
 
 __all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamReport"]
 
@@ -150,12 +151,6 @@ def _sleep_until(t: float) -> None:
         time.sleep(delay)
 
 
-def _flatten(node: Node, value: list) -> list:
-    if isinstance(node, (Map, FusedMap)) and node.num_returns > 1:
-        return [r for refs in value for r in refs]
-    return [v for v in value if isinstance(v, ray.ObjectRef)]
-
-
 def _is_failure(e: BaseException) -> bool:
     if isinstance(e, _FAILURES):
         return True
@@ -232,7 +227,8 @@ class MicroBatchStream:
         try:
             out = b.submit(arg)
             if isinstance(out, Node):
-                refs = _flatten(out, out.eval())
+                refs = [r for r in flat_objects(out, out.eval())
+                        if isinstance(r, ray.ObjectRef)]
             else:
                 refs = list(out or ())
         finally:

@@ -14,6 +14,7 @@ from irfront.errors import IRError, note_node
 from irfront.ir.nodes import FusedMap, InitActors, Map, Node, set_evaluator
 from irfront.lowering.context import LoweringContext, Results
 from irfront.lowering.options import get_options
+from irfront.lowering.ops import flat_objects
 from irfront.lowering.planner import lower
 from irfront.lowering.submitter import submitter_for
 from irfront.passes import optimize
@@ -75,15 +76,14 @@ class Evaluator:
         value = self.eval(node)
         if isinstance(node, InitActors):
             return list(value)
-        nested = isinstance(node, (Map, FusedMap)) and node.num_returns > 1
-        flat = [r for refs in value for r in refs] if nested else value
+        flat = flat_objects(node, value)
         try:
             out = ray.get(flat, timeout=timeout)
         except ray.exceptions.RayError as e:
             if isinstance(e, _FAILURES):
                 self.results.get(node).submitter.after_failure()
             raise note_node(e, node.label, f" (group g{self.group_id(node)})")
-        if nested:
+        if len(flat) != len(value):  # num_returns=k tasks: one list of k per task
             k = node.num_returns
             return [out[i:i + k] for i in range(0, len(out), k)]
         return out

@@ -8,7 +8,6 @@ from typing import Any, Sequence
 import ray
 from ray.remote_function import RemoteFunction
 
-from irfront.passes.fusion import RESOURCE_OPTIONS
 
 
 def _make_fused(fns: tuple, name: str, regroup: tuple | None):
@@ -27,7 +26,26 @@ def _make_fused(fns: tuple, name: str, regroup: tuple | None):
     return fused
 
 
-_FUSED: dict[tuple, tuple[tuple, RemoteFunction]] = {}
+_CACHE: dict[tuple, tuple[tuple, RemoteFunction]] = {}
+
+
+def _remote_for_chain(kind: str, tasks: Sequence[RemoteFunction], regroup: tuple | None,
+                      make: Any, suffix: str = "") -> RemoteFunction:
+    """``make(functions, name, regroup)`` as a remote function, cached per kind, chain
+    and regroup (a stable placement reuses one function: nothing is pickled per task).
+    It carries the last stage's options; fusion only joins stages with equal resource
+    options, so those are every stage's."""
+    key = (kind, tuple(id(t) for t in tasks), regroup)
+    hit = _CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
+        return hit[1]
+    name = "+".join(t._function.__name__ for t in tasks) + suffix
+    opts = {k: v for k, v in tasks[-1]._default_options.items()
+            if v is not None and k not in ("num_returns", "name")}
+    body = make(tuple(t._function for t in tasks), name, regroup)
+    fn = ray.remote(**opts)(body) if opts else ray.remote(body)
+    _CACHE[key] = (tuple(tasks), fn)
+    return fn
 
 
 def fused_function(tasks: Sequence[RemoteFunction],
@@ -35,25 +53,8 @@ def fused_function(tasks: Sequence[RemoteFunction],
     """One remote function running ``tasks`` one after the other, called as
     ``fused(counts, x, *flat_args)``: stage s gets the next ``counts[s]`` of
     ``flat_args`` before ``x``. ``regroup`` (or None) gathers the last stage's returns
-    into one tuple per group of indices; it is part of the function, not an argument
-    (cached per chain and regroup: a stable placement reuses one function, and nothing
-    is pickled per task). It carries the stages' resource options (fusion only joins
-    stages that agree on them) and the last stage's others."""
-    key = (tuple(id(t) for t in tasks), regroup)
-    hit = _FUSED.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
-        return hit[1]
-    name = "+".join(t._function.__name__ for t in tasks)
-    opts = {k: v for k, v in tasks[-1]._default_options.items()
-            if v is not None and k not in ("num_returns", "name")}
-    for k in RESOURCE_OPTIONS:
-        v = tasks[0]._default_options.get(k)
-        if v is not None:
-            opts[k] = v
-    body = _make_fused(tuple(t._function for t in tasks), name, regroup)
-    fn = ray.remote(**opts)(body) if opts else ray.remote(body)
-    _FUSED[key] = (tuple(tasks), fn)
-    return fn
+    into one tuple per group of indices."""
+    return _remote_for_chain("fused", tasks, regroup, _make_fused)
 
 
 def _make_node_task(fns: tuple, name: str, regroup: tuple):
@@ -77,25 +78,12 @@ def _make_node_task(fns: tuple, name: str, regroup: tuple):
     return node_task
 
 
-_NODE_TASKS: dict[tuple, tuple[tuple, RemoteFunction]] = {}
-
-
 def node_task_function(tasks: Sequence[RemoteFunction],
                        regroup: tuple[tuple[int, ...], ...]) -> RemoteFunction:
     """One remote function that runs the chain ``tasks`` for every partition a node holds
     and returns one object per destination node group of ``regroup``: the node's pieces
-    for that group, one per partition (cached per chain and regroup)."""
-    key = (tuple(id(t) for t in tasks), regroup)
-    hit = _NODE_TASKS.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
-        return hit[1]
-    name = "+".join(t._function.__name__ for t in tasks) + "@node"
-    opts = {k: v for k, v in tasks[-1]._default_options.items()
-            if v is not None and k not in ("num_returns", "name")}
-    body = _make_node_task(tuple(t._function for t in tasks), name, regroup)
-    fn = ray.remote(**opts)(body) if opts else ray.remote(body)
-    _NODE_TASKS[key] = (tuple(tasks), fn)
-    return fn
+    for that group, one per partition."""
+    return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node")
 
 
 def _pick_invoke():

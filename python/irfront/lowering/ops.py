@@ -85,12 +85,8 @@ def _actor_options(actors: InitActors) -> dict[str, Any]:
 def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | None,
                   depends_on: int | None, inputs: list[list] | None) -> list:
     """The actors' handles; the first consumer places them, with its data and group."""
-    hit = ctx.local.get(id(actors))
-    r = ctx.results.get(actors)
-    if hit is None and r is not None and (r.value is not None or r.freed):
+    if id(actors) in ctx.local or ctx.results.done(actors):
         return ctx.value(actors)  # raises if freed
-    if hit is not None:
-        return hit.value
     gid = ctx.submitter.new_group()
     try:
         handles = ctx.submitter.actors(
@@ -186,32 +182,38 @@ def lower_grouped_shuffle(node: GroupedShuffle, ctx: LoweringContext) -> Lowered
         calls = [(*red.arg(i), *[refs[i] for refs in out.value]) for i in range(n)]
         res = call_actors(ctx, red, handles, calls, gid)
     else:
-        by_node: dict[int, list[int]] = {}
-        for i, nid in enumerate(where):
-            by_node.setdefault(nid, []).append(i)
-        regroup = tuple(tuple(by_node[k]) for k in sorted(by_node))
-        slot = {i: (g, p) for g, members in enumerate(regroup) for p, i in enumerate(members)}
-        if ctx.options.enabled("batch_tasks"):
-            per_node = shuffle_per_node(ctx, chain, shuffle.objects, regroup, gid)
-            if per_node is not None:
-                res = _call_with_node_objects(ctx, red, handles, per_node, regroup, slot,
-                                              gid)
-                ctx.results.record(shuffle.replaces or shuffle,
-                                   Lowered(None, gid, ctx.group_of(shuffle.objects)),
-                                   ctx.submitter)
-                return res
-        out = submit_chain(ctx, chain, shuffle.objects, regroup, group_id=gid)
-        single = len(regroup) == 1
-        calls, picks = [], []
-        for i in range(n):
-            g, p = slot[i]
-            calls.append((*red.arg(i), *[r if single else r[g] for r in out.value]))
-            picks.append((p, len(red.arg(i))))
-        res = call_actors(ctx, red, handles, calls, gid, picks)
+        res = _shuffle_by_node(ctx, red, chain, shuffle.objects, handles, where, gid)
     # The shuffle's own node carries the group (placement(), freeing), not futures.
-    ctx.results.record(shuffle.replaces or shuffle, Lowered(None, gid, out.depends_on),
-                       ctx.submitter)
+    ctx.results.record(shuffle.replaces or shuffle,
+                       Lowered(None, gid, ctx.group_of(shuffle.objects)), ctx.submitter)
     return res
+
+
+def _shuffle_by_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[Map],
+                     src: Node, handles: list, where: list[int], gid: int) -> Lowered:
+    """The shuffle writes one object per actor node (with ``batch_tasks``: one task per
+    source node, too); each actor picks its pieces."""
+    by_node: dict[int, list[int]] = {}
+    for i, nid in enumerate(where):
+        by_node.setdefault(nid, []).append(i)
+    regroup = tuple(tuple(by_node[k]) for k in sorted(by_node))
+    slot = {i: (g, p) for g, members in enumerate(regroup) for p, i in enumerate(members)}
+    single = len(regroup) == 1
+    per_node = None
+    if ctx.options.enabled("batch_tasks"):
+        per_node = shuffle_per_node(ctx, chain, src, regroup, gid)
+    order = None
+    if per_node is not None:  # one object per (source node, destination node)
+        order = tuple(i for idx, _ in per_node.values() for i in idx)
+        sources = [refs for _, refs in per_node.values()]
+    else:  # one object per (partition, destination node)
+        sources = submit_chain(ctx, chain, src, regroup, group_id=gid).value
+    calls, picks = [], []
+    for i in range(red.actors.n):
+        g, p = slot[i]
+        calls.append((*red.arg(i), *[r if single else r[g] for r in sources]))
+        picks.append((p, len(red.arg(i))))
+    return call_actors(ctx, red, handles, calls, gid, picks, order)
 
 
 def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
@@ -237,18 +239,3 @@ def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
     return ctx.submitter.node_tasks(fn, calls, node_call, group_id=group_id,
                                     depends_on=base.group_id, num_returns=len(regroup),
                                     name=fn._function.__name__)
-
-
-def _call_with_node_objects(ctx: LoweringContext, red: ReduceActors, handles: list,
-                            per_node: dict[int, tuple[list[int], Any]],
-                            regroup: tuple[tuple[int, ...], ...],
-                            slot: dict[int, tuple[int, int]], gid: int) -> Lowered:
-    single = len(regroup) == 1
-    order = tuple(i for idx, _ in per_node.values() for i in idx)
-    calls, picks = [], []
-    for i in range(red.actors.n):
-        g, p = slot[i]
-        node_objs = [refs if single else refs[g] for _, refs in per_node.values()]
-        calls.append((*red.arg(i), *node_objs))
-        picks.append((p, len(red.arg(i))))
-    return call_actors(ctx, red, handles, calls, gid, picks, order)

@@ -103,16 +103,19 @@ class VanillaSubmitter(Submitter):
 class GroupedSubmitter(Submitter):
     """ray_patch groups: placed by the C++ core with the options' policy, pinned."""
 
+    def _retries(self, fn: RemoteFunction) -> int | None:
+        """The options' max_retries, else the function's own (None: keep it), else 3
+        (Ray's default, explicit for groups)."""
+        if self.options.max_retries is None and fn._default_options.get("max_retries") \
+                is not None:
+            return None
+        return self.options.task_retries
+
     def tasks(self, fn, calls, *, group_id, depends_on, num_returns=1, name=None):
-        # The options' max_retries, else the function's own, else 3 (Ray's default,
-        # explicit for groups).
-        retries = self.options.max_retries
-        if retries is None and fn._default_options.get("max_retries") is None:
-            retries = self.options.task_retries
         return list(ray_patch.submit_group(
             fn, calls, group_id=group_id, group_dependency=depends_on,
             policy=self.scheduler, num_returns=num_returns if num_returns > 1 else None,
-            name=name, max_retries=retries,
+            name=name, max_retries=self._retries(fn),
             batch=self.options.enabled("batch_tasks")))
 
     def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options):
@@ -132,13 +135,10 @@ class GroupedSubmitter(Submitter):
 
     def node_tasks(self, fn, calls, node_call, *, group_id, depends_on, num_returns,
                    name=None):
-        retries = self.options.max_retries
-        if retries is None and fn._default_options.get("max_retries") is None:
-            retries = self.options.task_retries
         out, _ = ray_patch.submit_per_node(
             fn, calls, node_call, num_returns=num_returns, group_id=group_id,
             group_dependency=depends_on, policy=self.scheduler, name=name,
-            max_retries=retries)
+            max_retries=self._retries(fn))
         return out
 
     def placement(self, group_id):
