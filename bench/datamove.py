@@ -222,15 +222,8 @@ def build_batch(parts, tables, reducers, shuffle):
 class Series:
     def __init__(self, name: str, layout: Layout):
         self.name, self.layout = name, layout
-        o = options_for(name)
-        self.opts = o[0] if isinstance(o, tuple) else o
+        self.opts = options_for(name)
         self.key = (name, layout.size_mb)
-
-    def options(self):
-        """Every LoweringOptions field of the series (switches added later included)."""
-        import dataclasses
-        return {f.name: getattr(self.opts, f.name) for f in dataclasses.fields(self.opts)}
-
 
 class CoreLog:
     """Records the bytes_moved the C++ core reports for each group it places."""
@@ -271,7 +264,7 @@ def run_batch(s: Series, hosts: Hosts, reducers, shuffle, bid: int, seed: int,
     before = hosts.counters()
     t_c = time.time()
     start = time.time()
-    with lowering_options(**s.options()):
+    with lowering_options(s.opts):
         root, inner = build_batch(parts, lay.tables, reducers, shuffle)
         refs = root.eval()
     out = ray.get(refs, timeout=300)
@@ -396,7 +389,6 @@ def run(args):
 
 def summarise(series, results, layouts, hosts, rate, R):
     rows = []
-    H = len(hosts)
     for s in series:
         rs = results[s.key]
         lay = s.layout

@@ -33,7 +33,6 @@ replays the calls kept after it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import os
 import sys
@@ -180,7 +179,7 @@ def run(args, opts) -> int:
             yield Batch(submit=lambda start: build_batch(
                 [dep_ref] * args.partitions, reducers, args.maps, n, start))
 
-    with irfront.lowering_options(**dataclasses.asdict(opts)):
+    with irfront.lowering_options(opts):
         try:
             stream.run(source(), on_submit=on_submit)
             rows.append(sample(args.batches - 1, t0, stream, proc))

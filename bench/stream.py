@@ -46,11 +46,9 @@ quarter of the interval), e.g. locality+ahead@50.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import platform
-import sys
 import time
 
 import benchpath  # noqa: E402,F401  (first: sys.path, Ray on loopback)
@@ -149,13 +147,13 @@ class Config:
         self.deps = None
 
     def prepare(self, args, ctx):
-        with lowering_options(**vars_of(self.opts)):
+        with lowering_options(self.opts):
             self.deps = Broadcast(wl.generate_dependencies, args.partitions, self.data_mb)
             ray.get(self.deps.eval()[0])
 
     def submit_fn(self, args, ctx, tag):
         def submit(start):
-            with lowering_options(**vars_of(self.opts)):
+            with lowering_options(self.opts):
                 node = wl.build_batch(self.deps, ctx.reducers[self.actor_key], args.maps,
                                       args.reducers, start, tag)
                 return node.eval()
@@ -322,14 +320,6 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
             ctx.raw.setdefault((name, sz), []).append((i, lat))
     for c in configs:
         c.free()
-
-
-def vars_of(opts):
-    """Every field of the series' LoweringOptions (new switches included)."""
-    if dataclasses.is_dataclass(opts):
-        return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
-    return {f: getattr(opts, f) for f in ("scheduler", "fuse", "shuffle_by_node",
-                                          "preschedule")}
 
 
 def cluster_shape() -> tuple[int, int, list[int]]:

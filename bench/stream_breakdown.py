@@ -42,10 +42,8 @@ A size "floor" is the floor's 8-byte data (bench/stream.py).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
-import sys
 import threading
 import time
 
@@ -84,11 +82,6 @@ def with_leads(plan, stream):
         stream.lead_s = default if lead is None else lead
         yield b
     stream.lead_s = default
-
-
-def vars_of(opts):
-    """Every field of a LoweringOptions, for ``lowering_options(**...)``."""
-    return dataclasses.asdict(opts)
 
 
 def write_payload(path, payload):
@@ -277,7 +270,7 @@ def run(args, reducers_n, parts):
         for name in args.schedulers:
             base, lead = split_lead(name)
             opts = options_for(base)
-            with lowering_options(**vars_of(opts)):
+            with lowering_options(opts):
                 deps = Broadcast(wl.generate_dependencies, parts, size)
                 ray.get(deps.eval()[0])
             configs.append({"name": name, "opts": opts, "deps": deps, "gids": {}, "lead": lead,
@@ -285,7 +278,7 @@ def run(args, reducers_n, parts):
 
         def batch(c, tag):
             def submit(start):
-                with lowering_options(**vars_of(c["opts"])):
+                with lowering_options(c["opts"]):
                     node = wl.build_batch(c["deps"], reducers[c["opts"].scheduler],
                                           args.maps, reducers_n, start, tag)
                     refs = node.eval()

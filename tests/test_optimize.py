@@ -41,8 +41,7 @@ def clean(cluster, scheduler_mode):
 
 def run_pipeline(opts, ahead=False):
     """BATCHES micro-batches of the benchmark's program; the reducers' totals."""
-    with irfront.lowering_options(**{f: getattr(opts, f) for f in
-                                     ("scheduler", "fuse", "shuffle_by_node")}):
+    with irfront.lowering_options(opts):
         reducers = InitActors(wl.Reducer, REDUCERS, [(i,) for i in range(REDUCERS)])
         deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 3)
 
@@ -165,9 +164,7 @@ def test_each_optimisation_gives_vanilla_results_with_differing_arguments(name):
 
     with irfront.lowering_options(scheduler="vanilla", fuse=False, shuffle_by_node=False):
         want = program()
-    with irfront.lowering_options(**{f: getattr(options_for(name), f) for f in
-                                     ("scheduler", "fuse", "shuffle_by_node",
-                                      "batch_tasks")}):
+    with irfront.lowering_options(options_for(name)):
         got = program()
     assert got == want
     assert [r[2] for r in got] == list(range(PARTS))  # each call's outputs, in call order

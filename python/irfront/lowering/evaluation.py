@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import ray
 
 from irfront.errors import IRError, note_node
-from irfront.ir.nodes import FusedMap, InitActors, Map, Node, set_evaluator
+from irfront.ir.nodes import InitActors, Node, set_evaluator
 from irfront.lowering.context import LoweringContext, Results
 from irfront.lowering.options import get_options
 from irfront.lowering.ops import flat_objects

@@ -144,11 +144,13 @@ def set_options(options: LoweringOptions) -> None:
 
 
 @contextlib.contextmanager
-def lowering_options(**changes: Any) -> Iterator[LoweringOptions]:
+def lowering_options(options: LoweringOptions | None = None,
+                     **changes: Any) -> Iterator[LoweringOptions]:
     """``with lowering_options(scheduler="pack"): ...`` evaluates nodes under other options
-    inside the block."""
+    inside the block; ``lowering_options(options_for("locality-nobatch"))`` under a whole
+    options value (with ``changes`` applied on top)."""
     old = _options
-    set_options(old.replace(**changes))
+    set_options((options or old).replace(**changes))
     try:
         yield _options
     finally:
