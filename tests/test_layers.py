@@ -7,7 +7,8 @@
     4  irfront.passes      IR -> IR
     5  irfront.lowering    IR -> Ray tasks
     6  irfront.drivers     the micro-batch stream
-    7  irfront.api, irfront.cluster, irfront                     the public API
+    7  irfront.inference   plain Ray code -> IR (recorded at run time, or read from the AST)
+    8  irfront.api, irfront.cluster, irfront                     the public API
 
 A module may import its own layer or lower ones (ray_patch never imports irfront), the
 core's face imports neither Ray nor anything of the project, module imports form no
@@ -31,6 +32,7 @@ LAYERS = [
     ("irfront.passes",),
     ("irfront.lowering",),
     ("irfront.drivers",),
+    ("irfront.inference",),
     ("irfront.api", "irfront.cluster", "irfront"),
 ]
 FACE = LAYERS[0]
