@@ -374,13 +374,16 @@ def group_actors(actor_cls: ActorClass, n: int,
                  group_id: int | None = None, group_dependency: int | None = None,
                  inputs: Sequence[Sequence[ray.ObjectRef]] | None = None,
                  policy: str = "actors", name_actors: bool = True,
-                 actor_options: dict[str, Any] | None = None) -> GroupActors:
+                 actor_options: dict[str, Any] | None = None,
+                 names: Sequence[str] | None = None) -> GroupActors:
     """Creates ``n`` actors of ``actor_cls`` as one group, placed once by the core.
 
     ``inputs[i]`` lists the objects actor i will read (so the actors go where their data
     is); ``group_dependency`` is the group producing them. With ``name_actors`` each actor
     is a named actor ``f"{cls}[g{gid}:{i}]"`` (visible in the state API and dashboard).
     ``actor_options``: more ``actor_cls.options(...)`` (e.g. ``max_restarts``).
+    ``names``: one name per actor, used as given (e.g. detached actors a later driver
+    looks up by name): a name already taken raises instead of being made unique.
     """
     check_actor_class(actor_cls)
     if n is None:
@@ -395,6 +398,10 @@ def group_actors(actor_cls: ActorClass, n: int,
     refs = [list(r) for r in inputs] if inputs is not None else [[] for _ in range(n)]
     if len(refs) != n:
         raise GroupError(f"got {len(refs)} input lists for {n} actors; pass one per actor")
+    if names is not None and (len(names) != n or not all(isinstance(x, str) and x
+                                                          for x in names)):
+        raise GroupError(f"names must be {n} non-empty strings, one per actor; got "
+                         f"{names!r}")
     rt = get_runtime()
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
@@ -407,9 +414,12 @@ def group_actors(actor_cls: ActorClass, n: int,
         handles = []
         try:
             for i, a in enumerate(args):
-                handles.append(_create_actor(rt, actor_cls, a, nodes[i],
-                                             f"{base}[g{gid}:{i}]" if name_actors else None,
-                                             actor_options))
+                if names is not None:
+                    name, exact = names[i], True
+                else:
+                    name, exact = f"{base}[g{gid}:{i}]" if name_actors else None, False
+                handles.append(_create_actor(rt, actor_cls, a, nodes[i], name,
+                                             actor_options, exact=exact))
         except BaseException:
             rt.scheduler.free_group(gid)
             raise
@@ -458,14 +468,15 @@ def _confirm_actor_nodes(rt: Runtime, handles: list, gid: int,
 
 
 def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
-                  name: str | None, actor_options: dict[str, Any] | None) -> Any:
+                  name: str | None, actor_options: dict[str, Any] | None,
+                  exact: bool = False) -> Any:
     opts: dict[str, Any] = {**(actor_options or {}), "scheduling_strategy": rt.strategies[node]}
     if name is not None:
         opts["name"] = name
     try:
         h = actor_cls.options(**opts).remote(*args)
     except ValueError as e:  # the name is still held by an actor being collected
-        if name is None or "already" not in str(e):
+        if name is None or exact or "already" not in str(e):
             raise
         opts["name"] = f"{name}~{rt.token}-{time.monotonic_ns():x}"
         h = actor_cls.options(**opts).remote(*args)

@@ -44,6 +44,8 @@ import ray
 
 import ray_patch
 from irfront.drivers.backpressure import InFlightWindow
+from irfront.drivers.checkpoints import CheckpointStore, DirectoryStore
+from irfront.drivers.durable import DurableStreamState
 from irfront.ir.nodes import Node
 from irfront.ir.reducers import NeedsRestore
 from irfront.lowering.context import ReducerCall
@@ -98,6 +100,7 @@ class StreamReport:
     replayed: int = 0
     checkpoints: int = 0
     kept_peak: int = 0  # most reducer calls kept for replay at once, per reducer
+    durable_saves: int = 0  # checkpoints written to the store (durable mode)
     node_failures: list[str] = field(default_factory=list)
     backpressure: dict = field(default_factory=dict)
 
@@ -164,7 +167,10 @@ class MicroBatchStream:
 
     def __init__(self, interval_s: float = 0.1, max_in_flight: int = 4,
                  lead_s: Optional[float] = None, *, checkpoint_every: int = 10,
-                 restart_timeout_s: float = 120.0, max_recoveries: int = 20):
+                 restart_timeout_s: float = 120.0, max_recoveries: int = 20,
+                 checkpoint_dir: Optional[str] = None,
+                 store: Optional[CheckpointStore] = None, name: str = "stream",
+                 namespace: Optional[str] = None):
         if not interval_s >= 0:
             raise ValueError(f"interval_s must be >= 0 (0: as fast as the window allows); "
                              f"got {interval_s}")
@@ -187,6 +193,17 @@ class MicroBatchStream:
         self._pending: dict[ray.ObjectRef, tuple[str, int, int, int]] = {}
         self.stats = StreamReport()
         self._batches = 0
+        self._abs_batch = 0  # the source's number of the batch being submitted
+        if checkpoint_dir is not None and store is not None:
+            raise ValueError("give checkpoint_dir or store, not both")
+        if checkpoint_dir is not None:
+            store = DirectoryStore(checkpoint_dir)
+        if store is not None and not isinstance(store, CheckpointStore):
+            raise ValueError(f"store must be a CheckpointStore (e.g. DirectoryStore(path));"
+                             f" got {type(store).__name__}")
+        # Durable mode (opt-in): checkpoints in the store, detached named reducers.
+        self.durable: Optional[DurableStreamState] = None if store is None else \
+            DurableStreamState(store, name, namespace, restart_timeout_s)
 
     # ---- the gate for ahead-of-time batches ---------------------------------------------
     def _get_gate(self):
@@ -198,8 +215,37 @@ class MicroBatchStream:
             ray.get(self._gate.ping.remote())
         return self._gate
 
-    def close(self) -> None:
-        """Drops the gate actor and what is kept for replay."""
+    @property
+    def position(self) -> int:
+        """The number of the next batch the source must give: 0 for a new stream; in
+        durable mode, where a resumed stream carries on (read from the store)."""
+        if self.durable is None:
+            return 0
+        return self.durable.open()["position"] if not self.durable.opened \
+            else self.durable.position
+
+    def resume(self) -> dict:
+        """Durable mode: reads the checkpoint location, removes what a dead driver left
+        there (older checkpoints, cut-short writes, orphan detached actors of this
+        stream) and returns what it found (``position``, ``next_seq``, ...). ``run``
+        calls it itself; the reducers are found (or created again) and restored when the
+        first batch uses them (``report()["durable"]`` says which)."""
+        if self.durable is None:
+            raise ValueError("resume() needs a checkpoint location: "
+                             "MicroBatchStream(checkpoint_dir=...) or store=...")
+        return self.durable.open()
+
+    def close(self, finished: bool = False) -> None:
+        """Drops the gate actor and what is kept for replay. Durable mode: the detached
+        reducers and the checkpoints stay for a later driver, unless ``finished``: then
+        the reducers are killed, the checkpoints deleted and the stream marked finished
+        (read the results before)."""
+        if finished and self.durable is not None:
+            self.durable.open()
+            out = self.durable.finish(self.durable.position)
+            log.info("stream %r finished: killed %d reducers, removed %d checkpoints",
+                     self.durable.stream, len(out["killed"]), out["removed_checkpoints"])
+            self.durable.info["finished"] = out
         self._gate = None
         self.reducers.clear()
         self._actor_nodes.clear()
@@ -215,15 +261,21 @@ class MicroBatchStream:
     def report(self) -> dict:
         """Backpressure of the last run, the batch count, and what recovery did."""
         s = self.stats
-        return {**self.window.report(), "batches": self._batches,
-                "checkpoints": s.checkpoints, "recoveries": len(s.recoveries),
-                "replayed": s.replayed, "lost_calls": s.lost_calls,
-                "kept_peak": s.kept_peak, "node_failures": list(s.node_failures)}
+        out = {**self.window.report(), "batches": self._batches,
+               "checkpoints": s.checkpoints, "recoveries": len(s.recoveries),
+               "replayed": s.replayed, "lost_calls": s.lost_calls,
+               "kept_peak": s.kept_peak, "node_failures": list(s.node_failures)}
+        if self.durable is not None:
+            out["durable"] = {**self.durable.info, "saved": s.durable_saves,
+                              "stream": self.durable.stream,
+                              "namespace": self.durable.namespace}
+        return out
 
     # ---- submitting ---------------------------------------------------------------------
     def _submit(self, b: Batch, arg: Any) -> tuple[list, list[tuple[int, int, int]]]:
         log: list[ReducerCall] = []
         EVALUATOR.results.call_log = log
+        EVALUATOR.results.actor_directory = self.durable
         try:
             out = b.submit(arg)
             if isinstance(out, Node):
@@ -233,6 +285,7 @@ class MicroBatchStream:
                 refs = list(out or ())
         finally:
             EVALUATOR.results.call_log = None
+            EVALUATOR.results.actor_directory = None
         logged = {c.ref for c in log}
         calls = []
         for c in log:
@@ -246,7 +299,13 @@ class MicroBatchStream:
         if g is None:
             handles = EVALUATOR.eval(c.actors)
             n = len(handles)
-            if c.seq == 0:
+            seeded = None
+            if self.durable is not None:
+                self.durable.group_of(c.actors)  # raises if not created by the stream
+                seeded = self.durable.seeded.get(key)
+            if seeded is not None:  # restored from the store by this driver
+                ckpt = list(seeded)
+            elif c.seq == 0:
                 ckpt = [(-1, None)] * n
             else:  # applied calls before this driver: start from their state
                 ckpt = list(ray.get([h.checkpoint.remote() for h in handles]))
@@ -256,6 +315,8 @@ class MicroBatchStream:
             self.reducers[key] = g
             self._actor_nodes[key] = c.actors
         g.last = max(g.last, c.seq)
+        if self.durable is not None:
+            self.durable.track(self.durable.group_of(c.actors), c.seq, self._abs_batch)
         if c.seq > g.confirmed[c.index]:
             g.kept[c.index][c.seq] = c
             self._pending[c.ref] = ("apply", key, c.index, c.seq)
@@ -297,10 +358,23 @@ class MicroBatchStream:
             elif val is not None and val[0] > g.ckpt[i][0]:
                 g.ckpt[i] = val
                 self.stats.checkpoints += 1
+                if self.durable is not None:
+                    self._save_durable(key, i, val)
                 for s in [s for s in g.kept[i] if s <= val[0]]:
                     del g.kept[i][s]
         for (key, i), cause in broken.items():
             self._recover(key, i, cause)
+
+    def _save_durable(self, key: int, i: int, val: tuple[int, Any]) -> None:
+        g = self.reducers[key]
+        group = self.durable.group_of(self._actor_nodes[key])
+        oldest = {self.durable.group_of(self._actor_nodes[k]): min(s for s, _ in r.ckpt)
+                  for k, r in self.reducers.items()}
+        if self.durable.save(group, i, val[0], val[1], oldest):
+            self.stats.durable_saves += 1
+        else:
+            log.debug("checkpoint %s[%d] at call %d not written: its batch is not known "
+                      "to this driver yet", g.name, i, val[0])
 
     def _note_failures(self, hexids: Sequence[str]) -> None:
         for h in hexids:
@@ -396,10 +470,25 @@ class MicroBatchStream:
             block = False
 
     # ---- running ------------------------------------------------------------------------
-    def run(self, batches: Iterable[Batch],
+    def run(self, batches: Iterable[Batch] | Callable[[int], Iterable[Batch]],
             on_submit: Optional[Callable[[BatchRecord], None]] = None) -> list[BatchRecord]:
         """Runs every batch on the schedule; returns once all have finished (and every
-        reducer call is applied). ``batches`` is pulled only when the window has room."""
+        reducer call is applied). ``batches`` is pulled only when the window has room.
+
+        ``batches`` is an iterable of ``Batch``, or a replayable source: a function
+        ``batches(start)`` giving the batches from number ``start`` on (``start`` is
+        ``self.position``: 0 for a new stream; in durable mode, where a resumed stream
+        carries on). A durable stream that resumes past batch 0 needs the function form.
+        In durable mode the reducers are checkpointed once more at the end, so a later
+        driver resumes after the last batch."""
+        start_at = self.position
+        if callable(batches):
+            batches = batches(start_at)
+        elif start_at > 0:
+            raise ValueError(
+                f"stream {self.durable.stream!r} resumes at batch {start_at} (from "
+                f"{self.durable.store!r}): pass a replayable source, run(source) with "
+                "source(start) yielding the batches from number start on")
         records: list[BatchRecord] = []
         in_flight: dict[int, _InFlight] = {}
         self.window = InFlightWindow(self.max_in_flight)
@@ -431,7 +520,10 @@ class MicroBatchStream:
                 start = submitted = time.time()
                 arg = start
             cpu0 = time.process_time()
+            self._abs_batch = start_at + seq
             refs, calls = self._submit(b, arg)
+            if self.durable is not None:
+                self.durable.batch_submitted(start_at + seq)
             rec = BatchRecord(b.label, start, submitted, time.time() - submitted, b.ahead,
                               held_back_s=held, scheduled=scheduled,
                               submit_cpu_s=time.process_time() - cpu0)
@@ -448,14 +540,20 @@ class MicroBatchStream:
             # a debt of more than one interval (no burst of catch-up batches).
             t_next = max(t_next + self.interval_s, time.time() - self.interval_s)
         deadline = time.monotonic() + self.restart_timeout_s * 4
-        while in_flight or self._pending:
+        final = self.durable is None or not self.reducers  # the last checkpoint taken
+        while in_flight or self._pending or not final:
             if time.monotonic() > deadline:
                 raise RecoveryError(f"stream did not drain within {self.restart_timeout_s * 4}"
                                     f" s: {len(in_flight)} batches unfinished")
             if in_flight:
                 self._retire(in_flight, block=True)
-            else:
+            elif self._pending:
                 self._poll(timeout=1.0)
+            else:  # durable: checkpoint the end, so a later driver resumes after it
+                self._checkpoint_all()
+                final = True
+        if self.durable is not None:
+            self.durable.position = start_at + seq
         s = self.stats
         s.batches += seq
         s.elapsed_s += time.perf_counter() - t0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional, Protocol
 
 from irfront.errors import IRError
 from irfront.ir.nodes import InitActors, Node
@@ -51,6 +51,28 @@ class ReducerCall:
 
 
 @dataclass
+class DurableActors:
+    """How a durable stream wants an InitActors group of exactly-once reducers: named,
+    detached actors that outlive the driver."""
+
+    names: list[str]  # one per actor
+    namespace: str
+    handles: Optional[list] = None  # found alive: used as they are (not created again)
+    next_seq: int = 0  # the group's next call number (calls continue across drivers)
+
+
+class ActorDirectory(Protocol):
+    """Set by a durable driver (``Results.actor_directory``) while it submits batches:
+    the lowering asks it before creating a checkpointed InitActors' actors."""
+
+    def find(self, actors: InitActors) -> Optional[DurableActors]:
+        """Where the group's actors are (or what to name them); None: driver-owned."""
+
+    def started(self, actors: InitActors, handles: list) -> None:
+        """Called once the group's handles exist (before any call is sent to them)."""
+
+
+@dataclass
 class ActorGroupState:
     """Driver-side bookkeeping of an evaluated InitActors of exactly-once reducers."""
 
@@ -65,6 +87,7 @@ class Results:
         self._actor_state: "weakref.WeakKeyDictionary[InitActors, ActorGroupState]" = \
             weakref.WeakKeyDictionary()
         self.call_log: list[ReducerCall] | None = None  # set by a driver during a batch
+        self.actor_directory: ActorDirectory | None = None  # set by a durable driver
 
     def get(self, node: Node) -> Result | None:
         return self._results.get(node)
@@ -103,6 +126,13 @@ class Results:
         seq = st.next_seq
         st.next_seq += 1
         return seq
+
+    def set_next_seq(self, actors: InitActors, seq: int) -> None:
+        """Numbers the group's next call ``seq`` (a driver resuming a stream)."""
+        st = self._actor_state.get(actors)
+        if st is None:
+            st = self._actor_state[actors] = ActorGroupState()
+        st.next_seq = int(seq)
 
 
 @dataclass

@@ -88,13 +88,26 @@ def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | Non
     if id(actors) in ctx.local or ctx.results.done(actors):
         return ctx.value(actors)  # raises if freed
     gid = ctx.submitter.new_group()
-    try:
-        handles = ctx.submitter.actors(
-            actors.actor_cls, [actors.arg(i) for i in range(actors.n)], group_id=gid,
-            depends_on=depends_on, inputs=inputs, actor_options=_actor_options(actors))
-    except ValueError as e:
-        by = f" (placing for {consumer.label})" if consumer is not None else ""
-        raise IRError(actors.label, f"{e}{by}") from e
+    directory = ctx.results.actor_directory
+    durable = directory.find(actors) if directory is not None and actors.checkpointed \
+        else None
+    if durable is not None and durable.handles is not None:
+        handles = list(durable.handles)  # a durable stream's actors, found alive
+    else:
+        opts, names = _actor_options(actors), None
+        if durable is not None:  # named, detached: they outlive this driver
+            opts = {**opts, "lifetime": "detached", "namespace": durable.namespace}
+            names = durable.names
+        try:
+            handles = ctx.submitter.actors(
+                actors.actor_cls, [actors.arg(i) for i in range(actors.n)], group_id=gid,
+                depends_on=depends_on, inputs=inputs, actor_options=opts, names=names)
+        except ValueError as e:
+            by = f" (placing for {consumer.label})" if consumer is not None else ""
+            raise IRError(actors.label, f"{e}{by}") from e
+    if durable is not None:
+        ctx.results.set_next_seq(actors, durable.next_seq)
+        directory.started(actors, handles)
     out = Lowered(handles, gid, depends_on)
     ctx.local[id(actors)] = out
     ctx.results.record(actors, out, ctx.submitter)

@@ -37,8 +37,10 @@ class Submitter(abc.ABC):
     @abc.abstractmethod
     def actors(self, cls: ActorClass, args: Sequence[tuple], *, group_id: int,
                depends_on: int | None, inputs: Sequence[Sequence[ray.ObjectRef]] | None,
-               actor_options: dict[str, Any]) -> list:
-        """One actor per argument tuple; ``inputs[i]``: the objects actor i will read."""
+               actor_options: dict[str, Any], names: Sequence[str] | None = None) -> list:
+        """One actor per argument tuple; ``inputs[i]``: the objects actor i will read;
+        ``names``: one name per actor, used as given (detached actors of a durable
+        stream)."""
 
     @abc.abstractmethod
     def actor_calls(self, handles: Sequence[Any], method: str, calls: Sequence[tuple], *,
@@ -87,7 +89,11 @@ class VanillaSubmitter(Submitter):
         f = self._plain(fn, num_returns=num_returns) if num_returns > 1 else self._plain(fn)
         return [f.remote(*c) for c in calls]
 
-    def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options):
+    def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options,
+               names=None):
+        if names is not None:
+            return [cls.options(**actor_options, name=n).remote(*a)
+                    for n, a in zip(names, args)]
         c = cls.options(**actor_options) if actor_options else cls
         return [c.remote(*a) for a in args]
 
@@ -118,11 +124,13 @@ class GroupedSubmitter(Submitter):
             name=name, max_retries=self._retries(fn),
             batch=self.options.enabled("batch_tasks")))
 
-    def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options):
+    def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options,
+               names=None):
         return list(ray_patch.group_actors(
             cls, len(args), args, group_id=group_id, group_dependency=depends_on,
             inputs=inputs, policy=self.options.actors_policy,
-            name_actors=self.options.name_actors, actor_options=actor_options))
+            name_actors=self.options.name_actors, actor_options=actor_options,
+            names=names))
 
     def actor_calls(self, handles, method, calls, *, group_id, depends_on, invoke=None,
                     name=None):
