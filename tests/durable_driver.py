@@ -110,6 +110,7 @@ def main() -> None:
            "reducer_stats": stats, "report": report, "pid": os.getpid(),
            "connect_s": t_connected - t_start, "resume_s": t_resumed - t_connected,
            "first_batch_s": (first[0] - t_start) if first else None,
+           "first_batch_at": first[0] if first else None, "started_at": t_start,
            "run_s": t_done - t_resumed}
     with open(a.out + ".tmp", "w") as f:
         json.dump(out, f, default=str)

@@ -186,6 +186,7 @@ def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
                 break
             time.sleep(0.05)
         os.kill(p1.pid, signal.SIGKILL)
+        t_kill = time.time()
         p1.wait(timeout=30)
         killed_at = _progress(out1)
         assert killed_at < NUM_BATCHES - 1, "driver 1 finished before it was killed"
@@ -220,6 +221,7 @@ def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
 
         # -- driver 2: resume and run to the end, then close the stream as finished
         t0 = time.monotonic()
+        t_start2 = time.time()
         p2 = _start(cluster, ckdir, out2, log2, finish=True)
         try:
             rc = p2.wait(timeout=420)
@@ -242,7 +244,10 @@ def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
           f"driver 2 resumed at batch {resumed['position']} with call numbers "
           f"{resumed['next_seq']} (connect {res['connect_s']:.1f} s, resume "
           f"{res['resume_s']:.2f} s, first batch {res['first_batch_s']:.1f} s after start, "
-          f"run {res['run_s']:.1f} s, process {wall2:.1f} s); adopted {dur['adopted']}, "
+          f"run {res['run_s']:.1f} s, process {wall2:.1f} s; from its start to its first "
+          f"batch {res['first_batch_at'] - t_start2:.1f} s, from the kill "
+          f"{res['first_batch_at'] - t_kill:.1f} s, the test's leftovers planted in "
+          f"between); adopted {dur['adopted']}, "
           f"recreated {dur['recreated']}; removed {resumed['removed_checkpoints']} "
           f"checkpoint(s), {resumed['removed_tmp']} temp file(s), orphans "
           f"{resumed['killed_orphans']}; reducer stats {res['reducer_stats']}; "

@@ -174,10 +174,10 @@ class MicroBatchStream:
         if not interval_s >= 0:
             raise ValueError(f"interval_s must be >= 0 (0: as fast as the window allows); "
                              f"got {interval_s}")
-        for name, v in (("max_in_flight", max_in_flight), ("checkpoint_every",
+        for what, v in (("max_in_flight", max_in_flight), ("checkpoint_every",
                         checkpoint_every), ("max_recoveries", max_recoveries)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+                raise ValueError(f"{what} must be an int >= 1; got {v!r}")
         if not restart_timeout_s > 0:
             raise ValueError(f"restart_timeout_s must be > 0; got {restart_timeout_s!r}")
         self.interval_s = interval_s
