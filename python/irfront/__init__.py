@@ -8,7 +8,8 @@ Layers, bottom up (each imports only those below it; see docs/ARCHITECTURE.md):
 ``ray_patch.scheduler`` (the C++ core's face) -> ``ray_patch`` (group submission on Ray)
 -> ``irfront.ir`` (plain-data nodes) -> ``irfront.passes`` (IR -> IR) ->
 ``irfront.lowering`` (IR -> Ray tasks) -> ``irfront.drivers`` (the micro-batch stream)
--> ``irfront.api`` / ``irfront.cluster`` and this module.
+-> ``irfront.inference`` (plain Ray code -> IR) -> ``irfront.api`` / ``irfront.cluster``
+and this module.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from irfront.cluster import LocalCluster, connect
 from irfront.drivers import (Batch, BatchRecord, InFlightWindow, MicroBatchStream,
                              RecoveryError, StreamReport)
 from irfront.errors import IRError
+from irfront.inference import analyze, explain_inferred, infer, is_deferred
 from irfront.ir import (REDUCER_OPTIONS, Broadcast, CheckpointedReducer, InitActors, Map,
                         MapActors, NeedsRestore, Node, Objects, ReduceActors,
                         SumReducerBase)
@@ -25,10 +27,10 @@ from irfront.lowering import (SCHEDULERS, LoweringOptions, NodePlacement, get_op
                               lowering_options, options_for, set_options)
 
 __all__ = [
-    "Batch", "BatchRecord", "Broadcast", "CheckpointedReducer", "IRError", "InFlightWindow",
+    "analyze", "Batch", "BatchRecord", "Broadcast", "CheckpointedReducer", "IRError", "InFlightWindow",
     "InitActors", "LocalCluster", "LoweringOptions", "Map", "MapActors", "MicroBatchStream",
     "NeedsRestore", "Node", "NodePlacement", "Objects", "REDUCER_OPTIONS", "RecoveryError",
     "ReduceActors", "SCHEDULERS", "StreamReport", "SumReducerBase", "__version__", "connect",
-    "get", "get_options", "init", "lowering_options", "options_for", "set_options",
-    "set_scheduler", "shutdown",
+    "explain_inferred", "get", "get_options", "infer", "init", "is_deferred",
+    "lowering_options", "options_for", "set_options", "set_scheduler", "shutdown",
 ]

@@ -1,0 +1,359 @@
+"""``irfront.infer``: plain Ray code, recorded up to each evaluation point and run through
+the IR.
+
+    @irfront.infer                    # or: with irfront.infer(): ...
+    def main():
+        refs = [f.remote(x) for x in xs]
+        ...
+
+Inside, ``f.remote(...)``, ``f.options(num_returns=k).remote(...)``, ``cls.remote(...)``
+and ``actor.method.remote(...)`` are recorded and return deferred values (``refs.py``).
+The recorded graph is matched to IR nodes (``match.py``) and evaluated, with the passes,
+placement and lowering of ``node.eval()``, at an *evaluation point*:
+
+- ``ray.get``, ``ray.wait``, ``ray.kill``, ``ray.cancel`` or ``time.sleep`` (the driver is
+  about to block: what is recorded is submitted first);
+- a deferred value used as a real one (an attribute read, pickled inside another object);
+- the graph closing: an actor group got its call on every actor and every recorded task's
+  result has been read by another recorded call (one micro-batch of a streaming loop);
+- a call that is not recognised and reads recorded results;
+- ``max_pending`` recorded calls; the end of the block (the decorated function returns:
+  deferred values in what it returns come back as real ``ObjectRef`` / ``ActorHandle``).
+
+A call with keyword arguments, options other than ``num_returns``, references inside
+containers, or more than one reference runs as plain Ray, after what it reads has been
+evaluated. ``explain()`` lists, per evaluation point, the IR nodes built and the calls
+that ran plainly with the reason.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+
+from irfront.inference import patch
+from irfront.inference.match import (ActorRec, MethodRec, Plan, TaskRec, match, name_of,
+                                     run_plain)
+from irfront.inference.refs import DeferredActor, DeferredRef, holds_ref, realise
+from irfront.ir.nodes import InitActors
+
+# Task options a recorded call may carry: the rest change how Ray runs the task, which
+# the IR's nodes do not describe, so such a call runs plainly.
+_TASK_OPTIONS = frozenset({"num_returns"})
+
+
+@dataclass
+class Flush:
+    """One evaluation point: why, the IR nodes built, the calls run plainly."""
+
+    why: str
+    nodes: list = field(default_factory=list)  # node labels
+    kinds: list = field(default_factory=list)
+    plain: list = field(default_factory=list)  # (call name, reason)
+    ir: list = field(default_factory=list)  # the nodes themselves (placement(), tests)
+
+    def __str__(self) -> str:
+        lines = [f"evaluated at {self.why}:" if self.nodes else "plain Ray calls:"]
+        lines += [f"  {label}" for label in self.nodes]
+        counts: dict[tuple[str, str], int] = {}
+        for name, why in self.plain:
+            counts[(name, why)] = counts.get((name, why), 0) + 1
+        lines += [f"  plain Ray: {name} x{n} ({why})" for (name, why), n in counts.items()]
+        return "\n".join(lines)
+
+
+class Session:
+    """One thread's recording: the pending calls and what each evaluation point did."""
+
+    def __init__(self, max_pending: int = 4096, keep: int = 64):
+        self.pending: list = []
+        self.suspended = 0
+        self.max_pending = max_pending
+        self.flushes: list[Flush] = []  # the last ``keep``
+        self.keep = keep
+        self.recognised = 0
+        self.plain_calls = 0
+        self._unread: set[int] = set()  # ids of pending task results nobody read yet
+        self._unplaced: list[InitActors] = []  # actor groups not created yet
+        self._groups: dict[int, set[int]] = {}  # open actor-call groups: node -> actors
+
+    # ---- what the hooks call ----------------------------------------------------------
+    def task(self, fn: Any, args: tuple, kwargs: dict, options: dict) -> Any:
+        options.pop("serialized_runtime_env_info", None)
+        k = options.get("num_returns", fn._default_options.get("num_returns", 1))
+        extra = {o for o, v in options.items()
+                 if fn._default_options.get(o) != v and o not in _TASK_OPTIONS}
+        why = ("keyword arguments" if kwargs else
+               f"task options {sorted(extra)}" if extra else
+               "num_returns is not a positive int" if not isinstance(k, int) or k < 1 else
+               _object_last(args))
+        plain = functools.partial(_submit_task, fn, args, kwargs, options)
+        if why:
+            return self._run_plain(name_of_fn(fn), why, args, kwargs, plain)
+        outs = [DeferredRef(self) for _ in range(k)]
+        obj = args[-1] if args and holds_ref(args[-1], 0) else None
+        lead = args[:-1] if obj is not None else args
+        self._record(TaskRec(fn, lead, obj, k, outs, plain), [obj])
+        self._unread.update(id(r) for r in outs)
+        return outs[0] if k == 1 else outs
+
+    def actor(self, cls: Any, args: tuple, kwargs: dict, options: dict) -> Any:
+        plain = functools.partial(_submit_actor, cls, args, kwargs, options)
+        why = ("keyword arguments" if kwargs else
+               "actor options" if options != cls._default_options else
+               "references among its arguments" if any(holds_ref(a) for a in args) else "")
+        if why:
+            return self._run_plain(cls.__ray_metadata__.class_name, why, args, kwargs, plain,
+                                   actor_call=True)
+        body = cls.__ray_metadata__.modified_class
+        methods = frozenset(m for m in dir(body) if not m.startswith("_")
+                            and callable(getattr(body, m, None)))
+        out = DeferredActor(self, cls, methods)
+        self._record(ActorRec(cls, args, out, plain), [])
+        return out
+
+    def method(self, actor: DeferredActor, name: str, args: tuple, kwargs: dict,
+               options: dict) -> Any:
+        plain = functools.partial(_submit_method, actor, name, args, kwargs, options)
+        if patch.route() is not self:  # kept past its block, or another thread
+            return plain()
+        body = actor._cls.__ray_metadata__.modified_class
+        returns = getattr(getattr(body, name), "__ray_num_returns__", None)
+        n_lead = next((i for i, a in enumerate(args) if holds_ref(a, 0)), len(args))
+        why = ("keyword arguments" if kwargs else
+               "method options" if options else
+               f"num_returns={returns}" if returns not in (None, 1) else
+               "no object arguments" if n_lead == len(args) else
+               "arguments after the first reference that are not references"
+               if not all(type(a) in (DeferredRef, ray.ObjectRef) for a in args[n_lead:])
+               else "references inside containers"
+               if any(holds_ref(a) for a in args[:n_lead]) else "")
+        label = f"{actor._cls.__ray_metadata__.class_name}.{name}"
+        if why:
+            return self._run_plain(label, why, args, kwargs, plain, actor_call=True)
+        out = DeferredRef(self)
+        objs = args[n_lead:]
+        self._record(MethodRec(actor, name, args[:n_lead], objs, out, plain), objs)
+        if actor._node is not None or any(actor is r.out for r in self.pending
+                                          if isinstance(r, ActorRec)):
+            self._after_method(actor)
+        return out
+
+    def before_plain(self, what: str, args: Any, kwargs: Any, actor_call: bool) -> None:
+        """A call about to run plainly: evaluate first what it reads (and, for an actor
+        call, what is recorded for actors: per-actor order is program order)."""
+        if self.pending and (actor_call or holds_ref(args) or holds_ref(kwargs)):
+            self.flush(f"a plain call ({what})")
+
+    # ---- recording ------------------------------------------------------------------------
+    def _record(self, rec: Any, reads: Any) -> None:
+        for r in reads:
+            self._unread.discard(id(r))
+        self.pending.append(rec)
+        self.recognised += 1
+        if len(self.pending) >= self.max_pending:
+            self.flush(f"{self.max_pending} recorded calls (max_pending)")
+
+    def _after_method(self, actor: DeferredActor) -> None:
+        """Evaluates when the graph has closed: this call completed an actor group, and
+        every recorded task result has been read."""
+        last = self.pending[-1]
+        key = id(actor._node) if actor._node is not None else id(actor._cls)
+        seen = self._groups.setdefault(key, set())
+        if id(actor) in seen:
+            seen.clear()
+        seen.add(id(actor))
+        n = actor._node.n if isinstance(actor._node, InitActors) else sum(
+            1 for r in self.pending if isinstance(r, ActorRec) and r.cls is actor._cls)
+        if len(seen) == n and not self._unread and isinstance(last, MethodRec):
+            seen.clear()
+            self.flush("the graph closing (every actor called, every task result read)")
+
+    def _run_plain(self, name: str, why: str, args: Any, kwargs: Any,
+                   submit: Callable[[], Any], actor_call: bool = False) -> Any:
+        self.before_plain(name, args, kwargs, actor_call)
+        self.plain_calls += 1
+        self._note(Flush("plain", plain=[(name, why)]))
+        return submit()
+
+    # ---- evaluation points ----------------------------------------------------------------
+    def flush(self, why: str) -> None:
+        """Matches the pending calls to IR nodes and evaluates them."""
+        if not self.pending or self.suspended:
+            return
+        records, self.pending = self.pending, []
+        self._unread.clear()
+        self._groups.clear()
+        self.suspended += 1
+        try:
+            plan = match(records)
+            self._note(_describe(why, plan))
+            self._unplaced += [n for n in plan.nodes if isinstance(n, InitActors)]
+            for kind, x in plan.steps:
+                if kind == "eval":
+                    x.eval()
+                else:
+                    run_plain(x)
+        finally:
+            self.suspended -= 1
+
+    def finish(self) -> None:
+        """The block's end: evaluate what is pending and create the actors not used yet
+        (plain Ray would have created them)."""
+        self.flush("the end of the block")
+        self.suspended += 1
+        try:
+            for n in self._unplaced:
+                if not n.evaluated:
+                    n.eval()
+            self._unplaced.clear()
+        finally:
+            self.suspended -= 1
+
+    def _note(self, f: Flush) -> None:
+        prev = self.flushes[-1] if self.flushes else None
+        if prev is not None and not f.nodes and not prev.nodes and prev.why == f.why:
+            prev.plain += f.plain  # consecutive plain calls: one entry
+        else:
+            self.flushes.append(f)
+        del self.flushes[:-self.keep]
+
+    # ---- what was inferred ------------------------------------------------------------------
+    def kinds(self) -> list[str]:
+        """The kinds of the IR nodes built, in order, over the evaluation points kept."""
+        return [k for f in self.flushes for k in f.kinds]
+
+    def explain(self) -> str:
+        head = (f"irfront.infer: {self.recognised} calls recorded, {self.plain_calls} run "
+                f"as plain Ray, {len(self.flushes)} evaluation points (the last "
+                f"{self.keep} kept)")
+        return "\n".join([head] + [str(f) for f in self.flushes])
+
+
+def name_of_fn(fn: Any) -> str:
+    return fn._function.__qualname__
+
+
+def _object_last(args: tuple) -> str:
+    """Why positional ``args`` do not fit a Map (the one reference last), or ""."""
+    if any(type(a) is DeferredActor for a in args):
+        return "an actor among its arguments"
+    refs = [i for i, a in enumerate(args) if holds_ref(a, 0)]
+    if len(refs) > 1:
+        return "more than one reference among its arguments (a join)"
+    if refs and refs[0] != len(args) - 1:
+        return "its reference is not the last argument (the IR passes the object last)"
+    if any(holds_ref(a) for a in args[:-1] if not holds_ref(a, 0)) or (
+            not refs and any(holds_ref(a) for a in args)):
+        return "references inside containers"
+    return ""
+
+
+def _describe(why: str, plan: Plan) -> Flush:
+    f = Flush(why, [n.label for n in plan.nodes], [n.kind for n in plan.nodes],
+              ir=list(plan.nodes))
+    f.plain = [(name_of(r), reason) for r, reason in plan.plain]
+    return f
+
+
+def _submit_task(fn, args, kwargs, options):
+    return patch.ORIGINAL["task"](fn, args=realise(args), kwargs=realise(kwargs), **options)
+
+
+def _submit_actor(cls, args, kwargs, options):
+    return patch.ORIGINAL["actor"](cls, args=realise(args), kwargs=realise(kwargs),
+                                   **options)
+
+
+def _submit_method(actor, name, args, kwargs, options):
+    method = getattr(actor._resolve(), name)
+    if options:
+        method = method.options(**options)
+    return method.remote(*realise(args), **realise(kwargs))
+
+
+# ---- the API -----------------------------------------------------------------------------------
+_LAST: list[Session] = []
+
+
+class infer:
+    """Runs plain Ray code group-scheduled: ``@irfront.infer`` on a function, or
+    ``with irfront.infer():`` around a block (see the module's docstring)."""
+
+    def __init__(self, fn: Callable | None = None, *, max_pending: int = 4096):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"irfront.infer decorates a function or opens a block; got "
+                            f"{type(fn).__name__}: use @irfront.infer or "
+                            "with irfront.infer(): ...")
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be a positive int; got {max_pending!r}")
+        self.max_pending = max_pending
+        self.session: Session | None = None
+        self._outer = False
+        self._fn = fn
+        if fn is not None:
+            functools.update_wrapper(self, fn)
+
+    # ---- as a decorator -----------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fn is None:  # @irfront.infer(max_pending=...) on a function
+            return infer(args[0], max_pending=self.max_pending)
+        block = infer(max_pending=self.max_pending)  # one per call: calls may nest
+        try:
+            with block:
+                return block.finish(self._fn(*args, **kwargs))
+        finally:
+            self.session = block.session
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else functools.partial(self.__call__, obj)
+
+    def explain(self) -> str:
+        """What the last run of the function (or block) recognised, and what not."""
+        if self.session is None:
+            return "irfront.infer: not run yet"
+        return self.session.explain()
+
+    # ---- as a block ------------------------------------------------------------------------
+    def __enter__(self) -> "infer":
+        patch.install()
+        outer = patch.current()
+        if outer is not None:  # nested: the outer block records
+            self.session, self._outer = outer, True
+            return self
+        self.session = Session(self.max_pending)
+        patch.set_current(self.session)
+        _LAST[:] = [self.session]
+        return self
+
+    def finish(self, value: Any) -> Any:
+        """Evaluates what is pending and returns ``value`` with its deferred values real."""
+        self.session.flush("the end of the block")
+        return realise(value)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._outer:
+            return
+        try:
+            self.session.finish()
+        except Exception:
+            if exc[0] is None:
+                raise  # otherwise the block's own error wins
+        finally:
+            patch.set_current(None)
+
+
+def explain_inferred() -> str:
+    """What the most recent ``irfront.infer`` block or function recognised, per
+    evaluation point, and what ran as plain Ray and why."""
+    return _LAST[0].explain() if _LAST else "irfront.infer has not run in this process"
+
+
+def last_session() -> Session | None:
+    """The most recent session (tests and tools read ``kinds()`` and ``flushes``)."""
+    return _LAST[0] if _LAST else None
+
+
+__all__ = ["Session", "explain_inferred", "infer", "last_session"]
