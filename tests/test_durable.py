@@ -15,6 +15,7 @@ import time
 import pytest
 import ray
 
+import durable_driver as dd
 from conftest import ROOT, TESTS, needs_core
 from irfront import SumReducerBase
 from irfront.drivers import DirectoryStore, MicroBatchStream, StreamFinishedError
@@ -166,7 +167,6 @@ def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
     written); driver 2, on the same checkpoint directory, finds the detached reducers
     (or, with ``lose_reducers``, recreates them from the checkpoints), resumes the
     source at the stored position and runs it to the end."""
-    import durable_driver as dd
     assert (dd.NUM_BATCHES, dd.REDUCERS, dd.STREAM) == (NUM_BATCHES, REDUCERS, STREAM)
     ckdir, out1, out2 = tmp_path / "ckpt", tmp_path / "d1.json", tmp_path / "d2.json"
     log1, log2 = open(tmp_path / "d1.log", "w"), open(tmp_path / "d2.log", "w")
@@ -211,8 +211,7 @@ def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
                                 lifetime="detached").remote(0)
         ray.get(orphan.get_total.remote(), timeout=60)
         if lose_reducers:  # the reducers die too: the new driver must recreate them
-            _kill_named_except = [n for n in _named() if n != orphan_name]
-            for n in _kill_named_except:
+            for n in [n for n in _named() if n != orphan_name]:
                 ray.kill(ray.get_actor(n, namespace=NAMESPACE), no_restart=True)
             t = time.monotonic()
             while [n for n in _named() if n != orphan_name] and time.monotonic() - t < 30:
@@ -251,7 +250,8 @@ def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
           f"recreated {dur['recreated']}; removed {resumed['removed_checkpoints']} "
           f"checkpoint(s), {resumed['removed_tmp']} temp file(s), orphans "
           f"{resumed['killed_orphans']}; reducer stats {res['reducer_stats']}; "
-          f"{rep['checkpoints']} checkpoints, {dur['saved']} written; finished: "
+          f"{rep['checkpoints']} checkpoints, {dur['saved']} written in "
+          f"{dur['save_s'] * 1e3:.1f} ms; finished: "
           f"{dur.get('finished')}")
 
     # Nothing lost, nothing counted twice.

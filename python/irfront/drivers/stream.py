@@ -29,6 +29,14 @@ kept calls after it, in order. Reducers skip calls they already applied, so noth
 counted twice. Tasks before the reducers are retried by Ray (``max_retries``) and rebuilt
 from lineage when their outputs are lost with a node.
 
+Durable mode (opt-in: ``checkpoint_dir=`` or ``store=``, with a stream ``name``): each
+checkpoint is also written to a ``CheckpointStore`` with the source position it covers,
+and the reducers are named detached actors, so a driver that dies loses nothing: a new
+driver with the same location and name finds (or recreates) the reducers, restores their
+newest stored checkpoints and asks a replayable source ``run(source)``,
+``source(start)``, for the batches from the stored position on, numbered as before
+(irfront/drivers/durable.py). ``close(finished=True)`` ends the stream for good.
+
 A driver that runs for days should call ``ray_patch.configure(name_tasks=False)``: Ray
 keeps state for every distinct task name (groups name their tasks ``fn[g7]`` by default;
 docs/RELIABILITY.md).
@@ -101,6 +109,7 @@ class StreamReport:
     checkpoints: int = 0
     kept_peak: int = 0  # most reducer calls kept for replay at once, per reducer
     durable_saves: int = 0  # checkpoints written to the store (durable mode)
+    durable_save_s: float = 0.0  # driver time spent writing them
     node_failures: list[str] = field(default_factory=list)
     backpressure: dict = field(default_factory=dict)
 
@@ -267,6 +276,7 @@ class MicroBatchStream:
                "kept_peak": s.kept_peak, "node_failures": list(s.node_failures)}
         if self.durable is not None:
             out["durable"] = {**self.durable.info, "saved": s.durable_saves,
+                              "save_s": s.durable_save_s,
                               "stream": self.durable.stream,
                               "namespace": self.durable.namespace}
         return out
@@ -370,7 +380,10 @@ class MicroBatchStream:
         group = self.durable.group_of(self._actor_nodes[key])
         oldest = {self.durable.group_of(self._actor_nodes[k]): min(s for s, _ in r.ckpt)
                   for k, r in self.reducers.items()}
-        if self.durable.save(group, i, val[0], val[1], oldest):
+        t0 = time.perf_counter()
+        saved = self.durable.save(group, i, val[0], val[1], oldest)
+        self.stats.durable_save_s += time.perf_counter() - t0
+        if saved:
             self.stats.durable_saves += 1
         else:
             log.debug("checkpoint %s[%d] at call %d not written: its batch is not known "
