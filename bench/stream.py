@@ -41,7 +41,8 @@ Scheduler names: vanilla, pack, locality, and ablations of locality's optimisati
 locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), locality-plain
 (all off); a "+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a
 pre-scheduling series' lead (submission MS ms before the batch's start; default: a
-quarter of the interval), e.g. locality+ahead@50.
+quarter of the interval), e.g. locality+ahead@50. "inferred" is the same pipeline written
+in plain Ray (``stream_workload.plain_batch``) and run under ``irfront.infer``.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ import baselines as bl  # noqa: E402
 import common  # noqa: E402
 import stream_workload as wl  # noqa: E402
 from baseline_cgraph import CompiledGraphDriver  # noqa: E402
+import irfront  # noqa: E402
 from irfront import Broadcast, InitActors, lowering_options  # noqa: E402
 
 from irfront import Batch, MicroBatchStream, options_for  # noqa: E402
@@ -70,6 +72,7 @@ def describe(opts):
 
 
 FLOOR_MB = 8 / (1 << 20)  # 8 bytes: one float per partition
+INFERRED = "inferred"  # the plain-Ray pipeline under irfront.infer
 FLOORS = {"floor-vanilla": "vanilla", "floor-locality": "locality"}
 DEFAULT_BASELINES = ",".join(bl.BASELINES)
 # The targets the project tracks (issue 9): series a / series b at the same size.
@@ -79,7 +82,9 @@ TARGETS = [("locality p50 <= 1.1x ray-expert-node p50", "locality", "ray-expert-
            ("locality p50 <= 0.8x vanilla+fuse p50", "locality", "vanilla+fuse", "p50_ms",
             0.8),
            ("locality p50 <= 1.5x compiled-graph p50", "locality", "compiled-graph",
-            "p50_ms", 1.5)]
+            "p50_ms", 1.5),
+           # issue 11: plain Ray under irfront.infer, against the same pipeline in the IR
+           ("inferred p50 <= 1.1x locality p50", INFERRED, "locality", "p50_ms", 1.1)]
 CPU_TARGET_MS = 5.0
 
 
@@ -163,6 +168,41 @@ class Config:
         self.deps.free()
 
 
+class Inferred:
+    """The pipeline written in plain Ray (``stream_workload.plain_batch``), each batch run
+    under ``irfront.infer`` with the default options (locality). Its first batch records
+    the broadcast, and the reducers if no inferred series made them yet, so they are
+    matched and placed with the batch's data, as the IR's are."""
+
+    kind, ahead, lead_s, floor = "inferred", False, None, False
+
+    def __init__(self, name: str, data_mb: float):
+        self.name, self.data_mb = name, data_mb
+        self.deps = None
+
+    def prepare(self, args, ctx):
+        self.deps = None
+
+    def submit_fn(self, args, ctx, tag):
+        def submit(start):
+            with irfront.infer() as block:
+                if ctx.inferred_reducers is None:
+                    ctx.inferred_reducers = [wl.Reducer.remote(i)
+                                             for i in range(args.reducers)]
+                if self.deps is None:
+                    self.deps = wl.generate_dependencies.remote(self.data_mb)
+                out = wl.plain_batch(self.deps, ctx.inferred_reducers, args.maps,
+                                     args.partitions, args.reducers, start, tag)
+                out = block.finish(out)
+            if tag is not None:
+                ctx.infer_s[tag] = block.session.overhead_s
+            return out
+        return submit
+
+    def free(self):
+        self.deps = None
+
+
 class Baseline:
     """One measured baseline series (plain Ray, bench/baselines.py)."""
 
@@ -198,6 +238,8 @@ class Context:
 
     def __init__(self):
         self.reducers = {}  # IR reducer sets per base scheduler
+        self.inferred_reducers = None  # the inferred series' (deferred actors)
+        self.infer_s = {}  # tag -> irfront.infer's recording and matching time
         self.layout = None
         self.base_reducers = None
         self.cgraph = None
@@ -279,7 +321,8 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
     effect (docs/BENCHMARKS.md, "What bounds locality's latency")."""
     configs = []
     for size in sizes:
-        series = [Config(n, size, False) for n in names]
+        series = [Inferred(n, size) if n == INFERRED else Config(n, size, False)
+                  for n in names]
         if not args.no_floor:
             series += [Config(n, FLOOR_MB, True) for n in FLOORS]
         series += [Baseline(n, size) for n in args.baselines if n not in ctx.unavailable]
@@ -314,6 +357,7 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
     stream.run(with_leads(plan, stream),
                on_submit=on_submit_fn(ctx, args.interval_ms / 1e3, bar))
     handles = [h for actors in ctx.reducers.values() for h in actors.eval()]
+    handles += [a._resolve() for a in ctx.inferred_reducers or []]
     handles += list(ctx.base_reducers or [])
     for recs in ray.get([h.take_records.remote() for h in handles]):
         for (name, sz, i), lat in recs:
@@ -419,6 +463,9 @@ def series_stats(args, ctx, name, size):
              "held_back_max_ms": float(np.max(held)) if held else None,
              "held_batches": int(sum(h > 0 for h in held)),
              "driver_cpu_ms": float(np.mean(cpu)) if cpu else None}
+    rec = [ctx.infer_s[t] * 1e3 for t in kept if t in ctx.infer_s]
+    if rec:  # the inferred series: what recording and matching cost of the driver's time
+        extra["infer_overhead_ms"] = float(np.mean(rec))
     return xs, extra
 
 
@@ -426,9 +473,11 @@ def run(args, ctx, address):
     from tqdm import tqdm
     names = args.schedulers
     for n in names:
-        options_for(split_lead(n)[0])  # fail early on a bad name
+        if n != INFERRED:
+            options_for(split_lead(n)[0])  # fail early on a bad name
     bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0]).scheduler
-                    for n in names + ([] if args.no_floor else list(FLOORS))})
+                    for n in names + ([] if args.no_floor else list(FLOORS))
+                    if n != INFERRED})
     ctx.reducers = {b: InitActors(wl.Reducer, args.reducers,
                                   [(i,) for i in range(args.reducers)]) for b in bases}
     start_baselines(args, ctx, address)
@@ -475,6 +524,8 @@ def run(args, ctx, address):
             xs = results.get((name, size), [])
             if name in bl.BASELINES:
                 sw = "plain Ray (bench/baselines.py)"
+            elif name == INFERRED:
+                sw = "plain Ray under irfront.infer: " + describe(options_for("locality"))
             else:
                 base, lead = split_lead(name)
                 sw = describe(options_for(base)) + (f" lead {lead * 1e3:g} ms" if lead
@@ -593,6 +644,15 @@ def check_targets(sizes, by):
                         "text": f"locality driver CPU <= {CPU_TARGET_MS:g} ms/batch at "
                                 f"{s:g} MB: {r['driver_cpu_ms']:.2f} ms "
                                 f"({'met' if ok else 'missed'})"})
+        r = by.get((INFERRED, s))
+        if r and r.get("infer_overhead_ms") is not None and r.get("driver_cpu_ms"):
+            share = r["infer_overhead_ms"] / r["driver_cpu_ms"]
+            out.append({"target": "inferred recording <= 10% of driver CPU", "data_mb": s,
+                        "ratio": share / 0.10, "met": share <= 0.10,
+                        "text": f"inferred recording and matching <= 10% of driver CPU at "
+                                f"{s:g} MB: {r['infer_overhead_ms']:.2f} of "
+                                f"{r['driver_cpu_ms']:.2f} ms = {share:.0%} "
+                                f"({'met' if share <= 0.10 else 'missed'})"})
     return out
 
 

@@ -79,3 +79,15 @@ def build_batch(deps, reducers, num_maps: int, num_reducers: int, start, tag=Non
         x = Map(map_step, x, args=[(start,)] * len(x))
     shuffled = Map(shuffle, x, [(num_reducers,)] * len(x), num_returns=num_reducers)
     return ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers)
+
+
+def plain_batch(deps, reducers, num_maps: int, num_partitions: int, num_reducers: int,
+                start, tag=None):
+    """The same micro-batch as a Ray user writes it: plain ``.remote()`` calls, no IR.
+    Under ``irfront.infer`` it is recognised as ``build_batch``'s nodes."""
+    x = [deps] * num_partitions
+    for _ in range(num_maps):
+        x = [map_step.remote(start, p) for p in x]
+    shuffled = [shuffle.options(num_returns=num_reducers).remote(num_reducers, p) for p in x]
+    return [r.reduce.remote(start, tag, *[s[i] for s in shuffled])
+            for i, r in enumerate(reducers)]

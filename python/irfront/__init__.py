@@ -16,8 +16,9 @@ from __future__ import annotations
 from irfront._version import __version__
 from irfront.api import get, init, set_scheduler, shutdown
 from irfront.cluster import LocalCluster, connect
-from irfront.drivers import (Batch, BatchRecord, InFlightWindow, MicroBatchStream,
-                             RecoveryError, StreamReport)
+from irfront.drivers import (Batch, BatchRecord, CheckpointStore, DirectoryStore,
+                             InFlightWindow, MicroBatchStream, RecoveryError,
+                             StreamFinishedError, StreamReport)
 from irfront.errors import IRError
 from irfront.inference import analyze, explain_inferred, infer, is_deferred
 from irfront.ir import (REDUCER_OPTIONS, Broadcast, CheckpointedReducer, InitActors, Map,
@@ -27,10 +28,12 @@ from irfront.lowering import (SCHEDULERS, LoweringOptions, NodePlacement, get_op
                               lowering_options, options_for, set_options)
 
 __all__ = [
-    "analyze", "Batch", "BatchRecord", "Broadcast", "CheckpointedReducer", "IRError", "InFlightWindow",
-    "InitActors", "LocalCluster", "LoweringOptions", "Map", "MapActors", "MicroBatchStream",
-    "NeedsRestore", "Node", "NodePlacement", "Objects", "REDUCER_OPTIONS", "RecoveryError",
-    "ReduceActors", "SCHEDULERS", "StreamReport", "SumReducerBase", "__version__", "connect",
-    "explain_inferred", "get", "get_options", "infer", "init", "is_deferred",
-    "lowering_options", "options_for", "set_options", "set_scheduler", "shutdown",
+    "__version__", "analyze", "Batch", "BatchRecord", "Broadcast",
+    "CheckpointedReducer", "CheckpointStore", "connect", "DirectoryStore",
+    "explain_inferred", "get", "get_options", "infer", "InFlightWindow", "init",
+    "InitActors", "IRError", "is_deferred", "LocalCluster", "lowering_options",
+    "LoweringOptions", "Map", "MapActors", "MicroBatchStream", "NeedsRestore", "Node",
+    "NodePlacement", "Objects", "options_for", "RecoveryError", "ReduceActors",
+    "REDUCER_OPTIONS", "SCHEDULERS", "set_options", "set_scheduler", "shutdown",
+    "StreamFinishedError", "StreamReport", "SumReducerBase",
 ]

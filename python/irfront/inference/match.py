@@ -174,12 +174,13 @@ def _task_groups(records: Sequence[Record], src: _Sources) -> list[_Group]:
         key = (id(rec.fn), rec.num_returns, len(rec.lead)) + where
         g = open_.get(key)
         if g is not None and o[0] != "ext" and not _broadcast_like(o) and \
-                any(r.obj is rec.obj for r in g.recs):
+                id(rec.obj) in g.pos:
             g = None
         if g is None:
             g = open_[key] = _Group("task", [], key)
             out.append(g)
         g.recs.append(rec)
+        g.pos[id(rec.obj)] = 0  # objects read so far (pos is rebuilt once matched)
         src.group_of[id(rec)] = g
     return out
 

@@ -28,6 +28,7 @@ that ran plainly with the reason.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -64,6 +65,19 @@ class Flush:
         return "\n".join(lines)
 
 
+def _hook(fn: Callable) -> Callable:
+    """Adds a recording hook's own time (flushes and plain calls inside it excluded) to
+    ``record_s``."""
+    @functools.wraps(fn)
+    def timed(self, *args: Any) -> Any:
+        t0, f0, p0 = time.perf_counter(), self._flush_s, self.plain_calls
+        out = fn(self, *args)
+        if self.plain_calls == p0:
+            self.record_s += time.perf_counter() - t0 - (self._flush_s - f0)
+        return out
+    return timed
+
+
 class Session:
     """One thread's recording: the pending calls and what each evaluation point did."""
 
@@ -75,30 +89,47 @@ class Session:
         self.keep = keep
         self.recognised = 0
         self.plain_calls = 0
+        # The cost of inference itself: recording calls and matching them (not the
+        # evaluation through the IR, nor plain calls), perf_counter seconds.
+        self.record_s = 0.0
+        self.match_s = 0.0
+        self._flush_s = 0.0  # whole flushes, to take out of the hooks' time
         self._unread: set[int] = set()  # ids of pending task results nobody read yet
         self._unplaced: list[InitActors] = []  # actor groups not created yet
         self._groups: dict[int, set[int]] = {}  # open actor-call groups: node -> actors
 
     # ---- what the hooks call ----------------------------------------------------------
+    @property
+    def overhead_s(self) -> float:
+        """Seconds spent recording and matching (the price of not writing the IR)."""
+        return self.record_s + self.match_s
+
+    @_hook
     def task(self, fn: Any, args: tuple, kwargs: dict, options: dict) -> Any:
         options.pop("serialized_runtime_env_info", None)
-        k = options.get("num_returns", fn._default_options.get("num_returns", 1))
-        extra = {o for o, v in options.items()
-                 if fn._default_options.get(o) != v and o not in _TASK_OPTIONS}
-        why = ("keyword arguments" if kwargs else
-               f"task options {sorted(extra)}" if extra else
-               "num_returns is not a positive int" if not isinstance(k, int) or k < 1 else
-               _object_last(args))
-        plain = functools.partial(_submit_task, fn, args, kwargs, options)
+        defaults = fn._default_options
+        k = options.get("num_returns", defaults.get("num_returns", 1))
+        extra = () if options == defaults else sorted(
+            o for o, v in options.items() if defaults.get(o) != v and o not in _TASK_OPTIONS)
+        if kwargs:
+            why, obj = "keyword arguments", None
+        elif extra:
+            why, obj = f"task options {extra}", None
+        elif type(k) is not int or k < 1:
+            why, obj = "num_returns is not a positive int", None
+        else:
+            why, obj = _object_last(args)
         if why:
+            plain = functools.partial(_submit_task, fn, args, kwargs, options)
             return self._run_plain(name_of_fn(fn), why, args, kwargs, plain)
         outs = [DeferredRef(self) for _ in range(k)]
-        obj = args[-1] if args and holds_ref(args[-1], 0) else None
         lead = args[:-1] if obj is not None else args
-        self._record(TaskRec(fn, lead, obj, k, outs, plain), [obj])
-        self._unread.update(id(r) for r in outs)
+        plain = functools.partial(_submit_task, fn, args, kwargs, options)
+        self._record(TaskRec(fn, lead, obj, k, outs, plain), obj)
+        self._unread.update(map(id, outs))
         return outs[0] if k == 1 else outs
 
+    @_hook
     def actor(self, cls: Any, args: tuple, kwargs: dict, options: dict) -> Any:
         plain = functools.partial(_submit_actor, cls, args, kwargs, options)
         why = ("keyword arguments" if kwargs else
@@ -111,34 +142,33 @@ class Session:
         methods = frozenset(m for m in dir(body) if not m.startswith("_")
                             and callable(getattr(body, m, None)))
         out = DeferredActor(self, cls, methods)
-        self._record(ActorRec(cls, args, out, plain), [])
+        self._record(ActorRec(cls, args, out, plain), None)
         return out
 
+    @_hook
     def method(self, actor: DeferredActor, name: str, args: tuple, kwargs: dict,
                options: dict) -> Any:
+        here = patch.route()
+        if here is not self:  # a later block records it; none (or another thread): plain
+            if here is not None:
+                return here.method(actor, name, args, kwargs, options)
+            return _submit_method(actor, name, args, kwargs, options)
         plain = functools.partial(_submit_method, actor, name, args, kwargs, options)
-        if patch.route() is not self:  # kept past its block, or another thread
-            return plain()
         body = actor._cls.__ray_metadata__.modified_class
         returns = getattr(getattr(body, name), "__ray_num_returns__", None)
-        n_lead = next((i for i, a in enumerate(args) if holds_ref(a, 0)), len(args))
         why = ("keyword arguments" if kwargs else
                "method options" if options else
-               f"num_returns={returns}" if returns not in (None, 1) else
-               "no object arguments" if n_lead == len(args) else
-               "arguments after the first reference that are not references"
-               if not all(type(a) in (DeferredRef, ray.ObjectRef) for a in args[n_lead:])
-               else "references inside containers"
-               if any(holds_ref(a) for a in args[:n_lead]) else "")
-        label = f"{actor._cls.__ray_metadata__.class_name}.{name}"
+               f"num_returns={returns}" if returns not in (None, 1) else "")
+        n_lead = len(args)
+        if not why:
+            why, n_lead = _lead_then_objects(args)
         if why:
+            label = f"{actor._cls.__ray_metadata__.class_name}.{name}"
             return self._run_plain(label, why, args, kwargs, plain, actor_call=True)
         out = DeferredRef(self)
         objs = args[n_lead:]
-        self._record(MethodRec(actor, name, args[:n_lead], objs, out, plain), objs)
-        if actor._node is not None or any(actor is r.out for r in self.pending
-                                          if isinstance(r, ActorRec)):
-            self._after_method(actor)
+        self._record(MethodRec(actor, name, args[:n_lead], objs, out, plain), None, objs)
+        self._after_method(actor)
         return out
 
     def before_plain(self, what: str, args: Any, kwargs: Any, actor_call: bool) -> None:
@@ -148,7 +178,9 @@ class Session:
             self.flush(f"a plain call ({what})")
 
     # ---- recording ------------------------------------------------------------------------
-    def _record(self, rec: Any, reads: Any) -> None:
+    def _record(self, rec: Any, read: Any, reads: tuple = ()) -> None:
+        if read is not None:
+            self._unread.discard(id(read))
         for r in reads:
             self._unread.discard(id(r))
         self.pending.append(rec)
@@ -187,8 +219,10 @@ class Session:
         self._unread.clear()
         self._groups.clear()
         self.suspended += 1
+        t0 = time.perf_counter()
         try:
             plan = match(records)
+            self.match_s += time.perf_counter() - t0
             self._note(_describe(why, plan))
             self._unplaced += [n for n in plan.nodes if isinstance(n, InitActors)]
             for kind, x in plan.steps:
@@ -198,6 +232,7 @@ class Session:
                     run_plain(x)
         finally:
             self.suspended -= 1
+            self._flush_s += time.perf_counter() - t0
 
     def finish(self) -> None:
         """The block's end: evaluate what is pending and create the actors not used yet
@@ -228,7 +263,8 @@ class Session:
     def explain(self) -> str:
         head = (f"irfront.infer: {self.recognised} calls recorded, {self.plain_calls} run "
                 f"as plain Ray, {len(self.flushes)} evaluation points (the last "
-                f"{self.keep} kept)")
+                f"{self.keep} kept); recording and matching took "
+                f"{self.overhead_s * 1e3:.2f} ms")
         return "\n".join([head] + [str(f) for f in self.flushes])
 
 
@@ -236,19 +272,46 @@ def name_of_fn(fn: Any) -> str:
     return fn._function.__qualname__
 
 
-def _object_last(args: tuple) -> str:
-    """Why positional ``args`` do not fit a Map (the one reference last), or ""."""
-    if any(type(a) is DeferredActor for a in args):
-        return "an actor among its arguments"
-    refs = [i for i, a in enumerate(args) if holds_ref(a, 0)]
-    if len(refs) > 1:
-        return "more than one reference among its arguments (a join)"
-    if refs and refs[0] != len(args) - 1:
-        return "its reference is not the last argument (the IR passes the object last)"
-    if any(holds_ref(a) for a in args[:-1] if not holds_ref(a, 0)) or (
-            not refs and any(holds_ref(a) for a in args)):
-        return "references inside containers"
-    return ""
+_REF_TYPES = (DeferredRef, ray.ObjectRef)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def _object_last(args: tuple) -> tuple[str, Any]:
+    """(why positional ``args`` do not fit a Map, or "", the one reference (last) or
+    None): one pass over the arguments."""
+    last, obj = len(args) - 1, None
+    for i, a in enumerate(args):
+        t = type(a)
+        if t in _REF_TYPES:
+            if obj is not None or i != last:
+                return ("more than one reference among its arguments (a join)"
+                        if obj is not None or any(type(b) in _REF_TYPES
+                                                  for b in args[i + 1:])
+                        else "its reference is not the last argument (the IR passes the "
+                        "object last)"), None
+            obj = a
+        elif t is DeferredActor:
+            return "an actor among its arguments", None
+        elif t in _CONTAINERS and holds_ref(a):
+            return "references inside containers", None
+    return "", obj
+
+
+def _lead_then_objects(args: tuple) -> tuple[str, int]:
+    """(why a method call's ``args`` are not plain values then references, or "", the
+    number of leading plain values)."""
+    n_lead = len(args)
+    for i, a in enumerate(args):
+        if type(a) in _REF_TYPES:
+            n_lead = i
+            break
+        if type(a) is DeferredActor or (type(a) in _CONTAINERS and holds_ref(a)):
+            return "references inside containers, or an actor, among its arguments", 0
+    if n_lead == len(args):
+        return "no object arguments", 0
+    if not all(type(a) in _REF_TYPES for a in args[n_lead:]):
+        return "arguments after the first reference that are not references", 0
+    return "", n_lead
 
 
 def _describe(why: str, plan: Plan) -> Flush:
