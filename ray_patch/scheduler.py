@@ -1,6 +1,10 @@
 """Group placement: a typed Python face of the C++ scheduling core (`ray_patch._scheduler`).
 
-A *group* is one BSP stage: n tasks, each with a CPU demand and a few input objects.
+A *group* is one BSP stage: n tasks, each with a CPU demand and a few input objects, and
+optionally a demand of other resources (GPUs, custom resources) that every task of the
+group makes. Nodes have CPUs and, optionally, capacities of such resources
+(``add_node(0, cpus=4, resources={"GPU": 2})``): a group demanding a resource is placed
+only on nodes whose capacity covers one task's demand, by every policy.
 `GroupScheduler.place` puts every task of a group on a node of the cluster with one of
 the policies below and records the placement (so a later group can depend on it, and so
 the group's CPU load counts until `free_group`).
@@ -94,8 +98,9 @@ class Input:
 class Placement:
     """The outcome of placing one group.
 
-    feasible: False when no alive node can run some task; `reason` says why, `nodes` is
-      empty and nothing was recorded.
+    feasible: False when no alive node can run some task (too few CPUs, or no node with
+      the demanded resources); `reason` says why, `nodes` is empty and nothing was
+      recorded.
     nodes: int64 array, one node id per task.
     bytes_moved: input bytes that are not on the node of the task reading them.
     counts: node id -> number of tasks placed there.
@@ -164,6 +169,24 @@ def _as_1d(name: str, value: Any, dtype: type, *, integer: bool) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _check_resources(name: str, value: Any) -> dict[str, float]:
+    """A mapping resource name -> amount (GPUs, custom resources; not CPU)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict of resource name -> amount, e.g. "
+                        f"{{'GPU': 1}}; got {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise TypeError(f"{name}: resource names must be str; got {type(k).__name__} "
+                            f"{k!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}[{k!r}] must be a number; got {type(v).__name__} {v!r}")
+        out[k] = float(v)
+    return out
+
+
 def _optional_group(depends_on: Optional[int]) -> int:
     if depends_on is None:
         return _NO_GROUP
@@ -181,9 +204,23 @@ class GroupScheduler:
         self._core = _scheduler.GroupScheduler()
 
     # -- cluster membership ---------------------------------------------------------
-    def add_node(self, node_id: int, cpus: float) -> None:
-        """Adds an alive node with `cpus` CPUs. A duplicate id or bad cpus: ValueError."""
-        self._core.add_node(_check_int("node_id", node_id), _check_cpus("cpus", cpus))
+    def add_node(self, node_id: int, cpus: float,
+                 resources: Optional[dict[str, float]] = None) -> None:
+        """Adds an alive node with `cpus` CPUs and `resources` (name -> capacity of other
+        resources: "GPU", custom ones). A duplicate id, bad cpus or resources:
+        ValueError."""
+        self._core.add_node(_check_int("node_id", node_id), _check_cpus("cpus", cpus),
+                            _check_resources("resources", resources))
+
+    def set_node_resources(self, node_id: int, resources: dict[str, float]) -> None:
+        """Replaces a node's capacities of resources other than CPU (e.g. {"GPU": 2,
+        "special": 1}; {} for none). Unknown id or bad amounts: ValueError."""
+        self._core.set_node_resources(_check_int("node_id", node_id),
+                                      _check_resources("resources", resources))
+
+    def node_resources(self, node_id: int) -> dict[str, float]:
+        """A node's capacities of resources other than CPU. Unknown id: ValueError."""
+        return self._core.node_resources(_check_int("node_id", node_id))
 
     def update_node(
         self, node_id: int, *, cpus: Optional[float] = None, alive: Optional[bool] = None
@@ -213,12 +250,15 @@ class GroupScheduler:
         *,
         depends_on: Optional[int] = None,
         policy: Union[Policy, str] = Policy.LOCALITY,
+        resources: Optional[dict[str, float]] = None,
     ) -> Placement:
         """Places one group and records it.
 
         task_cpus: one CPU demand per task (sequence or 1-D array).
         inputs: None (no task has inputs) or one list of `Input` per task.
         depends_on: the group this one depends on (PACK places near it).
+        resources: what EVERY task demands of resources other than CPU (e.g. {"GPU": 1});
+          only nodes with that capacity are candidates. None: no demand.
         """
         cpus = _as_1d("task_cpus", task_cpus, np.float64, integer=False)
         n = cpus.shape[0]
@@ -226,7 +266,7 @@ class GroupScheduler:
             empty = np.empty(0, dtype=np.int64)
             return self.place_arrays(
                 group_id, cpus, empty, empty, empty, empty, empty, empty,
-                depends_on=depends_on, policy=policy,
+                depends_on=depends_on, policy=policy, resources=resources,
             )
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise TypeError(
@@ -280,6 +320,7 @@ class GroupScheduler:
             _as_1d("Input.nodes", loc_nodes, np.int64, integer=True),
             depends_on=depends_on,
             policy=policy,
+            resources=resources,
         )
 
     def place_arrays(
@@ -295,6 +336,7 @@ class GroupScheduler:
         *,
         depends_on: Optional[int] = None,
         policy: Union[Policy, str] = Policy.LOCALITY,
+        resources: Optional[dict[str, float]] = None,
     ) -> Placement:
         """Places one group given in bulk (CSR) form and records it.
 
@@ -304,6 +346,7 @@ class GroupScheduler:
         may be empty) and is held by nodes location_nodes[location_offsets[j]:
         location_offsets[j+1]] (location_offsets: m+1 entries, or empty).
         All arrays are 1-D; int64 ones must hold integers, task_cpus numbers.
+        resources: every task's demand of resources other than CPU (see `place`).
         """
         code = _policy_code(policy)
         res = self._core.schedule(
@@ -317,6 +360,7 @@ class GroupScheduler:
             _as_1d("input_producer_task", input_producer_task, np.int64, integer=True),
             _as_1d("location_offsets", location_offsets, np.int64, integer=True),
             _as_1d("location_nodes", location_nodes, np.int64, integer=True),
+            _check_resources("resources", resources),
         )
         return Placement(
             group_id=int(group_id),

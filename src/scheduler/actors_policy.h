@@ -5,7 +5,8 @@
 // balance by count: each alive node takes at most ceil(n / nodes) actors (equal weights,
 // not free CPU, because actors are long-lived and usually 0-CPU). Ties: as in
 // locality_policy.h.
-// Assumes: a validated request; nodes that cannot host the largest actor are skipped.
+// Assumes: a validated request; nodes that cannot host the largest actor, or lack a
+// resource the actors demand (task_resources), are skipped.
 #pragma once
 
 #include "src/scheduler/locality_policy.h"

@@ -19,7 +19,7 @@ auto LowerBound(Vec& nodes, NodeId id) {
 void ClusterState::AddNode(NodeId id, double cpus) {
   auto it = LowerBound(nodes_, id);
   assert(it == nodes_.end() || it->id != id);
-  nodes_.insert(it, NodeInfo{id, cpus, /*alive=*/true});
+  nodes_.insert(it, NodeInfo{id, cpus, /*alive=*/true, {}});
 }
 
 void ClusterState::UpdateNode(NodeId id, double cpus, bool alive) {
@@ -33,6 +33,12 @@ void ClusterState::RemoveNode(NodeId id) {
   auto it = LowerBound(nodes_, id);
   assert(it != nodes_.end() && it->id == id);
   nodes_.erase(it);
+}
+
+void ClusterState::SetNodeResources(NodeId id, ResourceMap resources) {
+  auto it = LowerBound(nodes_, id);
+  assert(it != nodes_.end() && it->id == id);
+  it->resources = std::move(resources);
 }
 
 const NodeInfo* ClusterState::FindNode(NodeId id) const {

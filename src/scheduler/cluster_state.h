@@ -1,5 +1,9 @@
-// The scheduler's view of the cluster: nodes (id, CPU capacity, alive) and, per placed
-// group, the node and CPU demand of each of its tasks. No Ray dependency.
+// The scheduler's view of the cluster: nodes (id, CPU capacity, capacities of other
+// resources such as GPUs and custom resources, alive) and, per placed group, the node and
+// CPU demand of each of its tasks. No Ray dependency.
+//
+// Other resources are capacities only (what a node has, not what is in use): they decide
+// which nodes may host a group that demands them, not how loaded a node is.
 //
 // Load(node) is the CPU demand of the tasks of live groups (recorded, not freed) placed
 // on that node. Removing a node keeps group records intact: a group placed on a removed
@@ -20,6 +24,7 @@ struct NodeInfo {
   NodeId id = 0;
   double cpus = 0.0;
   bool alive = true;
+  ResourceMap resources;  // capacity of each resource other than CPU (absent: 0)
 };
 
 class ClusterState {
@@ -28,6 +33,7 @@ class ClusterState {
   void AddNode(NodeId id, double cpus);            // id must be new
   void UpdateNode(NodeId id, double cpus, bool alive);  // id must exist
   void RemoveNode(NodeId id);                      // id must exist
+  void SetNodeResources(NodeId id, ResourceMap resources);  // id must exist; replaces
 
   const NodeInfo* FindNode(NodeId id) const;  // nullptr when unknown
   const std::vector<NodeInfo>& nodes() const { return nodes_; }  // sorted by id

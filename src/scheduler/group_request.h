@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace irfront::scheduler {
@@ -11,6 +13,11 @@ using NodeId = int64_t;
 using GroupId = int64_t;
 constexpr GroupId kNoGroup = -1;
 constexpr int64_t kNoTask = -1;
+
+// Amounts of resources other than CPU, by name: GPUs ("GPU") and custom resources
+// (e.g. {"special", 2}). A node's capacities; a task's demand. CPUs are modelled apart
+// (NodeInfo::cpus, GroupRequest::task_cpus).
+using ResourceMap = std::map<std::string, double>;
 
 // How a group's tasks are placed. Chosen per request.
 enum class PolicyKind : int {
@@ -27,10 +34,14 @@ enum class PolicyKind : int {
 //     location_nodes[location_offsets[j] .. location_offsets[j+1]), and/or is produced by
 //     task input_producer_task[j] of group input_producer_group[j] (kNoGroup / kNoTask if
 //     none), in which case its location is the node that task was placed on.
+//   task_resources is the demand of EVERY task of the group for resources other than CPU
+//   (a constraint: a task goes only to a node whose capacity of each is >= its demand;
+//   empty: none).
 struct GroupRequest {
   GroupId group_id = kNoGroup;
   GroupId depends_on = kNoGroup;            // the group this one depends on, if any
   std::vector<double> task_cpus;            // size n: CPU demand per task
+  ResourceMap task_resources;               // per-task demand (same for every task)
   std::vector<int64_t> input_offsets;       // size n + 1 (may be empty when no task has inputs)
   std::vector<int64_t> input_bytes;         // size m
   std::vector<GroupId> input_producer_group; // size m (or empty: no producers)

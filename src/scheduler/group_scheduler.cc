@@ -32,15 +32,26 @@ SchedulingResult Dispatch(const ClusterState& state, const GroupRequest& request
 
 GroupScheduler::GroupScheduler() = default;
 
-void GroupScheduler::AddNode(NodeId id, double cpus) {
+void GroupScheduler::AddNode(NodeId id, double cpus, const ResourceMap& resources) {
   if (id < 0) throw std::invalid_argument("AddNode: node id must be >= 0; got " +
                                           std::to_string(id));
   ValidateCpus("AddNode", cpus);
+  ValidateResources("AddNode", "resources", resources);
   if (state_.FindNode(id) != nullptr) {
     throw std::invalid_argument("AddNode: " + NodeName(id) +
                                 " already exists; use UpdateNode to change it");
   }
   state_.AddNode(id, cpus);
+  if (!resources.empty()) state_.SetNodeResources(id, resources);
+}
+
+void GroupScheduler::SetNodeResources(NodeId id, const ResourceMap& resources) {
+  ValidateResources("SetNodeResources", "resources", resources);
+  if (state_.FindNode(id) == nullptr) {
+    throw std::invalid_argument("SetNodeResources: unknown " + NodeName(id) +
+                                "; add it with AddNode first");
+  }
+  state_.SetNodeResources(id, resources);
 }
 
 void GroupScheduler::UpdateNode(NodeId id, double cpus, bool alive) {

@@ -16,8 +16,11 @@ class GroupScheduler {
   GroupScheduler();
 
   // Cluster membership. Unknown ids / negative or NaN cpus -> std::invalid_argument.
-  void AddNode(NodeId id, double cpus);
-  void UpdateNode(NodeId id, double cpus, bool alive);
+  // `resources`: the node's capacities of resources other than CPU ("GPU", custom
+  // names); names must be non-empty and not "CPU", amounts finite and >= 0.
+  void AddNode(NodeId id, double cpus, const ResourceMap& resources = {});
+  void UpdateNode(NodeId id, double cpus, bool alive);  // keeps the node's resources
+  void SetNodeResources(NodeId id, const ResourceMap& resources);  // replaces them
   void RemoveNode(NodeId id);  // forgets the node; groups placed on it keep their record
 
   // Places a group and records it (replacing an earlier record of the same group id).

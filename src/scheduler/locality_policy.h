@@ -8,9 +8,12 @@
 // below 1 + nodes/tasks.
 // Ties between optimal placements: broken deterministically by the solver's order, not
 // by a searched secondary objective (see locality_solver.h).
+// Resources other than CPU (task_resources: GPUs, custom resources) are a constraint:
+// nodes without the demanded capacity are not candidates, and a node's weight is at most
+// what its resources run at once (slots_j * task CPUs; see FreeCpuCaps).
 // Assumes: the request was validated; nodes that cannot host the group's largest task
-// (and dead nodes) are not candidates; a group whose largest task fits no alive node is
-// infeasible.
+// (and dead nodes) are not candidates; a group whose largest task fits no alive node
+// with the demanded resources is infeasible.
 #pragma once
 
 #include <cstdint>

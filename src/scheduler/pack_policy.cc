@@ -51,18 +51,26 @@ int32_t SingleProducerNode(const ClusterState& state, const GroupRequest& reques
 SchedulingResult PackPolicy::Schedule(const ClusterState& state, const GroupRequest& request) {
   const std::string reason = FeasibilityReason(state, request);
   if (!reason.empty()) return SchedulingResult::Infeasible(reason);
-  const NodeView view = MakeNodeView(state, request.group_id, /*min_cpus=*/0.0);
+  const NodeView view = MakeNodeView(state, request.group_id, /*min_cpus=*/0.0,
+                                     request.task_resources);
   const std::vector<int32_t> order = CandidateOrder(state, request, view);
   std::vector<double> taken(view.size(), 0.0);
+  std::vector<int64_t> count(view.size(), 0);  // this group's tasks per node
   std::vector<int32_t> assignment(request.num_tasks(), -1);
   for (size_t i = 0; i < request.num_tasks(); ++i) {
     const double need = request.task_cpus[i];
     auto can_host = [&](int32_t j) { return view.cpus[j] + kSlack >= need; };
     auto free_cpu = [&](int32_t j) { return view.cpus[j] - view.load[j] - taken[j]; };
+    // A free slot: CPU left for the task and, with a resource demand, fewer of this
+    // group's tasks than the node's resources run at once.
+    auto has_slot = [&](int32_t j) {
+      return free_cpu(j) + kSlack >= need &&
+             (view.slots.empty() || static_cast<double>(count[j]) < view.slots[j]);
+    };
     int32_t chosen = SingleProducerNode(state, request, view, i);
     if (chosen >= 0 && !can_host(chosen)) chosen = -1;
     for (size_t k = 0; chosen < 0 && k < order.size(); ++k) {
-      if (free_cpu(order[k]) + kSlack >= need) chosen = order[k];
+      if (has_slot(order[k])) chosen = order[k];
     }
     if (chosen < 0) {  // every node full: least loaded (incl. this group), lowest id
       double best = 0.0;
@@ -73,6 +81,7 @@ SchedulingResult PackPolicy::Schedule(const ClusterState& state, const GroupRequ
     }
     assignment[i] = chosen;
     taken[chosen] += need;
+    ++count[chosen];
   }
   return MakeResult(view, ComputeLocality(state, request, view), assignment);
 }

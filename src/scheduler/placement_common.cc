@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <utility>
 
@@ -17,14 +18,76 @@ int32_t NodeView::IndexOf(NodeId id) const {
   return (it != ids.end() && *it == id) ? static_cast<int32_t>(it - ids.begin()) : -1;
 }
 
-NodeView MakeNodeView(const ClusterState& state, GroupId self, double min_cpus) {
+namespace {
+
+constexpr double kResourceSlack = 1e-9;  // absorbs rounding in capacity / demand
+
+bool Demands(const ResourceMap& demand) {
+  for (const auto& [name, amount] : demand) {
+    if (amount > 0.0) return true;
+  }
+  return false;
+}
+
+std::string FormatAmount(double amount) {
+  std::ostringstream out;
+  out << amount;
+  return out.str();
+}
+
+// "GPU 1, special 0.5" (resources with amount > 0, by name).
+std::string FormatDemand(const ResourceMap& demand) {
+  std::string out;
+  for (const auto& [name, amount] : demand) {
+    if (amount <= 0.0) continue;
+    if (!out.empty()) out += ", ";
+    out += name + " " + FormatAmount(amount);
+  }
+  return out;
+}
+
+// The first demanded resource node `n` has too little of: "special 0 < 1".
+std::string Shortfall(const NodeInfo& n, const ResourceMap& demand) {
+  for (const auto& [name, amount] : demand) {
+    if (amount <= 0.0) continue;
+    auto it = n.resources.find(name);
+    const double have = it == n.resources.end() ? 0.0 : it->second;
+    if (std::floor(have / amount + kResourceSlack) < 1.0) {  // as in ResourceSlots
+      return name + " " + FormatAmount(have) + " < " + FormatAmount(amount);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+double ResourceSlots(const NodeInfo& node, const ResourceMap& demand) {
+  double slots = std::numeric_limits<double>::infinity();
+  for (const auto& [name, amount] : demand) {
+    if (amount <= 0.0) continue;
+    auto it = node.resources.find(name);
+    const double have = it == node.resources.end() ? 0.0 : it->second;
+    slots = std::min(slots, std::floor(have / amount + kResourceSlack));
+  }
+  return slots;
+}
+
+NodeView MakeNodeView(const ClusterState& state, GroupId self, double min_cpus,
+                      const ResourceMap& demand) {
   NodeView view;
+  const bool constrained = Demands(demand);
   for (const NodeInfo& n : state.nodes()) {
     if (!n.alive || n.cpus < min_cpus) continue;
+    if (constrained) {
+      const double slots = ResourceSlots(n, demand);
+      if (slots < 1.0) continue;  // lacks a demanded resource: never a candidate
+      view.slots.push_back(slots);
+    }
     view.ids.push_back(n.id);
     view.cpus.push_back(n.cpus);
     view.load.push_back(state.Load(n.id));
   }
+  if (constrained) view.task_cpus = min_cpus;
   if (!view.ids.empty() && view.ids.back() < 4 * static_cast<NodeId>(view.size()) + 1024) {
     view.dense.assign(view.ids.back() + 1, -1);
     for (size_t j = 0; j < view.size(); ++j) view.dense[view.ids[j]] = static_cast<int32_t>(j);
@@ -146,6 +209,10 @@ std::vector<int64_t> FreeCpuCaps(const NodeView& view, int64_t n) {
     any = any || w[j] > 0.0;
   }
   if (!any) w = view.cpus;
+  for (size_t j = 0; j < view.slots.size(); ++j) {  // resource-limited nodes
+    w[j] = view.task_cpus > 0.0 ? std::min(w[j], view.slots[j] * view.task_cpus)
+                                : view.slots[j];
+  }
   return FairShareCaps(w, n);
 }
 
@@ -160,19 +227,41 @@ double MaxTaskCpus(const GroupRequest& request) {
 }
 
 std::string FeasibilityReason(const ClusterState& state, const GroupRequest& request) {
-  double largest = -1.0;
+  const ResourceMap& demand = request.task_resources;
+  const bool constrained = Demands(demand);
+  double largest = -1.0;   // CPUs of the largest alive node
+  double eligible = -1.0;  // ... of the largest alive node with the demanded resources
+  std::vector<std::string> lacking;  // "node 3: special 0 < 1", one per alive node
+  size_t alive = 0;
   for (const NodeInfo& n : state.nodes()) {
-    if (n.alive) largest = std::max(largest, n.cpus);
+    if (!n.alive) continue;
+    ++alive;
+    largest = std::max(largest, n.cpus);
+    if (!constrained || ResourceSlots(n, demand) >= 1.0) {
+      eligible = std::max(eligible, n.cpus);
+    } else if (lacking.size() < 8) {
+      lacking.push_back("node " + std::to_string(n.id) + ": " + Shortfall(n, demand));
+    }
   }
   if (largest < 0.0) {
     return "no alive node: all " + std::to_string(state.nodes().size()) +
            " nodes of the cluster are dead; mark one alive (UpdateNode) or add nodes";
   }
+  if (eligible < 0.0) {
+    std::ostringstream out;
+    out << "no alive node has the resources each task needs (" << FormatDemand(demand)
+        << "): ";
+    for (size_t k = 0; k < lacking.size(); ++k) out << (k ? "; " : "") << lacking[k];
+    if (alive > lacking.size()) out << "; and " << alive - lacking.size() << " more";
+    out << "; add the resources to a node or lower the demand";
+    return out.str();
+  }
   for (size_t i = 0; i < request.num_tasks(); ++i) {
-    if (request.task_cpus[i] > largest) {
+    if (request.task_cpus[i] > eligible) {
       std::ostringstream out;
-      out << "task " << i << " needs " << request.task_cpus[i]
-          << " CPUs; the largest alive node has " << largest;
+      out << "task " << i << " needs " << request.task_cpus[i] << " CPUs; the largest alive "
+          << (constrained ? "node with " + FormatDemand(demand) : std::string("node"))
+          << " has " << eligible;
       return out.str();
     }
   }

@@ -109,6 +109,25 @@ void ValidateCpus(const char* where, double cpus) {
   }
 }
 
+void ValidateResources(const char* where, const char* name, const ResourceMap& resources) {
+  for (const auto& [resource, amount] : resources) {
+    std::ostringstream out;
+    if (resource.empty()) {
+      out << where << ": " << name << " has an empty resource name; expected names such "
+          << "as \"GPU\" or a custom resource";
+    } else if (resource == "CPU") {
+      out << where << ": " << name << " names \"CPU\"; CPUs are given apart (cpus, "
+          << "task_cpus), not as a resource";
+    } else if (!std::isfinite(amount) || amount < 0.0) {
+      out << where << ": " << name << "[\"" << resource << "\"] = " << amount
+          << "; expected a finite amount >= 0";
+    } else {
+      continue;
+    }
+    throw std::invalid_argument(out.str());
+  }
+}
+
 void ValidateRequest(const ClusterState& state, const GroupRequest& r) {
   // No node at all is a usage error; nodes that are all dead are a cluster state, which
   // the policies report as SchedulingResult::Infeasible.
@@ -129,6 +148,7 @@ void ValidateRequest(const ClusterState& state, const GroupRequest& r) {
       Fail(out.str());
     }
   }
+  ValidateResources("GroupRequest", "task_resources", r.task_resources);
   ValidateInputs(r);
   ValidateLocations(state, r);
 }

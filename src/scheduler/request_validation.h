@@ -11,6 +11,9 @@ namespace irfront::scheduler {
 constexpr int64_t kMaxRequestBytes = int64_t{1} << 50;
 
 void ValidateCpus(const char* where, double cpus);
+// Resource maps (node capacities, task demands): names non-empty and not "CPU" (CPUs are
+// modelled apart), amounts finite and >= 0.
+void ValidateResources(const char* where, const char* name, const ResourceMap& resources);
 void ValidateRequest(const ClusterState& state, const GroupRequest& request);
 
 }  // namespace irfront::scheduler

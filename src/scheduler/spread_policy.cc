@@ -10,7 +10,8 @@ SchedulingResult SpreadPolicy::Schedule(const ClusterState& state,
                                         const GroupRequest& request) {
   const std::string reason = FeasibilityReason(state, request);
   if (!reason.empty()) return SchedulingResult::Infeasible(reason);
-  const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request));
+  const NodeView view = MakeNodeView(state, request.group_id, MaxTaskCpus(request),
+                                     request.task_resources);
   const size_t n = request.num_tasks();
   std::vector<int64_t> left = FreeCpuCaps(view, static_cast<int64_t>(n));
   std::vector<int32_t> assignment(n, 0);

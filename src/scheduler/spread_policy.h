@@ -5,7 +5,9 @@
 // order, skipping nodes whose cap is used up. With equal caps the counts differ by at
 // most one (lower ids take the extra tasks).
 // Minimises: imbalance under the caps. Ties: node id order. Assumes: a validated
-// request; nodes that cannot host the group's largest task are skipped.
+// request; nodes that cannot host the group's largest task, or lack a resource the group
+// demands (task_resources), are skipped (caps as in FreeCpuCaps: at most what a node's
+// resources run at once).
 #pragma once
 
 #include "src/scheduler/scheduling_policy.h"

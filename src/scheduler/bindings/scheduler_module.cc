@@ -111,7 +111,8 @@ class PyGroupScheduler {
                            const Array<int64_t>& input_producer_group,
                            const Array<int64_t>& input_producer_task,
                            const Array<int64_t>& location_offsets,
-                           const Array<int64_t>& location_nodes) {
+                           const Array<int64_t>& location_nodes,
+                           const sched::ResourceMap& task_resources) {
     if (policy < static_cast<int>(sched::PolicyKind::kPack) ||
         policy > static_cast<int>(sched::PolicyKind::kActors)) {
       throw std::invalid_argument("policy must be 0 (pack), 1 (locality), 2 (spread) or "
@@ -141,6 +142,7 @@ class PyGroupScheduler {
       CopyInto(ptask, &request_.input_producer_task);
       CopyInto(loffsets, &request_.location_offsets);
       CopyInto(lnodes, &request_.location_nodes);
+      request_.task_resources = task_resources;
       const auto start = std::chrono::steady_clock::now();
       result = core_.Schedule(request_, static_cast<sched::PolicyKind>(policy));
       solve_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -179,10 +181,28 @@ PYBIND11_MODULE(_scheduler, m) {
   py::class_<PyGroupScheduler>(m, "GroupScheduler")
       .def(py::init<>())
       .def("add_node",
-           [](PyGroupScheduler& s, sched::NodeId id, double cpus) {
-             s.Locked([&](sched::GroupScheduler& c) { c.AddNode(id, cpus); });
+           [](PyGroupScheduler& s, sched::NodeId id, double cpus,
+              const sched::ResourceMap& resources) {
+             s.Locked([&](sched::GroupScheduler& c) { c.AddNode(id, cpus, resources); });
            },
-           py::arg("node_id"), py::arg("cpus"))
+           py::arg("node_id"), py::arg("cpus"), py::arg("resources") = sched::ResourceMap{})
+      .def("set_node_resources",
+           [](PyGroupScheduler& s, sched::NodeId id, const sched::ResourceMap& resources) {
+             s.Locked([&](sched::GroupScheduler& c) { c.SetNodeResources(id, resources); });
+           },
+           py::arg("node_id"), py::arg("resources"))
+      .def("node_resources",
+           [](PyGroupScheduler& s, sched::NodeId id) {
+             return s.Locked([&](sched::GroupScheduler& c) {
+               const sched::NodeInfo* node = c.state().FindNode(id);
+               if (node == nullptr) {
+                 throw std::invalid_argument("node_resources: unknown node id " +
+                                             std::to_string(id));
+               }
+               return node->resources;
+             });
+           },
+           py::arg("node_id"))
       .def("update_node",
            [](PyGroupScheduler& s, sched::NodeId id, std::optional<double> cpus,
               std::optional<bool> alive) {
@@ -205,7 +225,7 @@ PYBIND11_MODULE(_scheduler, m) {
            py::arg("depends_on"), py::arg("policy"), py::arg("task_cpus"),
            py::arg("input_offsets"), py::arg("input_bytes"), py::arg("input_producer_group"),
            py::arg("input_producer_task"), py::arg("location_offsets"),
-           py::arg("location_nodes"))
+           py::arg("location_nodes"), py::arg("task_resources") = sched::ResourceMap{})
       .def("free_group",
            [](PyGroupScheduler& s, sched::GroupId id) {
              s.Locked([&](sched::GroupScheduler& c) { c.FreeGroup(id); });
