@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,11 +27,14 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ray_patch import metrics
 from ray_patch.ids import next_group_id
 from ray_patch.scheduler import GroupScheduler
 from ray_patch.validate import GroupError
 
 NO_NODE = -1
+
+log = logging.getLogger("irfront.ray_patch")  # under irfront's logger, by name only
 
 
 _TOKENS = itertools.count(1)
@@ -57,7 +61,7 @@ class Runtime:
     def __init__(self, *, refresh_interval_s: float = 1.0,
                  default_object_bytes: int = 1 << 20, scheduler: Any = None,
                  retire_policies: tuple[str, ...] = ("locality", "spread", "actors"),
-                 name_tasks: bool = True):
+                 name_tasks: bool = True, probe_raylets: bool = False):
         if not ray.is_initialized():
             raise GroupError(
                 "Ray is not initialised; call ray.init(address=...) (or "
@@ -77,6 +81,10 @@ class Runtime:
         # Ray's core worker keeps per-task-name state in every process for good (a
         # distinct name costs the driver about 0.5 KB): turn off for long runs.
         self.name_tasks = bool(name_tasks)
+        # node_failed() also probes each alive node's raylet (a TCP connect) when on:
+        # opt-in, the node table alone was as fast once the GCS health checks are
+        # tuned (docs/RELIABILITY.md, "Detecting a dead node").
+        self.probe_raylets = bool(probe_raylets)
         self.hex_of: list[str] = []  # int node id -> Ray hex id
         self.int_of: dict[str, int] = {}  # Ray hex id -> int node id
         self.strategies: list[NodeAffinitySchedulingStrategy] = []
@@ -105,8 +113,11 @@ class Runtime:
         self._pending_free.append(group_id)
 
     def drain(self) -> None:
+        if not self._pending_free:
+            return
         while self._pending_free:
             self.free(self._pending_free.popleft())
+        metrics.live_groups(len(self.groups))
 
     def free(self, group_id: int) -> None:
         rec = self.groups.pop(group_id, None)
@@ -129,12 +140,14 @@ class Runtime:
         return self.scheduler.group_count()
 
     # ---- nodes --------------------------------------------------------------------------
-    def refresh_nodes(self, force: bool = False) -> None:
-        """Reads ray.nodes() into the core: new nodes, CPU changes, deaths."""
+    def refresh_nodes(self, force: bool = False) -> list[str]:
+        """Reads ray.nodes() (the GCS node table) into the core: new nodes, CPU changes,
+        deaths. Returns the hex ids of known nodes it saw go from alive to dead."""
         now = time.monotonic()
         if not force and now - self._last_refresh < self.refresh_interval_s:
-            return
+            return []
         self._last_refresh = now
+        died = []
         for info in ray.nodes():
             hexid = info["NodeID"]
             alive = bool(info.get("Alive", False)) and hexid not in self.failed_nodes
@@ -154,7 +167,14 @@ class Runtime:
                     self.scheduler.update_node(nid, cpus=cpus, alive=True)
                 else:
                     self.scheduler.update_node(nid, alive=False)
+                    if self._node_state.get(nid, (0.0, False))[1]:
+                        died.append(hexid)
                 self._node_state[nid] = (cpus, alive)
+        if died:
+            metrics.node_failures(len(died))
+            log.info("node table: %s dead; no later group is placed there",
+                     ", ".join(h[:12] for h in died))
+        return died
 
     def mark_dead(self, hexid: str) -> None:
         """Marks a node dead in the core now (a failure seen before the GCS reports it).
@@ -167,11 +187,13 @@ class Runtime:
         if self._node_state.get(nid, (0.0, False))[1]:
             self.scheduler.update_node(nid, alive=False)
             self._node_state[nid] = (0.0, False)
+            metrics.node_failures(1)
 
     def probe_nodes(self, timeout_s: float = 0.3) -> list[str]:
         """Marks dead every node whose raylet no longer accepts connections (a TCP connect
         to its NodeManagerPort): a node killed seconds ago, before the GCS's health checks
-        notice. Returns the hex ids it marked. Called after failures only."""
+        notice. Returns the hex ids it marked. Called after failures only, and only
+        with ``probe_raylets`` on (``configure(probe_raylets=True)``)."""
         import socket
         marked = []
         for info in ray.nodes():
@@ -187,6 +209,7 @@ class Runtime:
             except ConnectionRefusedError:
                 self.mark_dead(hexid)
                 marked.append(hexid)
+                log.info("raylet probe: %s refuses connections, marked dead", hexid[:12])
             except OSError:  # a timeout proves nothing: leave it to the GCS
                 pass
         return marked
@@ -283,6 +306,7 @@ class Runtime:
                 if reg.get(k, (None,))[0] == gid and k not in keys:
                     reg.pop(k, None)
         self.groups[gid] = rec
+        metrics.live_groups(len(self.groups))
 
     def counts(self, group_id: int) -> dict[str, int] | None:
         """Ray hex node id -> number of tasks of the group pinned there ("unpinned" for
@@ -305,12 +329,13 @@ _SETTINGS: dict[str, Any] = {}
 
 def configure(**settings: Any) -> None:
     """Settings for the next runtime built (refresh_interval_s, default_object_bytes,
-    scheduler, name_tasks); applied to the current one too where that makes sense."""
+    scheduler, name_tasks, probe_raylets); applied to the current one too where that
+    makes sense."""
     _SETTINGS.update(settings)
     rt = _RUNTIME
     if rt is not None:
         for k in ("refresh_interval_s", "default_object_bytes", "retire_policies",
-                  "name_tasks"):
+                  "name_tasks", "probe_raylets"):
             if k in settings:
                 setattr(rt, k, settings[k])
 

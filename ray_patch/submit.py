@@ -17,6 +17,7 @@ import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
+from ray_patch import metrics
 from ray_patch.ray_private import unwrap_task
 from ray_patch.scheduler import Policy
 from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
@@ -105,6 +106,12 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
         if not rt.alive_nodes():
             raise GroupError(_NO_NODES)
         raise GroupError(f"group g{group_id} cannot be placed: {p.reason}")
+    metrics.placed(policy, p.solve_ms, p.bytes_moved)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("placed g%d (%s, %d tasks, depends on %s): %d bytes moved, %.3f ms in "
+                  "the core, tasks per node %s", group_id, policy, len(task_cpus), dep,
+                  p.bytes_moved, p.solve_ms, {rt.hex_of[n][:8]: c
+                                                for n, c in p.counts.items()})
     return np.asarray(p.nodes, dtype=np.int64), dep
 
 
@@ -475,8 +482,8 @@ def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
         opts["name"] = name
     try:
         h = actor_cls.options(**opts).remote(*args)
-    except ValueError as e:  # the name is still held by an actor being collected
-        if name is None or exact or "already" not in str(e):
+    except ray.exceptions.ActorAlreadyExistsError:  # held by an actor being collected
+        if name is None or exact:
             raise
         opts["name"] = f"{name}~{rt.token}-{time.monotonic_ns():x}"
         h = actor_cls.options(**opts).remote(*args)
@@ -586,22 +593,23 @@ def core_group_count() -> int:
         return rt.group_count()
 
 
-def node_failed(node_hex: str | None = None, probe: bool = True) -> list[str]:
-    """Tells the runtime something failed: re-reads the node table now; marks ``node_hex``
-    (if given) dead in the core at once, and with ``probe`` every node whose raylet
-    refuses connections (Ray's GCS takes seconds to notice a dead node), so no later
-    group is placed on them. Tasks already pinned there are soft-pinned: Ray runs them
-    elsewhere. Returns the hex ids marked dead by this call."""
+def node_failed(node_hex: str | None = None, probe: bool | None = None) -> list[str]:
+    """Tells the runtime something failed: re-reads the node table (the GCS's view,
+    whose health checks declare a node dead: irfront.cluster.HEALTH_CHECK) now, so no
+    later group is placed on a dead node; marks ``node_hex`` (if given) dead in the core
+    at once; with ``probe`` (default: ``configure(probe_raylets=...)``, off) also every
+    node whose raylet refuses TCP connections. Tasks already pinned to a dead node are
+    soft-pinned: Ray runs them elsewhere. Returns the hex ids this call found dead
+    (newly dead in the node table, or marked)."""
     rt = current_runtime()
     if rt is None:
         return []
     with rt.lock:
-        rt.refresh_nodes(force=True)
-        marked = []
+        marked = rt.refresh_nodes(force=True)
         if node_hex is not None and node_hex not in rt.failed_nodes:
             rt.mark_dead(node_hex)
             marked.append(node_hex)
-        if probe:
+        if rt.probe_raylets if probe is None else probe:
             marked += rt.probe_nodes()
         return marked
 

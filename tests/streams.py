@@ -33,7 +33,7 @@ def run_stream(source: Iterable[Sequence[Any]], num_reducers: int, *,
                reducer: Any = SumReducer, stages: Sequence[tuple] = (),
                reducer_args: list | None = None, checkpoint_every: int = 3,
                max_in_flight: int = 3, on_batch: Callable | None = None,
-               interval_s: float = 0.0) -> Run:
+               interval_s: float = 0.0, name: str = "stream") -> Run:
     """Runs every batch of ``source`` through ``stages`` ((task, extra_args) pairs) into
     ``num_reducers`` exactly-once reducers; returns their totals and the report.
     ``on_batch(k, run)`` runs after batch k is submitted (``run.totals`` still empty)."""
@@ -55,7 +55,8 @@ def run_stream(source: Iterable[Sequence[Any]], num_reducers: int, *,
         return Batch(submit)
 
     stream = MicroBatchStream(interval_s=interval_s, max_in_flight=max_in_flight,
-                              checkpoint_every=checkpoint_every, restart_timeout_s=90)
+                              checkpoint_every=checkpoint_every, restart_timeout_s=90,
+                              name=name)
     out = Run([], stream.stats, stream, reducers, last)
     count = iter(range(1 << 62))
     hook = None if on_batch is None else (lambda rec: on_batch(next(count), out))

@@ -20,6 +20,21 @@ import ray_patch
 
 LOOPBACK = "127.0.0.1"
 
+# How fast Ray's GCS declares a node dead (Ray 2.60 system config, set on the head; a
+# real cluster sets the same with `ray start --head --system-config='{...}'`). The GCS
+# health-checks every raylet over gRPC; a node is dead after `failure_threshold` checks
+# in a row fail. Ray's defaults: a check every 3 s, 5 failures (15 s), a 10 s timeout
+# per check, the first check 5 s after a node joins. Here: a killed raylet refuses the
+# check at once, so it is declared dead about 3 x 0.5 = 1.5 s after it dies (measured:
+# docs/RELIABILITY.md, "Detecting a dead node"); a raylet that is alive but starved of
+# CPU gets 2 s per check, so it must stay silent for about 7.5 s to be declared dead.
+HEALTH_CHECK = {
+    "health_check_initial_delay_ms": 1000,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 2000,
+    "health_check_failure_threshold": 3,
+}
+
 
 def _force_loopback() -> None:
     """Ray binds to the machine's interface address unless told otherwise; this keeps
@@ -64,13 +79,16 @@ class LocalCluster:
     Starts on construction (``start=True``) and, with ``connect=True``, initialises Ray
     against it. Use as a context manager, or call ``shutdown()``. ``dashboard=True`` starts
     Ray's dashboard on the head (ray[default]; off by default: it costs CPU on small
-    machines).
+    machines). Each node's metrics agent runs whenever ray[default] is installed (it
+    exports Ray's and irfront's metrics: ``metrics_ports()``). ``system_config`` goes to
+    the head's ``_system_config`` over ``HEALTH_CHECK`` (dead nodes seen in about 1.5 s).
     """
 
     def __init__(self, num_nodes: int = 4, cpus_per_node: int = 2, *,
                  object_store_mb: int = 256, head_cpus: int | None = None,
                  connect: bool = True, start: bool = True,
-                 pythonpath: list[str] | None = None, dashboard: bool = False):
+                 pythonpath: list[str] | None = None, dashboard: bool = False,
+                 system_config: dict | None = None):
         if num_nodes < 1:
             raise ValueError(f"LocalCluster: num_nodes must be >= 1; got {num_nodes}")
         self.num_nodes = num_nodes
@@ -80,6 +98,7 @@ class LocalCluster:
         self._connect = connect
         self._pythonpath = list(pythonpath or [])
         self.dashboard = dashboard  # Ray's dashboard on the head (needs ray[default])
+        self.system_config = {**HEALTH_CHECK, **(system_config or {})}
         self._cluster = None
         self.worker_nodes: list = []
         if start:
@@ -97,7 +116,8 @@ class LocalCluster:
                                "call ray.shutdown() first or use irfront.cluster.connect()")
         self._cluster = Cluster(initialize_head=True,
                                 head_node_args={**self._node_args(self.head_cpus),
-                                                "include_dashboard": self.dashboard})
+                                                "include_dashboard": self.dashboard,
+                                                "_system_config": self.system_config})
         try:
             for _ in range(self.num_nodes - 1):
                 self.worker_nodes.append(self._cluster.add_node(
@@ -122,6 +142,13 @@ class LocalCluster:
     def node_ids(self) -> list[str]:
         """Ray hex ids of the alive nodes (needs a connected driver)."""
         return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+
+    def metrics_ports(self) -> dict[str, tuple[str, int]]:
+        """Ray hex id -> (address, port) of each alive node's Prometheus endpoint
+        (``http://address:port/metrics``; served by the node's metrics agent, which needs
+        ray[default]). Needs a connected driver."""
+        return {n["NodeID"]: (n["NodeManagerAddress"], int(n["MetricsExportPort"]))
+                for n in ray.nodes() if n["Alive"] and n.get("MetricsExportPort")}
 
     def add_node(self, cpus: int | None = None):
         node = self._cluster.add_node(**self._node_args(

@@ -54,6 +54,7 @@ import ray_patch
 from irfront.drivers.backpressure import InFlightWindow
 from irfront.drivers.checkpoints import CheckpointStore, DirectoryStore
 from irfront.drivers.durable import DurableStreamState
+from irfront.drivers.metrics import StreamMetrics
 from irfront.ir.nodes import Node
 from irfront.ir.reducers import NeedsRestore
 from irfront.lowering.context import ReducerCall
@@ -213,6 +214,9 @@ class MicroBatchStream:
         # Durable mode (opt-in): checkpoints in the store, detached named reducers.
         self.durable: Optional[DurableStreamState] = None if store is None else \
             DurableStreamState(store, name, namespace, restart_timeout_s)
+        # Ray metrics (irfront_batch_latency_seconds, ...; drivers/metrics.py), tagged
+        # with the stream's name; a few records per batch.
+        self.metrics = StreamMetrics(name)
 
     # ---- the gate for ahead-of-time batches ---------------------------------------------
     def _get_gate(self):
@@ -347,7 +351,7 @@ class MicroBatchStream:
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if not ready:
             if timeout > 0:  # a stall: a node may have died unseen
-                self._note_failures(ray_patch.node_failed(None, probe=True))
+                self._note_failures(ray_patch.node_failed())
             return
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         broken: dict[tuple[int, int], Any] = {}
@@ -406,7 +410,8 @@ class MicroBatchStream:
         t0 = time.perf_counter()
         log.warning("reducer %s[%d] failed (%s): restoring checkpoint %d and replaying",
                     g.name, i, type(cause).__name__, g.ckpt[i][0])
-        self._note_failures(ray_patch.node_failed(None, probe=True))
+        self.metrics.recovered(type(cause).__name__)
+        self._note_failures(ray_patch.node_failed())
         for r, (_, k, j, _) in list(self._pending.items()):
             if (k, j) == (key, i):  # superseded by the replay below
                 del self._pending[r]
@@ -429,7 +434,7 @@ class MicroBatchStream:
             "reducer": i, "group": g.name, "cause": type(cause).__name__,
             "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
             "dead_nodes": list(self.stats.node_failures),
-            "seconds": time.perf_counter() - t0})
+            "seconds": time.perf_counter() - t0, "at": time.time()})
         log.info("reducer %s[%d] back on node %s after %.2f s, %d calls replayed", g.name, i,
                  node[:12], time.perf_counter() - t0, len(seqs))
 
@@ -474,12 +479,17 @@ class MicroBatchStream:
                 waiting = list(self._pending) + list(f.refs)
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
                 if not ready:  # a stall: a node may have died unseen
-                    self._note_failures(ray_patch.node_failed(None, probe=True))
+                    self._note_failures(ray_patch.node_failed())
                 self._poll(timeout=0)
                 continue
-            f.record.done = time.time()
+            rec = f.record
+            rec.done = time.time()
             del in_flight[seq]
             self.window.closed(seq)
+            # From the batch's slot; with interval_s=0 (no grid) from when it was ready
+            # to go, i.e. when it began waiting for room in the window.
+            begin = rec.scheduled if self.interval_s > 0 else rec.submitted - rec.held_back_s
+            self.metrics.batch_done(rec.done - begin, self.window.in_flight)
             block = False
 
     # ---- running ------------------------------------------------------------------------
@@ -542,6 +552,7 @@ class MicroBatchStream:
                               submit_cpu_s=time.process_time() - cpu0)
             records.append(rec)
             self.window.opened(seq)
+            self.metrics.batch_opened(held, self.window.in_flight)
             in_flight[seq] = _InFlight(rec, refs, calls)
             seq += 1
             self._batches = seq
