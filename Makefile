@@ -1,7 +1,8 @@
 # irfront: the two commands a user needs are `make demo` and `make test`.
 # Both install what they need first: Debian packages (scripts/install_system_deps.sh; the demo
 # needs no Bazel/JDK), a venv in .venv (rebuilt when half-made), the Python packages pinned by
-# constraints.txt (`make demo`: ray[default] for the dashboard; `make test`: the test tools),
+# constraints.txt (`make demo`: ray[default] for the dashboard; `make test`: the test tools and
+# ray[default] for the metrics agents),
 # and the C++ extension.
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 
 import numpy as np
 import pytest
@@ -144,27 +145,41 @@ def test_node_removed_mid_stream(cluster):
     dead_hex = node.node_id
     n = 5  # one reducer per node of the 5, so one lives on the node that goes away
     seen_after: list[set] = []
+    removed_at: list[float] = []
+    # IRF_PROBE_RAYLETS=1: also probe the raylets (ray_patch's opt-in TCP probe), for the
+    # probe on/off figures of docs/RELIABILITY.md.
+    probe = os.environ.get("IRF_PROBE_RAYLETS") == "1"
+    ray_patch.configure(probe_raylets=probe)
 
     def remove(k, run):
         if k == 0:
             where = [ray.get(h.where.remote())[0] for h in run.reducers.eval()]
             assert dead_hex in where, (dead_hex, where)
         if k == 4:
+            removed_at.append(time.time())
             cluster.remove_node(node)
         if k > 4:  # the stage group (triple fused into split) avoids the dead node
             seen_after.append(set((run.last["split"].placement().counts or {}).keys()))
 
     try:
         out = run(on_batch=remove, num_reducers=n)
+        ended = time.time()
     finally:  # leave the shared cluster in its asked shape, whatever happened
+        ray_patch.configure(probe_raylets=False)
         if node in cluster.worker_nodes:
             cluster.remove_node(node)
         ray_patch.refresh_nodes()
+    rec = out.report.recoveries[0] if out.report.recoveries else {}
+    print(f"node removed (probe {'on' if probe else 'off'}): reducer back "
+          f"{rec.get('at', float('nan')) - removed_at[0]:.2f} s after the removal "
+          f"({rec.get('seconds', float('nan')):.2f} s in _recover), stream done "
+          f"{ended - removed_at[0]:.2f} s after it")
     exact(out, n)
     assert out.report.recoveries, "the reducer on the removed node was not recovered"
     assert out.report.recoveries[0]["node"] != dead_hex  # restarted elsewhere
     # Once the failure was seen, no later group went to the dead node.
     assert dead_hex not in set().union(*seen_after[-3:])
     assert dead_hex not in rt.alive_nodes()
-    # Seen at the reducer's failure (its raylet refuses connections), before the GCS.
+    # Seen dead in Ray's node table (the GCS health checks: irfront.cluster.HEALTH_CHECK),
+    # or by the raylet probe when it is on.
     assert out.report.node_failures == [dead_hex]
