@@ -6,6 +6,8 @@
   options only in its ``remote`` method's closure (``func_cls``, ``updated_options``).
 - ``ActorClass.__ray_metadata__`` (``modified_class``, ``class_name``, ``num_cpus``) and
   ``ActorClass._default_options``.
+- the ``ActorOptionWrapper`` that ``ActorClass.options(...)`` returns keeps its class and
+  options only in its ``remote`` method's closure (``actor_cls``, ``updated_options``).
 - ``ActorHandle._actor_id``.
 - ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` (irfront.cluster keeps an embedded
   cluster on loopback).
@@ -14,21 +16,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
+
+
+def _unwrap(obj: Any, wrapper: str, base_cell: str, base_type: type
+            ) -> tuple[Any, dict[str, Any]] | None:
+    """``(base, options that differ from the base's own)`` read from the closure of an
+    ``.options(...)`` wrapper's ``remote`` method; None when ``obj`` is not one."""
+    if isinstance(obj, base_type):
+        return obj, {}
+    remote = getattr(obj, "remote", None)
+    code = getattr(remote, "__code__", None)
+    if type(obj).__name__ != wrapper or code is None or remote.__closure__ is None:
+        return None
+    cells = dict(zip(code.co_freevars, (c.cell_contents for c in remote.__closure__)))
+    base, opts = cells.get(base_cell), cells.get("updated_options")
+    if not isinstance(base, base_type) or not isinstance(opts, dict):
+        return None
+    own = base._default_options
+    return base, {k: v for k, v in opts.items() if own.get(k) != v}
 
 
 def unwrap_task(fn: Any) -> tuple[RemoteFunction, dict[str, Any]] | None:
     """``(remote function, options)`` for a remote function or an ``f.options(...)``
     wrapper; None for anything else."""
-    if isinstance(fn, RemoteFunction):
-        return fn, {}
-    remote = getattr(fn, "remote", None)
-    code = getattr(remote, "__code__", None)
-    if type(fn).__name__ != "FuncWrapper" or code is None or remote.__closure__ is None:
-        return None
-    cells = dict(zip(code.co_freevars, (c.cell_contents for c in remote.__closure__)))
-    base, opts = cells.get("func_cls"), cells.get("updated_options")
-    if not isinstance(base, RemoteFunction) or not isinstance(opts, dict):
-        return None
-    own = base._default_options
-    return base, {k: v for k, v in opts.items() if own.get(k) != v}
+    return _unwrap(fn, "FuncWrapper", "func_cls", RemoteFunction)
+
+
+def unwrap_actor_class(cls: Any) -> tuple[ActorClass, dict[str, Any]] | None:
+    """``(actor class, options)`` for an actor class or a ``Cls.options(...)`` wrapper;
+    None for anything else."""
+    return _unwrap(cls, "ActorOptionWrapper", "actor_cls", ActorClass)

@@ -19,6 +19,7 @@ from ray.remote_function import RemoteFunction
 
 from ray_patch import metrics
 from ray_patch.ray_private import unwrap_task
+from ray_patch.options import effective_options, resource_demand, user_placement
 from ray_patch.scheduler import Policy
 from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
 from ray_patch.validate import (MAX_ID, MAX_RETRIES, MAX_RETURNS, GroupError, as_tuples,
@@ -75,10 +76,42 @@ def _depends_on(rt: Runtime, explicit: int | None,
     return None
 
 
+_RESOURCES_SENT: dict[int, tuple[float, dict[int, dict[str, float]]]] = {}
+
+
+def node_resources(rt: Runtime, force: bool = False) -> dict[int, dict[str, float]]:
+    """Each known node's capacities of resources other than CPU (GPUs, custom resources,
+    memory, accelerator types) as Ray reports them (``ray.nodes()``), sent to the core
+    when they change. Read only for groups that demand such resources, at most every
+    ``rt.refresh_interval_s`` (and whenever the node table has grown) unless ``force``."""
+    last, sent = _RESOURCES_SENT.get(rt.token, (-float("inf"), {}))
+    now = time.monotonic()
+    if not force and now - last < rt.refresh_interval_s and len(sent) >= len(rt.hex_of):
+        return sent
+    sent = dict(sent)
+    for info in ray.nodes():
+        nid = rt.int_of.get(info["NodeID"])
+        if nid is None:
+            continue
+        res = {k: float(v) for k, v in (info.get("Resources") or {}).items()
+               if k != "CPU" and not k.startswith("node:") and v}
+        if sent.get(nid) != res:
+            rt.scheduler.set_node_resources(nid, res)
+            sent[nid] = res
+    if len(_RESOURCES_SENT) > 64:  # runtimes of finished Ray jobs
+        _RESOURCES_SENT.clear()
+    _RESOURCES_SENT[rt.token] = (now, sent)
+    return sent
+
+
 def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
           task_refs: list[list[ray.ObjectRef]], *, group_dependency: int | None,
-          policy: str) -> tuple[np.ndarray, int | None]:
-    """Places a group with the C++ core; returns (int node per task, depends_on)."""
+          policy: str, resources: dict[str, float] | None = None
+          ) -> tuple[np.ndarray, int | None]:
+    """Places a group with the C++ core; returns (int node per task, depends_on).
+    ``resources``: what every task demands besides CPUs (GPUs, custom resources; see
+    ray_patch.options.resource_demand): the core places the group only on nodes that
+    have them."""
     if policy not in POLICIES:
         raise GroupError(f"unknown policy {policy!r}; pass one of {', '.join(POLICIES)}")
     rt.refresh_nodes()
@@ -86,6 +119,8 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
         rt.refresh_nodes(force=True)
         if not rt.alive_nodes():
             raise GroupError(_NO_NODES)
+    if resources:
+        node_resources(rt)
     dep = _depends_on(rt, group_dependency, task_refs)
     rec = rt.groups.get(dep) if dep is not None else None
     core_dep = dep if rec is not None and rec.in_core else None
@@ -96,12 +131,14 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
         core_dep = None
     arrays = rt.build_inputs(task_refs)
     p = rt.scheduler.place_arrays(group_id, task_cpus, *arrays, depends_on=core_dep,
-                                  policy=policy)
+                                  policy=policy, resources=resources)
     if not p.feasible:  # maybe the node table is stale: re-read it once
         rt.refresh_nodes(force=True)
+        if resources:
+            node_resources(rt, force=True)
         arrays = rt.build_inputs(task_refs)
         p = rt.scheduler.place_arrays(group_id, task_cpus, *arrays, depends_on=core_dep,
-                                      policy=policy)
+                                      policy=policy, resources=resources)
     if not p.feasible:
         if not rt.alive_nodes():
             raise GroupError(_NO_NODES)
@@ -123,8 +160,13 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                  name_tasks: bool | None = None, batch: bool = False) -> GroupRefs:
     """Submits one task of ``fn`` per argument tuple, as one group.
 
+    ``fn``: a remote function or its ``f.options(...)`` wrapper (its options are kept).
     The group is placed by the C++ core (``policy``: pack, locality, spread), each task
-    pinned softly to its node and named ``f"{name}[g{group_id}]"``. ``group_dependency``
+    pinned softly to its node and named ``f"{name}[g{group_id}]"``; tasks demanding GPUs
+    or custom resources (``num_gpus``, ``resources``, ``accelerator_type``, ``memory``)
+    go only to nodes that have them. With the user's own ``scheduling_strategy``,
+    ``placement_group`` or ``label_selector`` Ray places the tasks (one group;
+    ``placement()`` says "unpinned"). ``group_dependency``
     names the group this one reads from (default: the producer group of the first input).
     Returns the futures (a list with ``.group_id``); free the group with ``free_groups``.
     ``max_retries``: Ray's task retries (a crashed worker, an output lost with its node is
@@ -137,29 +179,28 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     call keeps its own output objects, so the result has the same shape as unbatched.
     Fewer Ray tasks per group: less submission and scheduling work per call.
     """
-    unwrapped = unwrap_task(fn)
-    if unwrapped is None:
-        check_remote_function(fn)  # raises with the fix
-    fn, user_options = unwrapped
+    fn, user_options = check_remote_function(fn)
     check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
     check_optional_int("group_id", group_id, 0, MAX_ID)
     check_optional_int("group_dependency", group_dependency, -MAX_ID, MAX_ID)
     check_optional_int("max_retries", max_retries, -1, MAX_RETRIES)  # -1: forever
     args = as_tuples(arg_tuples)
-    merged = {**fn._default_options, **user_options}
+    merged = effective_options(fn, user_options)
     if user_options.get("max_retries") is not None:
         max_retries = user_options["max_retries"]  # the user's own setting wins
     if user_options.get("num_returns") is not None and num_returns is None:
         num_returns = user_options["num_returns"]
     rt = get_runtime()
-    if any(merged.get(k) is not None for k in UNPINNED_OPTIONS):
+    if user_placement(merged) is not None:
         return _submit_unpinned(rt, fn, user_options, args, group_id, group_dependency,
                                 policy, num_returns, name, max_retries)
+    demand = resource_demand(merged)
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
         cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
-                           group_dependency=group_dependency, policy=policy)
+                           group_dependency=group_dependency, policy=policy,
+                           resources=demand)
         base = user_options.get("name") or name or task_name(fn)
         strat = rt.strategies
         out = []
@@ -168,7 +209,8 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                                   f"{base}[g{gid}]" if (rt.name_tasks if name_tasks is None
                                                         else name_tasks) else None)
             if batch:
-                out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra)
+                out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra,
+                                      demand)
             else:
                 # One .options() per node of the group, not per task: Ray's option
                 # handling is most of the per-task submission cost.
@@ -206,11 +248,9 @@ def _task_options(user_options: dict[str, Any], max_retries: int | None,
     return opts
 
 
-# A task with one of these options keeps Ray's placement (the user's strategy or
-# placement group); the core does not model GPUs or custom resources, so such tasks are
-# not pinned either.
-UNPINNED_OPTIONS = ("scheduling_strategy", "placement_group", "num_gpus", "resources",
-                    "accelerator_type", "label_selector")
+# A task with one of UNPINNED_OPTIONS (ray_patch.options: the user's own strategy,
+# placement group or label selector) keeps Ray's placement. GPUs and custom resources
+# are placement constraints of the core instead.
 
 
 def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
@@ -223,17 +263,25 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
     Returns ``({node: (task indices, ref or list of num_returns refs)}, group id)``,
     nodes in ascending order. The core places (and records) the per-task group, so
     later groups see where every task's data went."""
-    check_remote_function(fn)
+    # fn may be an f.options(...) wrapper; GPUs and custom resources are constraints as in
+    # submit_group; a user's own strategy or placement group cannot be pinned per node.
+    fn, user_options = check_remote_function(fn)
     check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
     args = as_tuples(arg_tuples)
+    merged = effective_options(fn, user_options)
+    own = user_placement(merged)
+    if own is not None:
+        raise GroupError(f"submit_per_node pins one task per node; {task_name(fn)} has "
+                         f"its own {own}: submit it with submit_group instead")
     rt = get_runtime()
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
-        cpus = float(fn._default_options.get("num_cpus", 1) or 0)
+        cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
-                           group_dependency=group_dependency, policy=policy)
-        base = name or task_name(fn)
-        opts = _task_options({}, max_retries, num_returns,
+                           group_dependency=group_dependency, policy=policy,
+                           resources=resource_demand(merged))
+        base = user_options.get("name") or name or task_name(fn)
+        opts = _task_options(user_options, max_retries, num_returns,
                              f"{base}[g{gid}]" if rt.name_tasks else None)
         out: dict[int, tuple[list[int], Any]] = {}
         by_node: dict[int, list[int]] = {}
@@ -256,7 +304,8 @@ def _submit_unpinned(rt: Runtime, fn: RemoteFunction, user_options: dict[str, An
                      args: list[tuple], group_id: int | None, group_dependency: int | None,
                      policy: str, num_returns: int | None, name: str | None,
                      max_retries: int | None) -> GroupRefs:
-    """A group whose tasks Ray places (see UNPINNED_OPTIONS): one group id and name,
+    """A group whose tasks Ray places (see ray_patch.options.UNPINNED_OPTIONS): one
+    group id and name,
     its outputs registered, no placement by the core (``placement()`` says "unpinned")."""
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
@@ -307,9 +356,12 @@ def _batched_function(fn: RemoteFunction, k: int) -> RemoteFunction:
 
 
 def _submit_batched(rt: Runtime, fn: RemoteFunction, args: list[tuple], nodes: np.ndarray,
-                    cpus: float, k: int, extra: dict[str, Any]) -> list:
-    """One Ray task per CPU slot of each node, running that slot's calls; returns one ref
-    (or k refs) per call, in call order."""
+                    cpus: float, k: int, extra: dict[str, Any],
+                    demand: dict[str, float] | None = None) -> list:
+    """One Ray task per CPU slot of each node (fewer when the node's GPUs or custom
+    resources run fewer of the tasks at once), running that slot's calls; returns one
+    ref (or k refs) per call, in call order."""
+    capacity = node_resources(rt) if demand else {}
     by_node: dict[int, list[int]] = {}
     for i, n in enumerate(nodes.tolist()):
         by_node.setdefault(n, []).append(i)
@@ -319,6 +371,9 @@ def _submit_batched(rt: Runtime, fn: RemoteFunction, args: list[tuple], nodes: n
     for n, calls in by_node.items():
         node_cpus = rt._node_state.get(n, (1.0, True))[0]
         slots = max(1, min(len(calls), int(node_cpus // cpus) if cpus > 0 else 1))
+        have = capacity.get(n, {})
+        for r, amount in (demand or {}).items():
+            slots = max(1, min(slots, int(have.get(r, 0.0) / amount + 1e-9)))
         for s in range(slots):
             chunk = calls[s::slots]
             flat = [x for i in chunk for x in args[i]]
@@ -391,8 +446,14 @@ def group_actors(actor_cls: ActorClass, n: int,
     ``actor_options``: more ``actor_cls.options(...)`` (e.g. ``max_restarts``).
     ``names``: one name per actor, used as given (e.g. detached actors a later driver
     looks up by name): a name already taken raises instead of being made unique.
+    ``actor_cls`` may be a ``Cls.options(...)`` wrapper (its options are kept, under
+    ``actor_options``). Actors demanding GPUs or custom resources go only to nodes that
+    have them; with the user's own ``scheduling_strategy`` or ``placement_group`` Ray
+    places them (the group's placement says "unpinned" until they start, then where
+    they started).
     """
-    check_actor_class(actor_cls)
+    actor_cls, cls_options = check_actor_class(actor_cls)
+    actor_options = {**cls_options, **(actor_options or {})}
     if n is None:
         raise GroupError("n (the number of actors) must be an int; got None")
     check_optional_int("n", n, 0, MAX_RETURNS)
@@ -409,14 +470,21 @@ def group_actors(actor_cls: ActorClass, n: int,
                                                           for x in names)):
         raise GroupError(f"names must be {n} non-empty strings, one per actor; got "
                          f"{names!r}")
+    merged = effective_options(actor_cls, actor_options)
+    unpinned = user_placement(merged) is not None
     rt = get_runtime()
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
-        cpus = actor_cls.__ray_metadata__.num_cpus
+        cpus = merged.get("num_cpus")
         if cpus is None:  # Ray: 1 CPU to place an actor, 0 while it lives
             cpus = 1.0 if policy == "pack" else 0.0
-        nodes, dep = place(rt, gid, np.full(n, cpus), refs,
-                           group_dependency=group_dependency, policy=policy)
+        if unpinned:
+            nodes = np.full(n, NO_NODE, dtype=np.int64)
+            dep = _depends_on(rt, group_dependency, refs)
+        else:
+            nodes, dep = place(rt, gid, np.full(n, float(cpus)), refs,
+                               group_dependency=group_dependency, policy=policy,
+                               resources=resource_demand(merged))
         base = task_name(actor_cls)
         handles = []
         try:
@@ -430,7 +498,8 @@ def group_actors(actor_cls: ActorClass, n: int,
         except BaseException:
             rt.scheduler.free_group(gid)
             raise
-        rt.record(GroupRecord(gid, base, dep, policy, nodes, in_core=True), ())
+        rt.record(GroupRecord(gid, base, dep, "unpinned" if unpinned else policy, nodes,
+                              in_core=not unpinned), ())
     _confirm_actor_nodes(rt, handles, gid)
     return GroupActors(handles, gid)
 
@@ -477,7 +546,9 @@ def _confirm_actor_nodes(rt: Runtime, handles: list, gid: int,
 def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
                   name: str | None, actor_options: dict[str, Any] | None,
                   exact: bool = False) -> Any:
-    opts: dict[str, Any] = {**(actor_options or {}), "scheduling_strategy": rt.strategies[node]}
+    opts: dict[str, Any] = dict(actor_options or {})
+    if node != NO_NODE:  # else the user's own strategy or placement group: Ray places it
+        opts["scheduling_strategy"] = rt.strategies[node]
     if name is not None:
         opts["name"] = name
     try:
@@ -487,7 +558,8 @@ def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
             raise
         opts["name"] = f"{name}~{rt.token}-{time.monotonic_ns():x}"
         h = actor_cls.options(**opts).remote(*args)
-    rt.actor_node[h._actor_id.binary()] = int(node)
+    if node != NO_NODE:
+        rt.actor_node[h._actor_id.binary()] = int(node)
     return h
 
 

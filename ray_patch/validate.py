@@ -11,6 +11,8 @@ import numpy as np
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
+from ray_patch.ray_private import unwrap_actor_class, unwrap_task
+
 MAX_RETURNS = 100_000  # num_returns of one task
 MAX_RETRIES = 2**31 - 1
 MAX_ID = 2**62  # group ids are int64 in the core
@@ -21,7 +23,10 @@ class GroupError(ValueError):
 
 
 def task_name(fn: Any) -> str:
-    """The short name of a remote function, actor class or plain callable."""
+    """The short name of a remote function, actor class (or either's ``.options(...)``
+    wrapper) or plain callable."""
+    if not isinstance(fn, (RemoteFunction, ActorClass)):
+        fn = (unwrap_task(fn) or unwrap_actor_class(fn) or (fn,))[0]
     if isinstance(fn, RemoteFunction):
         return fn._function.__name__
     if isinstance(fn, ActorClass):
@@ -29,10 +34,14 @@ def task_name(fn: Any) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-def check_remote_function(fn: Any, actors_hint: str = "group_actors()") -> None:
-    if isinstance(fn, RemoteFunction):
-        return
-    if isinstance(fn, ActorClass):
+def check_remote_function(fn: Any, actors_hint: str = "group_actors()"
+                          ) -> tuple[RemoteFunction, dict[str, Any]]:
+    """A @ray.remote function or its ``f.options(...)`` wrapper: returns ``(function,
+    the wrapper's options)`` ({} for a plain remote function)."""
+    got = unwrap_task(fn)
+    if got is not None:
+        return got
+    if unwrap_actor_class(fn) is not None:
         raise GroupError(f"task must be a @ray.remote function; got actor class "
                          f"'{task_name(fn)}'; use {actors_hint} for actor classes")
     what = "function" if callable(fn) else type(fn).__name__
@@ -40,10 +49,13 @@ def check_remote_function(fn: Any, actors_hint: str = "group_actors()") -> None:
                      f"'{task_name(fn)}'; decorate it with @ray.remote")
 
 
-def check_actor_class(cls: Any) -> None:
-    if isinstance(cls, ActorClass):
-        return
-    what = ("remote function" if isinstance(cls, RemoteFunction) else
+def check_actor_class(cls: Any) -> tuple[ActorClass, dict[str, Any]]:
+    """A @ray.remote class or its ``Cls.options(...)`` wrapper: returns ``(class, the
+    wrapper's options)`` ({} for a plain actor class)."""
+    got = unwrap_actor_class(cls)
+    if got is not None:
+        return got
+    what = ("remote function" if unwrap_task(cls) is not None else
             f"plain {'class' if isinstance(cls, type) else type(cls).__name__}")
     raise GroupError(f"actor_cls must be a @ray.remote class; got {what} "
                      f"'{task_name(cls)}'; decorate the class with @ray.remote")
@@ -103,8 +115,17 @@ def check_method(cls: ActorClass, method: Any) -> str:
     return method
 
 
+# (function, nargs) pairs already checked: a streaming program builds the same nodes every
+# micro-batch, and inspect.signature is most of a node's construction cost. The entry
+# holds the function itself, so a reused id (a new function) does not hit.
+_BINDS_OK: dict[tuple[int, int], Any] = {}
+
+
 def check_arg_count(fn: Any, nargs: int, what: str) -> None:
     """Raises when a call with ``nargs`` positional arguments cannot bind ``fn``."""
+    key = (id(fn), nargs)
+    if _BINDS_OK.get(key) is fn:
+        return
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -114,6 +135,9 @@ def check_arg_count(fn: Any, nargs: int, what: str) -> None:
     except TypeError as e:
         raise GroupError(f"{what} takes {_describe(sig)}, but would be called with "
                          f"{nargs} positional argument(s): {e}") from None
+    if len(_BINDS_OK) > 10_000:  # bounded: functions come and go in long sessions
+        _BINDS_OK.clear()
+    _BINDS_OK[key] = fn
 
 
 def _describe(sig: Any) -> str:

@@ -1,5 +1,7 @@
 """Shared fixtures: one local Ray cluster (4 nodes x 2 CPUs, all on 127.0.0.1) per test
-session, torn down at the end. Tests that need Ray take the ``cluster`` fixture."""
+session, torn down at the end. Tests that need Ray take the ``cluster`` fixture. The
+first worker node also has the custom resource ``SPECIAL_RESOURCES`` (tasks that demand
+it may run only there; no other task asks for it)."""
 from __future__ import annotations
 
 import os
@@ -18,17 +20,32 @@ import ray  # noqa: E402
 
 NUM_NODES = 4
 CPUS_PER_NODE = 2
+SPECIAL_RESOURCES = {"special": 2}  # on the first worker node only
+
+
+def special_node() -> str:
+    """Ray hex id of the session cluster's node with SPECIAL_RESOURCES."""
+    return next(n["NodeID"] for n in ray.nodes()
+                if n["Alive"] and n["Resources"].get("special"))
 
 
 @pytest.fixture(scope="session")
 def cluster():
     """A running 4-node local cluster with the driver connected to it."""
     from irfront.cluster import LocalCluster
+
+    class SessionCluster(LocalCluster):
+        def _node_args(self, cpus: int) -> dict:
+            args = super()._node_args(cpus)
+            if self._cluster is not None and not self.worker_nodes:  # the first worker
+                args["resources"] = dict(SPECIAL_RESOURCES)
+            return args
+
     if ray.is_initialized():
         ray.shutdown()
     # Workers import the test modules (tasks defined there) from tests/.
-    c = LocalCluster(num_nodes=NUM_NODES, cpus_per_node=CPUS_PER_NODE,
-                     object_store_mb=200, pythonpath=[TESTS])
+    c = SessionCluster(num_nodes=NUM_NODES, cpus_per_node=CPUS_PER_NODE,
+                       object_store_mb=200, pythonpath=[TESTS])
     try:
         yield c
     finally:

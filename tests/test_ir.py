@@ -11,8 +11,10 @@ import ray
 
 import irfront
 import ray_patch
-from conftest import NUM_NODES, needs_core
+from conftest import NUM_NODES, needs_core, special_node
 from irfront import Broadcast, InitActors, IRError, Map, MapActors, ReduceActors
+from irfront.ir.nodes import FusedMap
+from irfront.passes import fusion
 
 pytestmark = [needs_core, pytest.mark.timeout(120)]
 
@@ -289,3 +291,90 @@ def test_a_method_that_cannot_take_the_call_is_refused_at_construction():
         ReduceActors("get", actors, deps)
     ok = ReduceActors("reduce_scaled", actors, deps, [(1.0,)] * 2)  # scale, *partials
     assert len(ok) == 2
+
+
+# ---- Ray's options on nodes: f.options(...) / Cls.options(...) -------------------------------
+SPECIAL = {"special": 1}
+
+
+def test_nodes_take_options_wrappers_and_keep_their_options():
+    m = Map(map_step.options(num_cpus=2, max_retries=1), [1.0, 2.0], [(0,), (0,)])
+    assert m.function is map_step and m.task_options == {"num_cpus": 2, "max_retries": 1}
+    assert m.ray_options["num_cpus"] == 2 and m.label.startswith("Map[map_step]#")
+    assert Map(shuffle.options(num_returns=3), [1.0], [(3,)]).num_returns == 3
+    b = Broadcast(generate.options(resources=SPECIAL), 4, 10, 1)
+    assert b.task_options == {"resources": SPECIAL} and len(b) == 4
+    actors = InitActors(Reducer.options(num_cpus=0, resources=SPECIAL), 2, [(0,), (1,)])
+    assert actors.actor_options == {"num_cpus": 0, "resources": SPECIAL}
+    assert actors.ray_options["resources"] == SPECIAL and actors.name == "Reducer"
+    ReduceActors("reduce", actors, b)  # methods are checked on the class behind the wrapper
+    with pytest.raises(IRError, match="got actor class 'Reducer'"):
+        Map(Reducer.options(num_cpus=0), [1.0])
+    with pytest.raises(IRError, match="got remote function 'map_step'"):
+        InitActors(map_step.options(num_cpus=1), 1)
+    with pytest.raises(IRError, match=r"takes \(k, x\)"):
+        Map(map_step.options(num_cpus=1), [1.0])  # the signature behind the wrapper
+
+
+def test_fusion_compares_effective_options():
+    done = lambda n: False  # noqa: E731
+    src = [1.0, 2.0]
+    same = Map(map_step.options(num_cpus=1), Map(map_step, src, [(0,)] * 2), [(1,)] * 2)
+    assert isinstance(fusion.apply(same, done), FusedMap)  # num_cpus=1 is the default
+    other = Map(map_step, Map(map_step.options(resources=SPECIAL), src, [(0,)] * 2),
+                [(1,)] * 2)
+    assert not isinstance(fusion.apply(other, done), FusedMap)  # different shapes
+    both = Map(map_step.options(resources={"special": 1.0}),
+               Map(map_step.options(resources=SPECIAL), src, [(0,)] * 2), [(1,)] * 2)
+    fused = fusion.apply(both, done)
+    assert isinstance(fused, FusedMap) and fused.ray_options["resources"] == {"special": 1.0}
+
+
+@pytest.mark.parametrize("scheduler", ["locality", "pack", "spread", "vanilla"])
+def test_a_map_demanding_a_custom_resource_runs_only_where_it_is(scheduler):
+    """The session cluster's first worker has {"special": 2}: a Map whose task options
+    demand special=1 is placed (pinned) by the core on that node alone, fused chains
+    included, and gives the plain results."""
+    irfront.init(scheduler=scheduler)
+    special = special_node()
+    deps = Broadcast(generate, NUM_PARTS, 100, 3)
+    stepped = Map(map_step.options(resources=SPECIAL), deps, [(1,)] * NUM_PARTS)
+    chained = Map(map_step.options(resources=SPECIAL), stepped, [(2,)] * NUM_PARTS)
+    want = (np.random.default_rng(3).random(100) * 2.0 + 1) * 2.0 + 2
+    for got in chained.get(timeout=60):
+        np.testing.assert_allclose(got, want)
+    nodes = Map(where.options(resources=SPECIAL), chained).get(timeout=60)
+    assert set(nodes) == {special}
+    if scheduler != "vanilla":
+        assert chained.placement().counts == {special: NUM_PARTS}
+    chained.free(), stepped.free(), deps.free()
+
+
+def test_actors_with_options_are_placed_where_their_resource_is():
+    irfront.init(scheduler="locality")
+    special = special_node()
+    reducers = InitActors(Reducer.options(num_cpus=0, resources=SPECIAL), 2, [(0,), (1,)])
+    parts = Broadcast(generate, 4, 10, 5)
+    ReduceActors("reduce", reducers, parts).eval()
+    handles = reducers.eval()
+    try:
+        assert set(ray.get([h.node.remote() for h in handles], timeout=60)) == {special}
+        assert reducers.placement().counts == {special: 2}
+    finally:  # they hold the node's "special" units: let later tests have them
+        for h in handles:
+            ray.kill(h)
+
+
+def test_a_resource_no_node_has_is_an_error_naming_it():
+    irfront.init(scheduler="locality")
+    node = Map(map_step.options(resources={"nowhere": 1}), [1.0], [(0,)])
+    with pytest.raises(IRError, match=r"no alive node has the resources each task needs "
+                                      r"\(nowhere 1\)"):
+        node.eval()
+
+
+def test_a_users_own_strategy_on_a_node_means_unpinned():
+    irfront.init(scheduler="locality")
+    node = Map(where.options(scheduling_strategy="SPREAD"), [1, 2, 3, 4])
+    assert len(node.get(timeout=60)) == 4
+    assert node.placement().counts == {"unpinned": 4}

@@ -8,7 +8,7 @@ import pytest
 import ray
 
 import ray_patch
-from conftest import NUM_NODES, needs_core
+from conftest import NUM_NODES, SPECIAL_RESOURCES, needs_core, special_node
 
 pytestmark = [needs_core, pytest.mark.timeout(120)]
 
@@ -176,3 +176,62 @@ def test_a_users_own_strategy_is_not_overwritten(cluster):
     assert len(ray.get(refs)) == 4
     assert ray_patch.placement(refs.group_id) == {"unpinned": 4}
     ray_patch.free_groups([refs.group_id])
+
+
+# ---- GPUs and custom resources: placed by the core, only where they are ----------------------
+@pytest.mark.parametrize("policy", ["locality", "pack", "spread"])
+def test_a_custom_resource_demand_is_pinned_only_where_the_resource_is(cluster, policy):
+    """One node has {"special": 2}: a group demanding special=1 per task is placed by the
+    core on that node alone, pinned (not left to Ray), with correct results."""
+    special = special_node()
+    refs = ray_patch.group_starmap(add.options(resources={"special": 1}),
+                                   [(i, 1) for i in range(6)], policy=policy)
+    assert ray.get(refs, timeout=60) == [i + 1 for i in range(6)]
+    assert ray_patch.placement(refs.group_id) == {special: 6}
+    ran = ray_patch.group_map(where.options(resources={"special": 1}), range(3),
+                              policy=policy)
+    assert {node for node, _ in ray.get(ran, timeout=60)} == {special}
+    ray_patch.free_groups([refs.group_id, ran.group_id])
+
+
+def test_a_dependent_group_with_a_demand_leaves_its_producers_nodes(cluster):
+    special = special_node()
+    first = ray_patch.group_starmap(add, [(i, 0) for i in range(NUM_NODES * 2)])
+    assert len(ray_patch.placement(first.group_id)) == NUM_NODES  # spread over all
+    second = ray_patch.group_map(where.options(resources={"special": 1}), first)
+    assert {node for node, _ in ray.get(second, timeout=60)} == {special}
+    assert ray_patch.placement(second.group_id) == {special: NUM_NODES * 2}
+    ray_patch.free_groups([first.group_id, second.group_id])
+
+
+def test_actors_with_a_custom_resource_start_where_it_is(cluster):
+    special = special_node()
+    actors = ray_patch.group_actors(Probe.options(num_cpus=0, resources={"special": 1}), 2,
+                                    [(i,) for i in range(2)])
+    try:
+        assert set(ray.get([a.node.remote() for a in actors], timeout=60)) == {special}
+        assert ray_patch.placement(actors.group_id) == {special: 2}
+    finally:  # they hold the node's "special" units: let later tests have them
+        for a in actors:
+            ray.kill(a)
+    ray_patch.free_groups([actors.group_id])
+
+
+def test_no_node_with_the_resource_is_an_error_naming_it(cluster):
+    with pytest.raises(ray_patch.GroupError, match=r"nowhere 1\).*node 0: nowhere 0 < 1"):
+        ray_patch.group_map(add.options(resources={"nowhere": 1}), [1])
+    with pytest.raises(ray_patch.GroupError, match=r"special 3"):
+        ray_patch.group_map(add.options(resources={"special": 3}), [1])
+    assert SPECIAL_RESOURCES["special"] < 3
+
+
+def test_a_users_own_actor_strategy_means_unpinned_actors(cluster):
+    actors = ray_patch.group_actors(Probe.options(num_cpus=0, scheduling_strategy="SPREAD"),
+                                    2, [(i,) for i in range(2)])
+    nodes = ray.get([a.node.remote() for a in actors], timeout=60)
+    # Ray placed them; the group reports where they started.
+    assert ray_patch.placement(actors.group_id) == dict(collections.Counter(nodes))
+    assert ray_patch.get_runtime().groups[actors.group_id].policy == "unpinned"
+    for a in actors:
+        ray.kill(a)
+    ray_patch.free_groups([actors.group_id])

@@ -398,3 +398,78 @@ def test_unresolvable_producer_gives_no_location(producer):
     s.place(1, ones(2))
     p = s.place(2, ones(1), [[Input(7, producer=producer)]])
     assert p.feasible and p.bytes_moved == 7
+
+
+# -- GPUs and custom resources: constraints of the core ------------------------------------
+
+def gpu_cluster() -> GroupScheduler:
+    """Nodes 0, 1 without GPUs, node 2 with 1 GPU, node 3 with 4 GPUs and {"special": 1}."""
+    s = cluster(4, 4)
+    s.add_node(2, 4, resources={"GPU": 1})
+    s.add_node(3, 8, {"GPU": 4, "special": 1})
+    return s
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_gpu_tasks_go_only_to_nodes_with_gpus(policy):
+    s = gpu_cluster()
+    inputs = [[Input(size=1000, nodes=(0,))] for _ in range(6)]  # data on a GPU-less node
+    p = s.place(1, ones(6), inputs, policy=policy, resources={"GPU": 1})
+    assert p.feasible, p.reason
+    assert set(p.counts) <= {2, 3} and sum(p.counts.values()) == 6
+    q = s.place(2, ones(2), policy=policy, resources={"GPU": 1, "special": 1})
+    assert set(q.nodes.tolist()) == {3}
+    r = s.place(3, ones(8), inputs=None, policy=policy)  # no demand: every node
+    assert r.feasible and set(r.counts) - {2, 3}
+
+
+def test_gpu_caps_follow_gpus_under_locality_and_spread():
+    s = gpu_cluster()
+    for gid, policy in ((1, "locality"), (2, "spread")):
+        p = s.place(gid, ones(5), policy=policy, resources={"GPU": 1})
+        assert p.counts == {2: 1, 3: 4}, (policy, p.counts)
+        s.free_group(gid)
+
+
+def test_no_node_with_the_resource_names_it_and_the_nodes():
+    s = gpu_cluster()
+    p = s.place(1, ones(2), policy="locality", resources={"GPU": 8})
+    assert not p.feasible and p.nodes.size == 0 and s.group_count() == 0
+    assert "no alive node has the resources each task needs (GPU 8)" in p.reason
+    assert "node 0: GPU 0 < 8" in p.reason and "node 3: GPU 4 < 8" in p.reason
+    s.update_node(3, alive=False)
+    p = s.place(1, ones(1), policy="pack", resources={"special": 1})
+    assert not p.feasible and "special" in p.reason and "node 3" not in p.reason
+
+
+def test_node_resources_are_kept_and_replaced():
+    s = gpu_cluster()
+    assert s.node_resources(3) == {"GPU": 4.0, "special": 1.0}
+    assert s.node_resources(0) == {}
+    s.update_node(3, cpus=2)  # CPUs and liveness leave resources alone
+    assert s.node_resources(3) == {"GPU": 4.0, "special": 1.0}
+    s.set_node_resources(0, {"special": 2})
+    assert s.node_resources(0) == {"special": 2.0}
+    assert s.place(1, ones(1), policy="locality", resources={"special": 2}).nodes.tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda s: s.add_node(9, 1, {"CPU": 1}), ValueError, "CPU"),
+        (lambda s: s.add_node(9, 1, {"": 1}), ValueError, "empty resource name"),
+        (lambda s: s.set_node_resources(0, {"GPU": -1}), ValueError, "finite amount >= 0"),
+        (lambda s: s.set_node_resources(42, {"GPU": 1}), ValueError, "unknown node 42"),
+        (lambda s: s.set_node_resources(0, [("GPU", 1)]), TypeError, "dict of resource"),
+        (lambda s: s.set_node_resources(0, {1: 1}), TypeError, "names must be str"),
+        (lambda s: s.place(1, ones(1), resources={"GPU": "1"}), TypeError, "must be a number"),
+        (lambda s: s.place(1, ones(1), resources={"GPU": float("nan")}), ValueError,
+         "task_resources"),
+        (lambda s: s.node_resources(42), ValueError, "unknown node id 42"),
+    ],
+)
+def test_bad_resources_are_refused(call, error, message):
+    s = gpu_cluster()
+    with pytest.raises(error, match=message):
+        call(s)
+    assert s.group_count() == 0 and len(s.nodes()) == 4

@@ -12,6 +12,13 @@ of the node they read from. The calling conventions are the 2018 IR's:
                                                 actor i: method(*args[i], objects[i])
     Objects(refs)                               existing ObjectRefs / values as a source
 
+``task`` may be a ``@ray.remote`` function or its ``f.options(...)`` wrapper, and
+``actor_cls`` a ``@ray.remote`` class or its ``Cls.options(...)`` wrapper: the options
+(``num_cpus``, ``num_gpus``, ``resources``, ``max_retries``, a ``scheduling_strategy``...)
+are the node's and are kept through fusion and submission. ``node.task_options`` /
+``node.actor_options`` hold them; ``node.ray_options`` adds the function's or class's own
+``@ray.remote`` options underneath (what Ray applies).
+
 irfront's extension: when the ``objects`` of ReduceActors is a Map with ``num_returns``
 equal to the number of actors (a shuffle), actor i gets the i-th return of every task,
 still as separate arguments: ``method(*args[i], *[ret[i] for ret in tasks])``.
@@ -32,6 +39,7 @@ from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
 import ray_patch.validate as check
+from ray_patch.options import effective_options
 from irfront.errors import IRError
 from irfront.ir.reducers import CheckpointedReducer
 
@@ -196,6 +204,21 @@ def _fn_of(task: RemoteFunction) -> Any:
     return task._function
 
 
+class _Task:
+    """What Broadcast and Map share: the task as given (``task``: a remote function or
+    its ``f.options(...)`` wrapper), the remote function (``function``) and the
+    wrapper's options (``task_options``, {} without one)."""
+
+    task: Any
+    function: RemoteFunction
+    task_options: dict[str, Any]
+
+    @property
+    def ray_options(self) -> dict[str, Any]:
+        """The function's own @ray.remote options with the node's on top."""
+        return effective_options(self.function, self.task_options)
+
+
 # ---- nodes ---------------------------------------------------------------------------------
 class Objects(Node):
     """Existing ObjectRefs (or values, put into the object store at eval) as a source."""
@@ -212,37 +235,45 @@ class Objects(Node):
         return len(self.objects)
 
 
-class Broadcast(Node):
-    """Invokes ``task(*args)`` once; ``eval()`` gives ``n`` handles to the one result."""
+class Broadcast(_Task, Node):
+    """Invokes ``task(*args)`` once; ``eval()`` gives ``n`` handles to the one result.
+    ``task``: a remote function or its ``f.options(...)`` wrapper."""
 
     kind = "Broadcast"
 
     def __init__(self, task: RemoteFunction, n: int, *args: Any):
         super().__init__(check.task_name(task))
         with _checked(self.label):
-            check.check_remote_function(task, "InitActors")
+            self.function, self.task_options = check.check_remote_function(task,
+                                                                           "InitActors")
             self.n = check.check_count("n", n)
-            check.check_arg_count(_fn_of(task), len(args), f"task '{self.name}'")
+            check.check_arg_count(_fn_of(self.function), len(args), f"task '{self.name}'")
         self.task, self.args = task, tuple(args)
 
     def __len__(self) -> int:
         return self.n
 
 
-class Map(Node):
+class Map(_Task, Node):
     """One task per object of ``objects``: task i is ``task(*args[i], objects[i])``.
 
     With ``num_returns=k`` each task returns k objects (a shuffle's k partitions) and
-    ``eval()`` gives one list of k ObjectRefs per task.
+    ``eval()`` gives one list of k ObjectRefs per task. ``task``: a remote function or
+    its ``f.options(...)`` wrapper; ``num_returns`` defaults to the task's own (an int
+    ``num_returns`` option), else 1.
     """
 
     kind = "Map"
 
     def __init__(self, task: RemoteFunction, objects: Any, args: Sequence | None = None,
-                 num_returns: int = 1, *, replaces: Node | None = None):
+                 num_returns: int | None = None, *, replaces: Node | None = None):
         super().__init__(check.task_name(task), replaces=replaces)
         with _checked(self.label):
-            check.check_remote_function(task, "InitActors")
+            self.function, self.task_options = check.check_remote_function(task,
+                                                                           "InitActors")
+            if num_returns is None:
+                own = self.ray_options.get("num_returns")
+                num_returns = own if isinstance(own, int) and own >= 1 else 1
             self.num_returns = check.check_count("num_returns", num_returns,
                                                    check.MAX_RETURNS)
         src = _as_source(self.label, objects)
@@ -252,7 +283,7 @@ class Map(Node):
             self.args = (None if args is None else
                          check.as_tuples(args, src.num_objects, "object"))
             width = len(self.args[0]) if self.args else 0
-            check.check_arg_count(_fn_of(task), width + 1,
+            check.check_arg_count(_fn_of(self.function), width + 1,
                                   f"task '{self.name}' (args[i] first, the object last)")
 
     def arg(self, i: int) -> tuple:
@@ -271,17 +302,24 @@ class InitActors(Node):
     ReduceActors / MapActors evaluated on them (or by ``eval()``).
 
     A class derived from ``CheckpointedReducer`` makes exactly-once reducers: Ray restarts
-    them, and the micro-batch driver restores and replays them after a failure."""
+    them, and the micro-batch driver restores and replays them after a failure.
+
+    ``actor_cls`` may be a ``Cls.options(...)`` wrapper: ``actor_cls`` is then the class
+    and ``actor_options`` the wrapper's options (applied when the actors are created)."""
 
     kind = "InitActors"
 
     def __init__(self, actor_cls: ActorClass, n: int, args: Sequence | None = None):
         super().__init__(check.task_name(actor_cls))
         with _checked(self.label):
-            check.check_actor_class(actor_cls)
+            self.actor_cls, self.actor_options = check.check_actor_class(actor_cls)
             self.n = check.check_count("n", n)
             self.args = None if args is None else check.as_tuples(args, self.n, "actor")
-        self.actor_cls = actor_cls
+
+    @property
+    def ray_options(self) -> dict[str, Any]:
+        """The class's own @ray.remote options with the node's on top."""
+        return effective_options(self.actor_cls, self.actor_options)
 
     @property
     def checkpointed(self) -> bool:
@@ -383,6 +421,9 @@ class FusedMap(Node):
         self.chain = tuple(chain)
         self.objects = objects
         self.num_returns = last.num_returns
+        # The fused task runs with the last stage's options (fusion joins only stages
+        # with the same resource shape, so its resource options are every stage's).
+        self.ray_options = last.ray_options
 
     def __len__(self) -> int:
         return self.objects.num_objects

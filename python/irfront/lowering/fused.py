@@ -30,18 +30,23 @@ _CACHE: dict[tuple, tuple[tuple, RemoteFunction]] = {}
 
 
 def _remote_for_chain(kind: str, tasks: Sequence[RemoteFunction], regroup: tuple | None,
-                      make: Any, suffix: str = "") -> RemoteFunction:
-    """``make(functions, name, regroup)`` as a remote function, cached per kind, chain
-    and regroup (a stable placement reuses one function: nothing is pickled per task).
-    It carries the last stage's options; fusion only joins stages with equal resource
-    options, so those are every stage's."""
-    key = (kind, tuple(id(t) for t in tasks), regroup)
+                      make: Any, suffix: str = "",
+                      options: dict[str, Any] | None = None) -> RemoteFunction:
+    """``make(functions, name, regroup)`` as a remote function, cached per kind, chain,
+    regroup and options (a stable placement reuses one function: nothing is pickled per
+    task). It carries ``options``: the last stage's effective options (its function's
+    own with an ``f.options(...)`` wrapper's on top; default: the function's own).
+    Fusion only joins stages with equal resource options, so those are every stage's."""
+    if options is None:
+        options = tasks[-1]._default_options
+    opts = {k: v for k, v in options.items()
+            if v is not None and k not in ("num_returns", "name")}
+    key = (kind, tuple(id(t) for t in tasks), regroup,
+           tuple(sorted((k, repr(v)) for k, v in opts.items())))
     hit = _CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
         return hit[1]
     name = "+".join(t._function.__name__ for t in tasks) + suffix
-    opts = {k: v for k, v in tasks[-1]._default_options.items()
-            if v is not None and k not in ("num_returns", "name")}
     body = make(tuple(t._function for t in tasks), name, regroup)
     fn = ray.remote(**opts)(body) if opts else ray.remote(body)
     _CACHE[key] = (tuple(tasks), fn)
@@ -49,12 +54,14 @@ def _remote_for_chain(kind: str, tasks: Sequence[RemoteFunction], regroup: tuple
 
 
 def fused_function(tasks: Sequence[RemoteFunction],
-                   regroup: tuple[tuple[int, ...], ...] | None = None) -> RemoteFunction:
+                   regroup: tuple[tuple[int, ...], ...] | None = None,
+                   options: dict[str, Any] | None = None) -> RemoteFunction:
     """One remote function running ``tasks`` one after the other, called as
     ``fused(counts, x, *flat_args)``: stage s gets the next ``counts[s]`` of
     ``flat_args`` before ``x``. ``regroup`` (or None) gathers the last stage's returns
-    into one tuple per group of indices."""
-    return _remote_for_chain("fused", tasks, regroup, _make_fused)
+    into one tuple per group of indices. ``options``: the task options it carries (see
+    ``_remote_for_chain``)."""
+    return _remote_for_chain("fused", tasks, regroup, _make_fused, options=options)
 
 
 def _make_node_task(fns: tuple, name: str, regroup: tuple):
@@ -79,11 +86,12 @@ def _make_node_task(fns: tuple, name: str, regroup: tuple):
 
 
 def node_task_function(tasks: Sequence[RemoteFunction],
-                       regroup: tuple[tuple[int, ...], ...]) -> RemoteFunction:
+                       regroup: tuple[tuple[int, ...], ...],
+                       options: dict[str, Any] | None = None) -> RemoteFunction:
     """One remote function that runs the chain ``tasks`` for every partition a node holds
     and returns one object per destination node group of ``regroup``: the node's pieces
     for that group, one per partition."""
-    return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node")
+    return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node", options)
 
 
 def _pick_invoke():

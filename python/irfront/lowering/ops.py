@@ -51,7 +51,7 @@ def submit_chain(ctx: LoweringContext, chain: Sequence[Map], src: Node,
         fn, name = m.task, None
         calls = [(*m.arg(i), o) for i, o in enumerate(objs)]
     else:
-        fn = fused_function([m.task for m in chain], regroup)
+        fn = fused_function([m.function for m in chain], regroup, chain[-1].ray_options)
         name = fn._function.__name__
         calls = []
         for i, o in enumerate(objs):
@@ -74,12 +74,13 @@ def lower_fused_map(node: FusedMap, ctx: LoweringContext) -> Lowered:
 
 # ---- actors ---------------------------------------------------------------------------------
 def _actor_options(actors: InitActors) -> dict[str, Any]:
-    """Exactly-once reducers are restarted by Ray and re-sent calls by the driver; a
-    class's own settings win."""
+    """The node's ``Cls.options(...)``; exactly-once reducers are restarted by Ray and
+    re-sent calls by the driver, unless the class or the node set those options."""
     if not actors.checkpointed:
-        return {}
-    own = actors.actor_cls._default_options
-    return {k: v for k, v in REDUCER_OPTIONS.items() if own.get(k) is None}
+        return dict(actors.actor_options)
+    own = actors.ray_options
+    return {**actors.actor_options,
+            **{k: v for k, v in REDUCER_OPTIONS.items() if own.get(k) is None}}
 
 
 def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | None,
@@ -238,7 +239,7 @@ def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
     base = ctx.lowered(src)
     objs = flat_objects(src, base.value)
     calls = [(*(a for m in chain for a in m.arg(i)), o) for i, o in enumerate(objs)]
-    fn = node_task_function([m.task for m in chain], regroup)
+    fn = node_task_function([m.function for m in chain], regroup, chain[-1].ray_options)
 
     def node_call(idx: list[int]) -> tuple:
         counts = tuple(tuple(len(m.arg(i)) for m in chain) for i in idx)

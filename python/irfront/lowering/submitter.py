@@ -16,6 +16,8 @@ from ray.remote_function import RemoteFunction
 
 import ray_patch
 from irfront.lowering.options import LoweringOptions
+from ray_patch.options import user_placement
+from ray_patch.ray_private import unwrap_task
 
 
 class Submitter(abc.ABC):
@@ -32,7 +34,8 @@ class Submitter(abc.ABC):
     def tasks(self, fn: RemoteFunction, calls: Sequence[tuple], *, group_id: int,
               depends_on: int | None, num_returns: int = 1, name: str | None = None
               ) -> list:
-        """One task per argument tuple; one ref (or a list of num_returns) per task."""
+        """One task per argument tuple; one ref (or a list of num_returns) per task.
+        ``fn``: a remote function or its ``f.options(...)`` wrapper (options kept)."""
 
     @abc.abstractmethod
     def actors(self, cls: ActorClass, args: Sequence[tuple], *, group_id: int,
@@ -86,7 +89,11 @@ class VanillaSubmitter(Submitter):
         return fn.options(**options) if options else fn
 
     def tasks(self, fn, calls, *, group_id, depends_on, num_returns=1, name=None):
-        f = self._plain(fn, num_returns=num_returns) if num_returns > 1 else self._plain(fn)
+        fn, own = unwrap_task(fn)
+        opts = dict(own)
+        if num_returns > 1 or "num_returns" in opts:
+            opts["num_returns"] = num_returns
+        f = self._plain(fn, **opts)
         return [f.remote(*c) for c in calls]
 
     def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options,
@@ -110,17 +117,19 @@ class GroupedSubmitter(Submitter):
     """ray_patch groups: placed by the C++ core with the options' policy, pinned."""
 
     def _retries(self, fn: RemoteFunction) -> int | None:
-        """The options' max_retries, else the function's own (None: keep it), else 3
-        (Ray's default, explicit for groups)."""
-        if self.options.max_retries is None and fn._default_options.get("max_retries") \
-                is not None:
+        """The options' max_retries, else the function's own or its ``f.options(...)``
+        wrapper's (None: keep it), else 3 (Ray's default, explicit for groups)."""
+        fn, own = unwrap_task(fn)
+        if self.options.max_retries is None and {**fn._default_options, **own}.get(
+                "max_retries") is not None:
             return None
         return self.options.task_retries
 
     def tasks(self, fn, calls, *, group_id, depends_on, num_returns=1, name=None):
+        explicit = num_returns > 1 or "num_returns" in unwrap_task(fn)[1]
         return list(ray_patch.submit_group(
             fn, calls, group_id=group_id, group_dependency=depends_on,
-            policy=self.scheduler, num_returns=num_returns if num_returns > 1 else None,
+            policy=self.scheduler, num_returns=num_returns if explicit else None,
             name=name, max_retries=self._retries(fn),
             batch=self.options.enabled("batch_tasks")))
 
@@ -143,6 +152,8 @@ class GroupedSubmitter(Submitter):
 
     def node_tasks(self, fn, calls, node_call, *, group_id, depends_on, num_returns,
                    name=None):
+        if user_placement(fn._default_options) is not None:
+            return None  # the user's own strategy: Ray places the tasks, not per node
         out, _ = ray_patch.submit_per_node(
             fn, calls, node_call, num_returns=num_returns, group_id=group_id,
             group_dependency=depends_on, policy=self.scheduler, name=name,

@@ -1,0 +1,72 @@
+"""Ray's task and actor options as the group core sees them: one place that reads them.
+
+- ``effective_options``: a remote function's (or actor class's) own ``@ray.remote``
+  options with an ``.options(...)`` wrapper's on top (what Ray will apply).
+- ``resource_demand``: the resources other than CPU one task (or actor) demands, as the
+  core models them: ``num_gpus`` -> ``"GPU"``, each of ``resources``, ``memory`` ->
+  ``"memory"``, ``accelerator_type="A100"`` -> ``"accelerator_type:A100"`` (Ray's own
+  naming of that resource). The core places such a group only on nodes that have them.
+- ``user_placement``: the option that keeps Ray's placement (the user's own
+  ``scheduling_strategy``, ``placement_group`` or ``label_selector``): such a group is
+  submitted unpinned, and its placement says so.
+- ``resource_shape``: the options that decide where and how a task runs, normalised
+  (``num_cpus`` absent = 1, ``resources={}`` = absent, ints = floats): two stages with
+  different shapes are never fused.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# Options that keep Ray's own placement: the core does not model them.
+UNPINNED_OPTIONS = ("scheduling_strategy", "placement_group", "label_selector")
+
+# Options that shape where and how a task runs: fused stages must agree on them.
+RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "resources", "memory", "accelerator_type",
+                    "runtime_env", "scheduling_strategy", "placement_group",
+                    "label_selector")
+
+_DEFAULTS = {"num_cpus": 1.0, "num_gpus": 0.0, "memory": 0.0, "resources": {}}
+
+
+def effective_options(base: Any, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``base``'s own options (``_default_options``) with ``options`` on top."""
+    own = base._default_options
+    return {**own, **options} if options else dict(own)
+
+
+def resource_demand(options: dict[str, Any]) -> dict[str, float]:
+    """What one task with these (effective) options demands besides CPUs; {} for none."""
+    out: dict[str, float] = {}
+    for name, amount in (options.get("resources") or {}).items():
+        if amount:
+            out[str(name)] = float(amount)
+    if options.get("num_gpus"):
+        out["GPU"] = float(options["num_gpus"])
+    if options.get("memory"):
+        out["memory"] = float(options["memory"])
+    if options.get("accelerator_type"):
+        out[f"accelerator_type:{options['accelerator_type']}"] = 0.001  # as Ray asks
+    return out
+
+
+def user_placement(options: dict[str, Any]) -> str | None:
+    """The option that keeps Ray's own placement (see UNPINNED_OPTIONS), or None."""
+    for k in UNPINNED_OPTIONS:
+        if options.get(k) is not None:
+            return k
+    return None
+
+
+def _normal(key: str, value: Any) -> Any:
+    if value is None:
+        value = _DEFAULTS.get(key)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _normal("", v)) for k, v in value.items() if v))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return repr(value)
+
+
+def resource_shape(options: dict[str, Any]) -> tuple:
+    """The RESOURCE_OPTIONS of effective ``options``, normalised for comparison."""
+    return tuple(_normal(k, options.get(k)) for k in RESOURCE_OPTIONS)
