@@ -11,11 +11,15 @@
 - ``ActorHandle._actor_id``.
 - ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` (irfront.cluster keeps an embedded
   cluster on loopback).
+- ``RemoteFunction._remote`` / ``._serialized_base_runtime_env_info`` and
+  ``ray._common.ray_option_utils`` (``task_caller``: what ``f.options(...).remote``
+  does, without building Ray's per-call wrapper class).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+from ray._common import ray_option_utils
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
@@ -48,3 +52,22 @@ def unwrap_actor_class(cls: Any) -> tuple[ActorClass, dict[str, Any]] | None:
     """``(actor class, options)`` for an actor class or a ``Cls.options(...)`` wrapper;
     None for anything else."""
     return _unwrap(cls, "ActorOptionWrapper", "actor_cls", ActorClass)
+
+
+def task_caller(fn: RemoteFunction, options: dict[str, Any]) -> Callable[..., Any]:
+    """``fn.options(**options).remote``, validated as Ray validates it, but without the
+    wrapper class ``.options()`` builds on every call (its docstring handling is most of
+    a pinned task's option cost). Options with a ``runtime_env`` take Ray's own path."""
+    if "runtime_env" in options:
+        return fn.options(**options).remote
+    merged = dict(fn._default_options)
+    merged.pop("max_calls", None)
+    merged = ray_option_utils.update_options(merged, options)
+    ray_option_utils.validate_task_options(
+        merged, in_options=True,
+        is_generator_callable=fn._is_generator if "num_returns" in options else None)
+    env = fn._serialized_base_runtime_env_info
+
+    def remote(*args: Any) -> Any:
+        return fn._remote(args=args, kwargs={}, serialized_runtime_env_info=env, **merged)
+    return remote

@@ -18,7 +18,8 @@ from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
 from ray_patch import metrics
-from ray_patch.ray_private import unwrap_task
+import ray_patch.executors as executors_
+from ray_patch.ray_private import task_caller, unwrap_task
 from ray_patch.options import effective_options, resource_demand, user_placement
 from ray_patch.scheduler import Policy
 from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
@@ -218,9 +219,9 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                 for i, a in enumerate(args):
                     f = pinned.get(nodes[i])
                     if f is None:
-                        f = pinned[nodes[i]] = fn.options(
-                            scheduling_strategy=strat[nodes[i]], **extra)
-                    out.append(f.remote(*a))
+                        f = pinned[nodes[i]] = task_caller(
+                            fn, {"scheduling_strategy": strat[nodes[i]], **extra})
+                    out.append(f(*a))
         except BaseException:  # e.g. arguments that do not fit fn's signature
             rt.scheduler.free_group(gid)
             raise
@@ -256,13 +257,17 @@ def _task_options(user_options: dict[str, Any], max_retries: int | None,
 def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                     node_call: Any, *, num_returns: int = 1, group_id: int | None = None,
                     group_dependency: int | None = None, policy: str = "locality",
-                    name: str | None = None, max_retries: int | None = None
+                    name: str | None = None, max_retries: int | None = None,
+                    executors: bool = False
                     ) -> tuple[dict[int, tuple[list[int], Any]], int]:
     """Places one task per argument tuple as a group, then submits ONE task of ``fn`` per
     node, running all of that node's tasks: ``node_call(indices)`` gives its arguments.
     Returns ``({node: (task indices, ref or list of num_returns refs)}, group id)``,
     nodes in ascending order. The core places (and records) the per-task group, so
-    later groups see where every task's data went."""
+    later groups see where every task's data went. ``executors``: each node's work runs
+    as a call to that node's persistent executor actor (``ray_patch.executors``) instead
+    of a task, unless the stage asks for resources, a runtime_env, more than one CPU or
+    no retries."""
     # fn may be an f.options(...) wrapper; GPUs and custom resources are constraints as in
     # submit_group; a user's own strategy or placement group cannot be pinned per node.
     fn, user_options = check_remote_function(fn)
@@ -287,11 +292,20 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         by_node: dict[int, list[int]] = {}
         for i, n in enumerate(nodes.tolist()):
             by_node.setdefault(n, []).append(i)
+        # The executors reserve nothing and run in the driver's environment: a stage
+        # with resources, a runtime_env, more than one CPU or no retries runs as tasks.
+        executors = executors and not resource_demand(merged) and cpus <= 1 and \
+            not merged.get("runtime_env") and max_retries != 0
         try:
+            body = executors_.body_ref(rt, fn) if executors else None
             for n in sorted(by_node):
                 idx = by_node[n]
-                f = fn.options(scheduling_strategy=rt.strategies[n], **opts)
-                out[n] = (idx, f.remote(*node_call(idx)))
+                if executors:
+                    out[n] = (idx, executors_.executor_call(rt, n, num_returns)(
+                        body, *node_call(idx)))
+                    continue
+                f = task_caller(fn, {"scheduling_strategy": rt.strategies[n], **opts})
+                out[n] = (idx, f(*node_call(idx)))
         except BaseException:
             rt.scheduler.free_group(gid)
             raise
@@ -378,9 +392,9 @@ def _submit_batched(rt: Runtime, fn: RemoteFunction, args: list[tuple], nodes: n
             chunk = calls[s::slots]
             flat = [x for i in chunk for x in args[i]]
             total = len(chunk) * k
-            f = batched.options(scheduling_strategy=rt.strategies[n], num_returns=total,
-                                **base)
-            refs = f.remote(tuple(len(args[i]) for i in chunk), *flat)
+            f = task_caller(batched, {"scheduling_strategy": rt.strategies[n],
+                                      "num_returns": total, **base})
+            refs = f(tuple(len(args[i]) for i in chunk), *flat)
             refs = [refs] if total == 1 else list(refs)
             for j, i in enumerate(chunk):
                 out[i] = refs[j] if k == 1 else refs[j * k:(j + 1) * k]

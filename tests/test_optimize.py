@@ -14,6 +14,7 @@ import ray
 
 import irfront
 import ray_patch
+import ray_patch.executors as executors
 from conftest import NUM_NODES, ROOT, needs_core
 from irfront import Broadcast, InitActors
 from irfront import Batch, MicroBatchStream, options_for
@@ -66,6 +67,7 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
 
 @pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
     ("locality-nobatch", False), ("locality-nofuse-noshuffle+batch", False),
+    ("locality-noexec", False), ("locality+ahead-noexec", True),
     ("pack+fuse+shuffle+batch", False),
     ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
     ("locality-nofuse-noshuffle+ahead", True)])
@@ -87,6 +89,10 @@ def test_defaults_on_under_locality_only():
     # Pre-scheduling is opt-in (its p99 cost on a quiet machine: docs/BENCHMARKS.md).
     assert not irfront.LoweringOptions(scheduler="locality").enabled("preschedule")
     assert irfront.LoweringOptions(scheduler="locality", preschedule=True).enabled("preschedule")
+    assert irfront.LoweringOptions(scheduler="locality").enabled("executors")
+    assert not irfront.LoweringOptions(scheduler="pack").enabled("executors")
+    with pytest.raises(ValueError, match="executors needs a grouped scheduler"):
+        irfront.LoweringOptions(scheduler="vanilla", executors=True)
     opts = options_for("locality-nofuse+ahead")
     assert (opts.fuse, opts.shuffle_by_node, opts.preschedule) == (False, True, True)
     assert options_for("locality-plain").fuse is False
@@ -142,6 +148,28 @@ def test_shuffle_by_node_writes_one_object_per_node(batch):
     assert red.placement().depends_on == sh.group_id
 
 
+def test_executors_run_each_nodes_share_as_an_actor_call():
+    """locality (executors on): one persistent executor actor per node, reused by every
+    batch; the shuffle's objects are still one per (source node, destination node)."""
+    irfront.set_options(options_for("locality"))
+    n = NUM_NODES * 2
+    reducers = InitActors(wl.Reducer, n, [(i,) for i in range(n)])
+    deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 2)
+    for _ in range(3):
+        red = wl.build_batch(deps, reducers, MAPS, n, 0.0)
+        red.get()
+    rt = ray_patch.get_runtime()
+    alive = set(rt.alive_nodes())
+    assert len(alive) == NUM_NODES and alive <= set(executors.executor_nodes(rt.token))
+    rec = _group_record(red.objects.group_id)
+    assert len(rec.keys) == NUM_NODES * len(reducers.placement().counts)
+    assert sorted(reducers.placement().counts.values()) == [2] * NUM_NODES
+    x = np.random.default_rng(2).random(int(DATA_MB * (1 << 20)) // 8)
+    want = [3 * PARTS * float(c.sum()) for c in np.array_split(x, n)]
+    got = ray.get([h.get_total.remote() for h in reducers.eval()])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 @ray.remote
 def tagged(k, tag, x):
     """Per-partition arguments that differ: the output depends on each call's own."""
@@ -154,7 +182,7 @@ def split3(k, x):
 
 
 @pytest.mark.parametrize("name", ["locality", "locality-nobatch", "locality-nofuse",
-                                  "pack+batch", "spread+batch"])
+                                  "pack+batch", "spread+batch", "locality-noexec"])
 def test_each_optimisation_gives_vanilla_results_with_differing_arguments(name):
     def program():
         deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 4)

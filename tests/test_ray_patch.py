@@ -148,14 +148,16 @@ def no_retry(x):
 
 def test_options_wrappers_are_accepted_and_kept(cluster):
     """f.options(...) is a group like f; its options (and a user's max_retries) are kept."""
+    # Every submission, with or without .options(), ends in RemoteFunction._remote with
+    # the task's options merged: watch what reaches it.
     seen = []
-    real = ray.remote_function.RemoteFunction.options
+    real = ray.remote_function.RemoteFunction._remote
 
-    def spy(self, **kw):
+    def spy(self, args=None, kwargs=None, **kw):
         seen.append(kw)
-        return real(self, **kw)
+        return real(self, args=args, kwargs=kwargs, **kw)
 
-    ray.remote_function.RemoteFunction.options = spy
+    ray.remote_function.RemoteFunction._remote = spy
     try:
         refs = ray_patch.group_starmap(add.options(max_retries=1, retry_exceptions=False),
                                        [(1, 2), (3, 4)])
@@ -165,9 +167,10 @@ def test_options_wrappers_are_accepted_and_kept(cluster):
         seen.clear()
         refs2 = ray_patch.group_map(no_retry, [1, 2])  # the decorator's max_retries=0
         assert ray.get(refs2) == [2, 3]
-        assert all("max_retries" not in kw for kw in seen if "scheduling_strategy" in kw)
+        pinned = [kw for kw in seen if "scheduling_strategy" in kw]
+        assert pinned and all(kw["max_retries"] == 0 for kw in pinned)
     finally:
-        ray.remote_function.RemoteFunction.options = real
+        ray.remote_function.RemoteFunction._remote = real
     ray_patch.free_groups([refs.group_id, refs2.group_id])
 
 

@@ -6,6 +6,7 @@ from typing import Any
 import ray
 
 import ray_patch
+import ray_patch.executors as executors
 from irfront.errors import note_node
 from irfront.ir.nodes import Node
 from irfront.lowering.options import LoweringOptions, get_options, set_options
@@ -38,6 +39,8 @@ def shutdown() -> None:
     rt = ray_patch.current_runtime()
     if rt is not None:
         ray_patch.free_groups(list(rt.groups))
+        for h in executors.forget(rt.token):  # the persistent per-node stage executors
+            ray.kill(h)
     ray_patch.reset()
     if ray.is_initialized():
         ray.shutdown()

@@ -22,8 +22,8 @@ VANILLA = "vanilla"
 SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
 
 # The optimisation switches (IR passes and driver features) and their defaults.
-SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule")
-DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks")  # under locality
+SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule", "executors")
+DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks", "executors")  # under locality
 DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
 
 
@@ -42,6 +42,10 @@ class LoweringOptions:
     # grouped shuffle runs as one task per node writing one object per destination node.
     batch_tasks: bool | None = None
     preschedule: bool | None = None  # stream driver: submit the next batch ahead (gated)
+    # With batch_tasks: a node's share of a grouped shuffle runs as a call to a
+    # persistent per-node executor actor (ray_patch.executors), not as a task. On by
+    # default under locality: no task lease per micro-batch (docs/BENCHMARKS.md).
+    executors: bool | None = None
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
     # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
     # Ray's default applies) unless set here.
@@ -62,6 +66,10 @@ class LoweringOptions:
             raise ValueError("shuffle_by_node needs a grouped scheduler (it writes one "
                              "object per actor node, and vanilla Ray does not say where "
                              "actors are); pass scheduler='locality' or drop the switch")
+        if self.scheduler == VANILLA and self.executors:
+            raise ValueError("executors needs a grouped scheduler (each node's work goes to "
+                             "that node's executor); pass scheduler='locality' or drop the "
+                             "switch")
         if self.scheduler == VANILLA and self.batch_tasks:
             raise ValueError("batch_tasks needs a grouped scheduler (tasks are batched by "
                              "the node the core placed them on); pass scheduler='locality' "
@@ -101,13 +109,14 @@ class LoweringOptions:
 
 
 _FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "batch": "batch_tasks",
-           "ahead": "preschedule"}
+           "ahead": "preschedule", "exec": "executors"}
 
 
 def options_for(name: str) -> LoweringOptions:
     """Series names -> options: ``vanilla``, ``pack``, ``locality`` with suffixes
-    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead`` (switch off), ``+fuse``,
-    ``+shuffle``, ``+batch``, ``+ahead`` (switch on), or ``-plain`` (all off). Every
+    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead``, ``-noexec`` (switch off),
+    ``+fuse``, ``+shuffle``, ``+batch``, ``+ahead``, ``+exec`` (switch on), or ``-plain``
+    (all off). Every
     switch is resolved."""
     parts = re.split(r"(?=[-+])", name.strip())
     opts = LoweringOptions(scheduler=parts[0])

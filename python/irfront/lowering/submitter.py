@@ -157,7 +157,7 @@ class GroupedSubmitter(Submitter):
         out, _ = ray_patch.submit_per_node(
             fn, calls, node_call, num_returns=num_returns, group_id=group_id,
             group_dependency=depends_on, policy=self.scheduler, name=name,
-            max_retries=self._retries(fn))
+            max_retries=self._retries(fn), executors=self.options.enabled("executors"))
         return out
 
     def placement(self, group_id):

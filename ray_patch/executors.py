@@ -1,0 +1,86 @@
+"""Persistent per-node stage executors: one long-lived actor per node that runs a group's
+per-node work (``submit_per_node``) as an actor call instead of a Ray task.
+
+A pinned task costs a lease from the node's raylet and a worker to run it; an actor call
+goes straight to a worker that is already running. A streaming stage sends the same work
+to the same nodes every micro-batch, so the executor is created once per node (pinned
+where the core places the node's work, ``num_cpus=0`` like an idle actor, as many
+concurrent calls as the node has CPUs) and reused.
+
+The function a call runs travels once per function, as an object (``ray.put``), not
+pickled into every call. Ray restarts an executor that dies and retries its calls
+(``max_restarts=-1``, ``max_task_retries=-1``); an executor whose node left the cluster
+is replaced by one on a live node at the next call that is placed there.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import ray
+from ray.remote_function import RemoteFunction
+
+
+class StageExecutor:
+    """Runs ``fn(*args)`` (the fused per-node work of a group) for the driver."""
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+_ExecutorActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(StageExecutor)
+
+_lock = threading.Lock()
+# (runtime token, node index) -> (node hex id, executor handle, {num_returns: method})
+_EXECUTORS: dict[tuple[int, int], tuple[str, Any, dict[int, Any]]] = {}
+# (runtime token, id(fn)) -> (fn, ref of its Python function)
+_BODIES: dict[tuple[int, int], tuple[RemoteFunction, ray.ObjectRef]] = {}
+
+
+def executor_call(rt: Any, node: int, num_returns: int) -> Any:
+    """``run.remote`` of the executor on node index ``node`` (created on first use),
+    returning ``num_returns`` objects (its option wrapper built once per executor)."""
+    hexid = rt.hex_of[node]
+    key = (rt.token, node)
+    with _lock:
+        hit = _EXECUTORS.get(key)
+        if hit is None:
+            cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
+            job = ray.get_runtime_context().get_job_id()
+            h = _ExecutorActor.options(
+                scheduling_strategy=rt.strategies[node], max_concurrency=cpus,
+                name=f"StageExecutor~{job}-{rt.token}-{hexid[:12]}").remote()
+            hit = _EXECUTORS[key] = (hexid, h, {})
+        methods = hit[2]
+        m = methods.get(num_returns)
+        if m is None:
+            m = methods[num_returns] = (hit[1].run.options(num_returns=num_returns)
+                                        if num_returns != 1 else hit[1].run).remote
+    return m
+
+
+def body_ref(rt: Any, fn: RemoteFunction) -> ray.ObjectRef:
+    """The Python function of ``fn`` in the object store, once per function."""
+    key = (rt.token, id(fn))
+    with _lock:
+        hit = _BODIES.get(key)
+        if hit is None or hit[0] is not fn:
+            hit = _BODIES[key] = (fn, ray.put(fn._function))
+    return hit[1]
+
+
+def forget(token: int) -> list[Any]:
+    """Drops a runtime's executors and functions; returns the executor handles (to kill)."""
+    with _lock:
+        handles = [v[1] for k, v in _EXECUTORS.items() if k[0] == token]
+        for k in [k for k in _EXECUTORS if k[0] == token]:
+            del _EXECUTORS[k]
+        for k in [k for k in _BODIES if k[0] == token]:
+            del _BODIES[k]
+    return handles
+
+
+def executor_nodes(token: int) -> list[str]:
+    """The hex ids of the nodes a runtime has an executor for."""
+    with _lock:
+        return sorted(v[0] for k, v in _EXECUTORS.items() if k[0] == token)
