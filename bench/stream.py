@@ -195,7 +195,7 @@ class Inferred:
                                      args.partitions, args.reducers, start, tag)
                 out = block.finish(out)
             if tag is not None:
-                ctx.infer_s[tag] = block.session.overhead_s
+                ctx.infer_s[tag] = (block.session.overhead_s, block.session.inference_s)
             return out
         return submit
 
@@ -463,9 +463,10 @@ def series_stats(args, ctx, name, size):
              "held_back_max_ms": float(np.max(held)) if held else None,
              "held_batches": int(sum(h > 0 for h in held)),
              "driver_cpu_ms": float(np.mean(cpu)) if cpu else None}
-    rec = [ctx.infer_s[t] * 1e3 for t in kept if t in ctx.infer_s]
+    rec = [ctx.infer_s[t] for t in kept if t in ctx.infer_s]
     if rec:  # the inferred series: what recording and matching cost of the driver's time
-        extra["infer_overhead_ms"] = float(np.mean(rec))
+        extra["infer_overhead_ms"] = float(np.mean([r[0] for r in rec])) * 1e3
+        extra["infer_only_ms"] = float(np.mean([r[1] for r in rec])) * 1e3
     return xs, extra
 
 
@@ -647,12 +648,15 @@ def check_targets(sizes, by):
         r = by.get((INFERRED, s))
         if r and r.get("infer_overhead_ms") is not None and r.get("driver_cpu_ms"):
             share = r["infer_overhead_ms"] / r["driver_cpu_ms"]
+            only = r["infer_only_ms"] / r["driver_cpu_ms"]
             out.append({"target": "inferred recording <= 10% of driver CPU", "data_mb": s,
                         "ratio": share / 0.10, "met": share <= 0.10,
                         "text": f"inferred recording and matching <= 10% of driver CPU at "
                                 f"{s:g} MB: {r['infer_overhead_ms']:.2f} of "
                                 f"{r['driver_cpu_ms']:.2f} ms = {share:.0%} "
-                                f"({'met' if share <= 0.10 else 'missed'})"})
+                                f"({'met' if share <= 0.10 else 'missed'}); without "
+                                f"building the IR nodes (an IR program builds them too): "
+                                f"{r['infer_only_ms']:.2f} ms = {only:.0%}"})
     return out
 
 

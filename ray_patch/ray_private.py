@@ -54,18 +54,25 @@ def unwrap_actor_class(cls: Any) -> tuple[ActorClass, dict[str, Any]] | None:
     return _unwrap(cls, "ActorOptionWrapper", "actor_cls", ActorClass)
 
 
-def task_caller(fn: RemoteFunction, options: dict[str, Any]) -> Callable[..., Any]:
-    """``fn.options(**options).remote``, validated as Ray validates it, but without the
-    wrapper class ``.options()`` builds on every call (its docstring handling is most of
-    a pinned task's option cost). Options with a ``runtime_env`` take Ray's own path."""
-    if "runtime_env" in options:
-        return fn.options(**options).remote
+def merged_task_options(fn: RemoteFunction, options: dict[str, Any]) -> dict[str, Any]:
+    """``fn``'s own options with ``options`` on top, validated as ``fn.options(...)``
+    validates them (without a ``runtime_env``: that one needs Ray's own path)."""
     merged = dict(fn._default_options)
     merged.pop("max_calls", None)
     merged = ray_option_utils.update_options(merged, options)
     ray_option_utils.validate_task_options(
         merged, in_options=True,
         is_generator_callable=fn._is_generator if "num_returns" in options else None)
+    return merged
+
+
+def task_caller(fn: RemoteFunction, options: dict[str, Any]) -> Callable[..., Any]:
+    """``fn.options(**options).remote``, validated as Ray validates it, but without the
+    wrapper class ``.options()`` builds on every call (its docstring handling is most of
+    a pinned task's option cost). Options with a ``runtime_env`` take Ray's own path."""
+    if "runtime_env" in options:
+        return fn.options(**options).remote
+    merged = merged_task_options(fn, options)
     env = fn._serialized_base_runtime_env_info
 
     def remote(*args: Any) -> Any:

@@ -15,6 +15,7 @@ exactly once (in any order), and an actor group's calls must reach every actor o
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -73,6 +74,7 @@ class Plan:
     steps: list = field(default_factory=list)
     nodes: list = field(default_factory=list)
     plain: list = field(default_factory=list)
+    build_s: float = 0.0  # in the IR nodes' constructors
 
 
 def name_of(rec: Record) -> str:
@@ -132,16 +134,22 @@ def match(records: Sequence[Record]) -> Plan:
         r._seq = i
     src = _Sources(records)
     actors = _actor_groups(records)
+    t0 = time.perf_counter()
     for g in actors:  # first: method calls are grouped by their actors' node
         _try_build(g, src, {})
+    built = time.perf_counter() - t0
     methods = _method_groups(records, src)
     tasks = _task_groups(records, src)
     groups = sorted(actors + methods + tasks, key=lambda g: g.first)
     consumers = _consumer_counts(groups, src)
+    t0 = time.perf_counter()
     for g in groups:
         if g.kind != "actors":
             _try_build(g, src, consumers)
-    return _plan(groups)
+    built += time.perf_counter() - t0
+    plan = _plan(groups)
+    plan.build_s = built
+    return plan
 
 
 def _try_build(g: "_Group", src: "_Sources", consumers: dict[int, int]) -> None:

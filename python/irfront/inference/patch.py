@@ -1,7 +1,8 @@
 """The hooks in Ray that inference needs, installed once per process.
 
 Patched: ``RemoteFunction._remote`` (``f.remote()`` and ``f.options(...).remote()`` both
-end there), ``ActorClass._remote`` (actor creation, with or without options),
+end there), ``RemoteFunction.options`` (while recording, a light wrapper that validates
+the options as Ray does but builds no wrapper class per call), ``ActorClass._remote`` (actor creation, with or without options),
 ``ActorMethod._remote`` (methods of real handles), and the module functions ``ray.get``,
 ``ray.wait``, ``ray.kill``, ``ray.cancel`` and ``time.sleep`` (evaluation points).
 
@@ -22,6 +23,7 @@ from ray.actor import ActorClass, ActorMethod
 from ray.remote_function import RemoteFunction
 
 from irfront.inference.refs import has_deferred, realise
+from ray_patch.ray_private import merged_task_options
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -57,6 +59,32 @@ def _task_remote(self, args=None, kwargs=None, **options):
         return s.task(self, tuple(args or ()), dict(kwargs or {}), options)
     args, kwargs = _plain_args(args, kwargs)
     return ORIGINAL["task"](self, args=args, kwargs=kwargs, **options)
+
+
+class _RecordedOptions:
+    """What ``f.options(...)`` returns while recording: ``.remote()`` goes to the session
+    with the merged, validated options; ``.bind()`` (Ray's DAG API) is Ray's own."""
+
+    __slots__ = ("fn", "options", "merged")
+
+    def __init__(self, fn: RemoteFunction, options: dict):
+        self.fn, self.options = fn, options
+        self.merged = merged_task_options(fn, options)
+
+    def remote(self, *args, **kwargs):
+        s = route()
+        if s is None:
+            return ORIGINAL["options"](self.fn, **self.options).remote(*args, **kwargs)
+        return s.task(self.fn, args, kwargs, dict(self.merged))
+
+    def bind(self, *args, **kwargs):
+        return ORIGINAL["options"](self.fn, **self.options).bind(*args, **kwargs)
+
+
+def _task_options(self, **options):
+    if route() is None or "runtime_env" in options:
+        return ORIGINAL["options"](self, **options)
+    return _RecordedOptions(self, options)
 
 
 def _actor_remote(self, args=None, kwargs=None, **options):
@@ -117,10 +145,12 @@ def install() -> None:
     with _lock:
         if ORIGINAL:
             return
-        ORIGINAL.update(task=RemoteFunction._remote, actor=ActorClass._remote,
+        ORIGINAL.update(task=RemoteFunction._remote, options=RemoteFunction.options,
+                        actor=ActorClass._remote,
                         method=ActorMethod._remote, get=ray.get, wait=ray.wait,
                         kill=ray.kill, cancel=ray.cancel, sleep=time.sleep)
         RemoteFunction._remote = _task_remote
+        RemoteFunction.options = _task_options
         ActorClass._remote = _actor_remote
         ActorMethod._remote = _method_remote
         ray.get, ray.wait, ray.kill, ray.cancel = _get, _wait, _kill, _cancel
@@ -134,6 +164,7 @@ def uninstall() -> None:
         if not ORIGINAL:
             return
         RemoteFunction._remote = ORIGINAL["task"]
+        RemoteFunction.options = ORIGINAL["options"]
         ActorClass._remote = ORIGINAL["actor"]
         ActorMethod._remote = ORIGINAL["method"]
         ray.get, ray.wait = ORIGINAL["get"], ORIGINAL["wait"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,7 +54,15 @@ class Flush:
     nodes: list = field(default_factory=list)  # node labels
     kinds: list = field(default_factory=list)
     plain: list = field(default_factory=list)  # (call name, reason)
-    ir: list = field(default_factory=list)  # the nodes themselves (placement(), tests)
+    # The nodes (weakly, so their groups end when the program drops them; strongly with
+    # keep_nodes=True, to call placement() afterwards).
+    refs: list = field(default_factory=list)
+
+    @property
+    def ir(self) -> list:
+        """The nodes still alive, in order."""
+        out = [r() if isinstance(r, weakref.ref) else r for r in self.refs]
+        return [n for n in out if n is not None]
 
     def __str__(self) -> str:
         lines = [f"evaluated at {self.why}:" if self.nodes else "plain Ray calls:"]
@@ -81,8 +90,9 @@ def _hook(fn: Callable) -> Callable:
 class Session:
     """One thread's recording: the pending calls and what each evaluation point did."""
 
-    def __init__(self, max_pending: int = 4096, keep: int = 64):
+    def __init__(self, max_pending: int = 4096, keep: int = 64, keep_nodes: bool = False):
         self.pending: list = []
+        self.keep_nodes = keep_nodes
         self.suspended = 0
         self.max_pending = max_pending
         self.flushes: list[Flush] = []  # the last ``keep``
@@ -93,6 +103,7 @@ class Session:
         # evaluation through the IR, nor plain calls), perf_counter seconds.
         self.record_s = 0.0
         self.match_s = 0.0
+        self.build_s = 0.0  # of match_s: the IR nodes' constructors (an IR program's too)
         self._flush_s = 0.0  # whole flushes, to take out of the hooks' time
         self._unread: set[int] = set()  # ids of pending task results nobody read yet
         self._unplaced: list[InitActors] = []  # actor groups not created yet
@@ -104,9 +115,15 @@ class Session:
         """Seconds spent recording and matching (the price of not writing the IR)."""
         return self.record_s + self.match_s
 
+    @property
+    def inference_s(self) -> float:
+        """``overhead_s`` less the IR nodes' constructors, which the same program written
+        with the IR runs too: what inference alone adds."""
+        return self.overhead_s - self.build_s
+
     @_hook
     def task(self, fn: Any, args: tuple, kwargs: dict, options: dict) -> Any:
-        options.pop("serialized_runtime_env_info", None)
+        env = options.pop("serialized_runtime_env_info", fn._serialized_base_runtime_env_info)
         defaults = fn._default_options
         k = options.get("num_returns", defaults.get("num_returns", 1))
         extra = () if options == defaults else sorted(
@@ -119,12 +136,12 @@ class Session:
             why, obj = "num_returns is not a positive int", None
         else:
             why, obj = _object_last(args)
+        plain = functools.partial(_submit_task, fn, args, kwargs,
+                                  {**options, "serialized_runtime_env_info": env})
         if why:
-            plain = functools.partial(_submit_task, fn, args, kwargs, options)
             return self._run_plain(name_of_fn(fn), why, args, kwargs, plain)
         outs = [DeferredRef(self) for _ in range(k)]
         lead = args[:-1] if obj is not None else args
-        plain = functools.partial(_submit_task, fn, args, kwargs, options)
         self._record(TaskRec(fn, lead, obj, k, outs, plain), obj)
         self._unread.update(map(id, outs))
         return outs[0] if k == 1 else outs
@@ -223,7 +240,8 @@ class Session:
         try:
             plan = match(records)
             self.match_s += time.perf_counter() - t0
-            self._note(_describe(why, plan))
+            self.build_s += plan.build_s
+            self._note(_describe(why, plan, self.keep_nodes))
             self._unplaced += [n for n in plan.nodes if isinstance(n, InitActors)]
             for kind, x in plan.steps:
                 if kind == "eval":
@@ -264,7 +282,8 @@ class Session:
         head = (f"irfront.infer: {self.recognised} calls recorded, {self.plain_calls} run "
                 f"as plain Ray, {len(self.flushes)} evaluation points (the last "
                 f"{self.keep} kept); recording and matching took "
-                f"{self.overhead_s * 1e3:.2f} ms")
+                f"{self.overhead_s * 1e3:.2f} ms, {self.build_s * 1e3:.2f} ms of it "
+                "building the IR nodes")
         return "\n".join([head] + [str(f) for f in self.flushes])
 
 
@@ -314,9 +333,9 @@ def _lead_then_objects(args: tuple) -> tuple[str, int]:
     return "", n_lead
 
 
-def _describe(why: str, plan: Plan) -> Flush:
+def _describe(why: str, plan: Plan, keep_nodes: bool) -> Flush:
     f = Flush(why, [n.label for n in plan.nodes], [n.kind for n in plan.nodes],
-              ir=list(plan.nodes))
+              refs=list(plan.nodes) if keep_nodes else [weakref.ref(n) for n in plan.nodes])
     f.plain = [(name_of(r), reason) for r, reason in plan.plain]
     return f
 
@@ -343,9 +362,15 @@ _LAST: list[Session] = []
 
 class infer:
     """Runs plain Ray code group-scheduled: ``@irfront.infer`` on a function, or
-    ``with irfront.infer():`` around a block (see the module's docstring)."""
+    ``with irfront.infer():`` around a block (see the module's docstring).
 
-    def __init__(self, fn: Callable | None = None, *, max_pending: int = 4096):
+    ``max_pending``: recorded calls that force an evaluation. ``keep_nodes``: the
+    explanation keeps the IR nodes it built (``session.flushes[i].ir``) alive, so their
+    ``placement()`` can be read afterwards; by default it holds them weakly, and a
+    node's group ends when the program drops its references."""
+
+    def __init__(self, fn: Callable | None = None, *, max_pending: int = 4096,
+                 keep_nodes: bool = False):
         if fn is not None and not callable(fn):
             raise TypeError(f"irfront.infer decorates a function or opens a block; got "
                             f"{type(fn).__name__}: use @irfront.infer or "
@@ -353,6 +378,7 @@ class infer:
         if not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending must be a positive int; got {max_pending!r}")
         self.max_pending = max_pending
+        self.keep_nodes = keep_nodes
         self.session: Session | None = None
         self._outer = False
         self._fn = fn
@@ -362,8 +388,9 @@ class infer:
     # ---- as a decorator -----------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._fn is None:  # @irfront.infer(max_pending=...) on a function
-            return infer(args[0], max_pending=self.max_pending)
-        block = infer(max_pending=self.max_pending)  # one per call: calls may nest
+            return infer(args[0], max_pending=self.max_pending,
+                         keep_nodes=self.keep_nodes)
+        block = infer(max_pending=self.max_pending, keep_nodes=self.keep_nodes)
         try:
             with block:
                 return block.finish(self._fn(*args, **kwargs))
@@ -386,7 +413,7 @@ class infer:
         if outer is not None:  # nested: the outer block records
             self.session, self._outer = outer, True
             return self
-        self.session = Session(self.max_pending)
+        self.session = Session(self.max_pending, keep_nodes=self.keep_nodes)
         patch.set_current(self.session)
         _LAST[:] = [self.session]
         return self
