@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import ray
 
-from irfront.inference import patch
+import irfront.inference.patch as patch
 from irfront.inference.match import (ActorRec, MethodRec, Plan, TaskRec, match, name_of,
                                      run_plain)
 from irfront.inference.refs import DeferredActor, DeferredRef, holds_ref, realise
