@@ -21,14 +21,20 @@ import ray
 from ray.remote_function import RemoteFunction
 
 
-class StageExecutor:
-    """Runs ``fn(*args)`` (the fused per-node work of a group) for the driver."""
+def _executor_class() -> type:
+    # Built in a function so that cloudpickle ships the class by value: workers need not
+    # import ray_patch (as with the fused functions).
+    class StageExecutor:
+        """Runs ``fn(*args)`` (the fused per-node work of a group) for the driver."""
 
-    def run(self, fn: Any, *args: Any) -> Any:
-        return fn(*args)
+        def run(self, fn: Any, *args: Any) -> Any:
+            return fn(*args)
+
+    return StageExecutor
 
 
-_ExecutorActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(StageExecutor)
+_ExecutorActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(
+    _executor_class())
 
 _lock = threading.Lock()
 # (runtime token, node index) -> (node hex id, executor handle, {num_returns: method})
