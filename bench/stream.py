@@ -38,8 +38,9 @@ the same pipeline shape with tiny data (8 bytes: empty tasks) under vanilla and 
 locality (all optimisations); floor_ms is the lower p50.
 
 Scheduler names: vanilla, pack, locality, and ablations of locality's optimisations:
-locality-nofuse, locality-noshuffle, locality+ahead (pre-scheduling on), locality-plain
-(all off); a "+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a
+locality-nofuse, locality-noshuffle, locality-nobatch, locality-noexec (one task per node
+instead of a call to the node's persistent executor), locality+ahead (pre-scheduling on),
+locality-plain (all off); a "+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a
 pre-scheduling series' lead (submission MS ms before the batch's start; default: a
 quarter of the interval), e.g. locality+ahead@50. "inferred" is the same pipeline written
 in plain Ray (``stream_workload.plain_batch``) and run under ``irfront.infer``.

@@ -16,6 +16,6 @@ export PATH=/tmp/site/bin:$PATH
 python3 setup.py -q build_ext --inplace 2>&1 | tail -2
 nproc
 timeout "${BENCH_TIMEOUT:-420}" python3 bench/stream.py --sizes "${SIZES:-1,4,16}" \
-  --schedulers "${SCHEDULERS:-vanilla,vanilla+fuse,locality,locality-nobatch}" \
+  --schedulers "${SCHEDULERS:-vanilla+fuse,locality,locality-noexec,inferred}" \
   --iterations "${ITERATIONS:-30}" --no-progress \
   --json "$OUT/stream.json" --plots "$OUT/plots" 2>&1 | grep -v "^(raylet)\|INFO" | tail -80
