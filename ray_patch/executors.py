@@ -33,7 +33,9 @@ def _executor_class() -> type:
     return StageExecutor
 
 
-_ExecutorActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(
+# memory=1 (byte): Ray places a request with no resources at all on a random node,
+# whatever its soft node affinity says; any non-empty request keeps the affinity.
+_ExecutorActor = ray.remote(num_cpus=0, memory=1, max_restarts=-1, max_task_retries=-1)(
     _executor_class())
 
 _lock = threading.Lock()
@@ -86,7 +88,7 @@ def forget(token: int) -> list[Any]:
     return handles
 
 
-def executor_nodes(token: int) -> list[str]:
-    """The hex ids of the nodes a runtime has an executor for."""
+def executor_nodes(token: int) -> dict[str, Any]:
+    """A runtime's executors: node hex id it was pinned to -> handle."""
     with _lock:
-        return sorted(v[0] for k, v in _EXECUTORS.items() if k[0] == token)
+        return {v[0]: v[1] for k, v in _EXECUTORS.items() if k[0] == token}

@@ -91,9 +91,12 @@ def test_map_arguments(objects, args, num_returns):
     node = only_ir_errors(lambda: Map(task, objects, args, num_returns=num_returns))
     if node is not None:
         assert isinstance(objects, (list, tuple)) and len(objects) >= 1
-        assert valid_count(num_returns)
+        # None: the task's own num_returns (1 for this task).
+        assert num_returns is None or valid_count(num_returns)
+        k = 1 if num_returns is None else num_returns
+        assert node.num_returns == k
         assert args is None or len(args) == len(objects)
-        assert len(node) == len(objects) and node.num_objects == len(objects) * num_returns
+        assert len(node) == len(objects) and node.num_objects == len(objects) * k
 
 
 @FUZZ

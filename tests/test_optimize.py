@@ -160,7 +160,14 @@ def test_executors_run_each_nodes_share_as_an_actor_call():
         red.get()
     rt = ray_patch.get_runtime()
     alive = set(rt.alive_nodes())
-    assert len(alive) == NUM_NODES and alive <= set(executors.executor_nodes(rt.token))
+    pinned = executors.executor_nodes(rt.token)
+    assert len(alive) == NUM_NODES and alive <= set(pinned)
+    # Each executor runs on the node it was pinned to (Ray ignores a soft affinity for a
+    # request of no resources: the executor asks for one byte of memory).
+    for hexid in alive:
+        got = ray.get(pinned[hexid].__ray_call__.remote(
+            lambda self: ray.get_runtime_context().get_node_id()), timeout=60)
+        assert got == hexid
     rec = _group_record(red.objects.group_id)
     assert len(rec.keys) == NUM_NODES * len(reducers.placement().counts)
     assert sorted(reducers.placement().counts.values()) == [2] * NUM_NODES
