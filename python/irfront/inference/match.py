@@ -122,6 +122,7 @@ class _Group:
     order: list | None = None  # records in the node's task/actor order
     why: str = ""  # why not matched (plain)
     pos: dict = field(default_factory=dict)  # id(record) -> its index in order
+    reads: set = field(default_factory=set)  # ids of the objects its tasks read
 
     @property
     def first(self) -> int:
@@ -182,13 +183,13 @@ def _task_groups(records: Sequence[Record], src: _Sources) -> list[_Group]:
         key = (id(rec.fn), rec.num_returns, len(rec.lead)) + where
         g = open_.get(key)
         if g is not None and o[0] != "ext" and not _broadcast_like(o) and \
-                id(rec.obj) in g.pos:
+                id(rec.obj) in g.reads:
             g = None
         if g is None:
             g = open_[key] = _Group("task", [], key)
             out.append(g)
         g.recs.append(rec)
-        g.pos[id(rec.obj)] = 0  # objects read so far (pos is rebuilt once matched)
+        g.reads.add(id(rec.obj))
         src.group_of[id(rec)] = g
     return out
 
@@ -376,6 +377,7 @@ def _build_actor_call(g: _Group, src: _Sources) -> None:
 
 def _plan(groups: Sequence[_Group]) -> Plan:
     plan = Plan()
+    steps: list[tuple[int, str, Any]] = []  # (first record, kind, node or record)
     read = set()
     for g in groups:
         if g.node is not None:
@@ -387,18 +389,15 @@ def _plan(groups: Sequence[_Group]) -> Plan:
             for r in g.recs:
                 plan.plain.append((r, g.why))
                 _bind_plain(r)
-            plan.steps.extend(("plain", r) for r in g.recs)
+            steps.extend((r._seq, "plain", r) for r in g.recs)
             continue
         plan.nodes.append(g.node)
         _bind_node(g)
         if not isinstance(g.node, InitActors) and id(g.node) not in read:
-            plan.steps.append(("eval", g.node))
-    plan.steps.sort(key=lambda s: s[1]._seq if s[0] == "plain" else _first_seq(s[1], groups))
+            steps.append((g.first, "eval", g.node))
+    steps.sort(key=lambda s: s[0])  # stable: a node before plain calls from its first
+    plan.steps = [(kind, x) for _, kind, x in steps]
     return plan
-
-
-def _first_seq(node: Node, groups: Sequence[_Group]) -> int:
-    return next(g.first for g in groups if g.node is node)
 
 
 class _At:

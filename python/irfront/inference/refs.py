@@ -123,17 +123,22 @@ def is_deferred(x: Any) -> bool:
     return type(x) in (DeferredRef, DeferredActor)
 
 
-def has_deferred(x: Any, depth: int = 2) -> bool:
-    """Whether ``x`` holds a deferred value, looking ``depth`` levels into lists, tuples,
+def _holds(x: Any, leaf: Callable[[Any], bool], depth: int) -> bool:
+    """Whether ``x`` is a ``leaf`` or holds one, ``depth`` levels into lists, tuples,
     sets and dicts."""
-    t = type(x)
-    if t is DeferredRef or t is DeferredActor:
+    if leaf(x):
         return True
+    t = type(x)
     if depth and t in (list, tuple, set, frozenset):
-        return any(has_deferred(v, depth - 1) for v in x)
+        return any(_holds(v, leaf, depth - 1) for v in x)
     if depth and t is dict:
-        return any(has_deferred(v, depth - 1) for v in x.values())
+        return any(_holds(v, leaf, depth - 1) for v in x.values())
     return False
+
+
+def has_deferred(x: Any, depth: int = 2) -> bool:
+    """Whether ``x`` is or holds a deferred value (``depth`` levels into containers)."""
+    return _holds(x, is_deferred, depth)
 
 
 def realise(x: Any, depth: int = 8) -> Any:
@@ -149,14 +154,11 @@ def realise(x: Any, depth: int = 8) -> Any:
     return x
 
 
+def _is_ref(x: Any) -> bool:
+    return is_deferred(x) or isinstance(x, ray.ObjectRef)
+
+
 def holds_ref(x: Any, depth: int = 2) -> bool:
     """Whether ``x`` is or holds (``depth`` levels into containers) a reference, deferred
     or real: such an argument is not a plain value."""
-    t = type(x)
-    if t is DeferredRef or t is DeferredActor or isinstance(x, ray.ObjectRef):
-        return True
-    if depth and t in (list, tuple, set, frozenset):
-        return any(holds_ref(v, depth - 1) for v in x)
-    if depth and t is dict:
-        return any(holds_ref(v, depth - 1) for v in x.values())
-    return False
+    return _holds(x, _is_ref, depth)
