@@ -177,8 +177,7 @@ class Session:
         why = ("keyword arguments" if kwargs else
                "method options" if options else
                f"num_returns={returns}" if returns not in (None, 1) else "")
-        n_lead = len(args)
-        if not why:
+        if not why:  # plain values first, then the objects
             why, n_lead = _lead_then_objects(args)
         if why:
             label = f"{actor._cls.__ray_metadata__.class_name}.{name}"
