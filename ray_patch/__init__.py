@@ -29,7 +29,9 @@ from ray_patch.submit import (
     new_group_id,
     node_failed,
     placement,
+    plan_stats,
     refresh_nodes,
+    resend_call,
     submit_group,
     submit_per_node,
     update_actor_node,
@@ -38,6 +40,6 @@ from ray_patch.submit import (
 __all__ = [
     "GroupActors", "GroupError", "GroupRefs", "GroupedFunction", "actor_nodes", "call_actors", "core_group_count",
     "configure", "current_runtime", "defer_free", "next_group_id", "task_name", "free_groups", "get_runtime", "group_actors", "group_count", "group_map",
-    "group_starmap", "grouped", "new_group_id", "node_failed", "placement", "refresh_nodes", "reset",
+    "group_starmap", "grouped", "new_group_id", "node_failed", "placement", "plan_stats", "refresh_nodes", "resend_call", "reset",
     "submit_group", "submit_per_node", "update_actor_node",
 ]

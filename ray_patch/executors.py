@@ -7,10 +7,11 @@ to the same nodes every micro-batch, so the executor is created once per node (p
 where the core places the node's work, ``num_cpus=0`` like an idle actor, as many
 concurrent calls as the node has CPUs) and reused.
 
-The function a call runs travels once per function, as an object (``ray.put``), not
-pickled into every call. Ray restarts an executor that dies and retries its calls
-(``max_restarts=-1``, ``max_task_retries=-1``); an executor whose node left the cluster
-is replaced by one on a live node at the next call that is placed there.
+The function a call runs is pickled once per function and carried inline in each call
+(``ray_patch.shipping.Inline``): no object store read per call. Ray restarts an executor
+that dies and retries its calls (``max_restarts=-1``, ``max_task_retries=-1``); an
+executor whose node left the cluster is replaced by one on a live node at the next call
+that is placed there.
 """
 from __future__ import annotations
 
@@ -20,15 +21,17 @@ from typing import Any
 import ray
 from ray.remote_function import RemoteFunction
 
+from ray_patch.shipping import Inline, unpack
+
 
 def _executor_class() -> type:
     # Built in a function so that cloudpickle ships the class by value: workers need not
     # import ray_patch (as with the fused functions).
     class StageExecutor:
-        """Runs ``fn(*args)`` (the fused per-node work of a group) for the driver."""
+        """Runs the fused per-node work of a group for the driver."""
 
-        def run(self, fn: Any, *args: Any) -> Any:
-            return fn(*args)
+        def run(self, fn: Any, spec: tuple, *refs: Any) -> Any:
+            return fn(*unpack(spec, refs))  # the arguments as ray_patch.shipping packed
 
     return StageExecutor
 
@@ -41,8 +44,8 @@ _ExecutorActor = ray.remote(num_cpus=0, memory=1, max_restarts=-1, max_task_retr
 _lock = threading.Lock()
 # (runtime token, node index) -> (node hex id, executor handle, {num_returns: method})
 _EXECUTORS: dict[tuple[int, int], tuple[str, Any, dict[int, Any]]] = {}
-# (runtime token, id(fn)) -> (fn, ref of its Python function)
-_BODIES: dict[tuple[int, int], tuple[RemoteFunction, ray.ObjectRef]] = {}
+# id(fn) -> (fn, its Python function pickled once)
+_BODIES: dict[int, tuple[RemoteFunction, Inline]] = {}
 
 
 def executor_call(rt: Any, node: int, num_returns: int) -> Any:
@@ -67,24 +70,23 @@ def executor_call(rt: Any, node: int, num_returns: int) -> Any:
     return m
 
 
-def body_ref(rt: Any, fn: RemoteFunction) -> ray.ObjectRef:
-    """The Python function of ``fn`` in the object store, once per function."""
-    key = (rt.token, id(fn))
+def body(fn: RemoteFunction) -> Inline:
+    """The Python function of ``fn``, pickled once (what an executor call runs)."""
     with _lock:
-        hit = _BODIES.get(key)
+        hit = _BODIES.get(id(fn))
         if hit is None or hit[0] is not fn:
-            hit = _BODIES[key] = (fn, ray.put(fn._function))
+            if len(_BODIES) > 10_000:  # bounded: plans come and go in long runs
+                _BODIES.clear()
+            hit = _BODIES[id(fn)] = (fn, Inline(fn._function))
     return hit[1]
 
 
 def forget(token: int) -> list[Any]:
-    """Drops a runtime's executors and functions; returns the executor handles (to kill)."""
+    """Drops a runtime's executors; returns the executor handles (to kill)."""
     with _lock:
         handles = [v[1] for k, v in _EXECUTORS.items() if k[0] == token]
         for k in [k for k in _EXECUTORS if k[0] == token]:
             del _EXECUTORS[k]
-        for k in [k for k in _BODIES if k[0] == token]:
-            del _BODIES[k]
     return handles
 
 

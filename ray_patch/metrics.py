@@ -7,6 +7,7 @@
 | ``irfront_live_groups`` | gauge | ray_patch's live groups (records in the runtime's registry), set when a group is recorded and when queued frees are applied | |
 | ``irfront_placement_solve_seconds`` | histogram | time in the C++ core per group placement (``Placement.solve_ms``) | ``policy`` |
 | ``irfront_group_bytes_moved`` | histogram | input bytes the core's placement leaves off the reading task's node, per group (``Placement.bytes_moved``; inputs of known groups count ``default_object_bytes`` each) | ``policy`` |
+| ``irfront_plans_reused`` | counter | groups placed by reusing a cached plan (ray_patch.plans), not by the core's policy | ``policy`` |
 | ``irfront_node_failures`` | counter | nodes ray_patch saw die (node table, or the opt-in raylet probe) | |
 
 The metric objects are made on first use, once Ray is connected (Ray's metrics need a
@@ -46,6 +47,10 @@ class _Metrics:
             description="Input bytes a group's placement leaves off the reading task's "
                         "node (the core's estimate).",
             boundaries=BYTES_BOUNDARIES, tag_keys=("policy",))
+        self.plans_reused = Counter(
+            "irfront_plans_reused",
+            description="Groups placed by reusing a cached plan instead of the core's "
+                        "policy.", tag_keys=("policy",))
         self.node_failures = Counter(
             "irfront_node_failures",
             description="Nodes ray_patch saw die (node table or raylet probe).")
@@ -71,16 +76,28 @@ def _get() -> _Metrics | None:
     return _M
 
 
+def _tags(m: _Metrics, policy: str) -> dict[str, str]:
+    tags = m.tags.get(policy)
+    if tags is None:
+        tags = m.tags[policy] = {"policy": policy}
+    return tags
+
+
 def placed(policy: str, solve_ms: float, bytes_moved: int) -> None:
     """One group placed by the core."""
     m = _M or _get()
     if m is None:
         return
-    tags = m.tags.get(policy)
-    if tags is None:
-        tags = m.tags[policy] = {"policy": policy}
+    tags = _tags(m, policy)
     m.solve.observe(solve_ms * 1e-3, tags)
     m.bytes_moved.observe(max(0, bytes_moved), tags)
+
+
+def plan_reused(policy: str) -> None:
+    """One group placed from a cached plan."""
+    m = _M or _get()
+    if m is not None:
+        m.plans_reused.inc(1, _tags(m, policy))
 
 
 def live_groups(n: int) -> None:

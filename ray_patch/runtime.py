@@ -28,11 +28,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_patch import metrics
-from ray_patch.ids import next_group_id
+from ray_patch.ids import NO_NODE, next_group_id
+from ray_patch.plans import PlanCache
 from ray_patch.scheduler import GroupScheduler
 from ray_patch.validate import GroupError
-
-NO_NODE = -1
 
 log = logging.getLogger("irfront.ray_patch")  # under irfront's logger, by name only
 
@@ -61,7 +60,8 @@ class Runtime:
     def __init__(self, *, refresh_interval_s: float = 1.0,
                  default_object_bytes: int = 1 << 20, scheduler: Any = None,
                  retire_policies: tuple[str, ...] = ("locality", "spread", "actors"),
-                 name_tasks: bool = True, probe_raylets: bool = False):
+                 name_tasks: bool = True, probe_raylets: bool = False,
+                 plan_max_uses: int = 100, plan_max_age_s: float = 5.0):
         if not ray.is_initialized():
             raise GroupError(
                 "Ray is not initialised; call ray.init(address=...) (or "
@@ -85,6 +85,10 @@ class Runtime:
         # opt-in, the node table alone was as fast once the GCS health checks are
         # tuned (docs/RELIABILITY.md, "Detecting a dead node").
         self.probe_raylets = bool(probe_raylets)
+        # Placements reused by groups of the same shape and input locations (plans.py),
+        # when the caller asks for it (``plan_cache=True``); invalidated by any change
+        # of the node table.
+        self.plans = PlanCache(max_uses=plan_max_uses, max_age_s=plan_max_age_s)
         self.hex_of: list[str] = []  # int node id -> Ray hex id
         self.int_of: dict[str, int] = {}  # Ray hex id -> int node id
         self.strategies: list[NodeAffinitySchedulingStrategy] = []
@@ -162,6 +166,7 @@ class Runtime:
                 self.strategies.append(NodeAffinitySchedulingStrategy(hexid, soft=True))
                 self.scheduler.add_node(nid, cpus)
                 self._node_state[nid] = (cpus, True)
+                self.plans.invalidate(f"node {hexid[:12]} joined")
             elif self._node_state.get(nid) != (cpus, alive):
                 if alive:
                     self.scheduler.update_node(nid, cpus=cpus, alive=True)
@@ -170,6 +175,8 @@ class Runtime:
                     if self._node_state.get(nid, (0.0, False))[1]:
                         died.append(hexid)
                 self._node_state[nid] = (cpus, alive)
+                self.plans.invalidate(f"node {hexid[:12]} now {cpus:g} CPUs, "
+                                      f"{'alive' if alive else 'dead'}")
         if died:
             metrics.node_failures(len(died))
             log.info("node table: %s dead; no later group is placed there",
@@ -187,6 +194,7 @@ class Runtime:
         if self._node_state.get(nid, (0.0, False))[1]:
             self.scheduler.update_node(nid, alive=False)
             self._node_state[nid] = (0.0, False)
+            self.plans.invalidate(f"node {hexid[:12]} marked dead")
             metrics.node_failures(1)
 
     def probe_nodes(self, timeout_s: float = 0.3) -> list[str]:
@@ -329,8 +337,8 @@ _SETTINGS: dict[str, Any] = {}
 
 def configure(**settings: Any) -> None:
     """Settings for the next runtime built (refresh_interval_s, default_object_bytes,
-    scheduler, name_tasks, probe_raylets); applied to the current one too where that
-    makes sense."""
+    scheduler, name_tasks, probe_raylets, plan_max_uses, plan_max_age_s); applied to
+    the current one too where that makes sense."""
     _SETTINGS.update(settings)
     rt = _RUNTIME
     if rt is not None:
@@ -338,6 +346,9 @@ def configure(**settings: Any) -> None:
                   "name_tasks", "probe_raylets"):
             if k in settings:
                 setattr(rt, k, settings[k])
+        for k, attr in (("plan_max_uses", "max_uses"), ("plan_max_age_s", "max_age_s")):
+            if k in settings:
+                setattr(rt.plans, attr, settings[k])
 
 
 def get_runtime() -> Runtime:

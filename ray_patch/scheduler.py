@@ -377,6 +377,14 @@ class GroupScheduler:
         """The node of each task of a recorded group (int64), or None if not recorded."""
         return self._core.group_nodes(_check_int("group_id", group_id))
 
+    def record_placement(self, group_id: int, nodes: Any, cpus: Any) -> None:
+        """Records a group placed earlier (a cached plan reused): its load counts as if
+        ``place`` had placed it. ValueError when a node is unknown or dead, or the sizes
+        differ."""
+        self._core.record_placement(_check_int("group_id", group_id),
+                                    _as_1d("nodes", nodes, np.int64, integer=True),
+                                    _as_1d("cpus", cpus, np.float64, integer=False))
+
     def free_group(self, group_id: int) -> None:
         """Forgets a group and its CPU load. Unknown id: no-op."""
         self._core.free_group(_check_int("group_id", group_id))

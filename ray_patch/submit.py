@@ -17,7 +17,7 @@ import ray
 from ray.actor import ActorClass
 from ray.remote_function import RemoteFunction
 
-from ray_patch import metrics
+from ray_patch import metrics, shipping
 import ray_patch.executors as executors_
 from ray_patch.ray_private import task_caller, unwrap_task
 from ray_patch.options import effective_options, resource_demand, user_placement
@@ -99,6 +99,7 @@ def node_resources(rt: Runtime, force: bool = False) -> dict[int, dict[str, floa
         if sent.get(nid) != res:
             rt.scheduler.set_node_resources(nid, res)
             sent[nid] = res
+            rt.plans.invalidate(f"node {rt.hex_of[nid][:12]} resources {res}")
     if len(_RESOURCES_SENT) > 64:  # runtimes of finished Ray jobs
         _RESOURCES_SENT.clear()
     _RESOURCES_SENT[rt.token] = (now, sent)
@@ -107,12 +108,13 @@ def node_resources(rt: Runtime, force: bool = False) -> dict[int, dict[str, floa
 
 def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
           task_refs: list[list[ray.ObjectRef]], *, group_dependency: int | None,
-          policy: str, resources: dict[str, float] | None = None
-          ) -> tuple[np.ndarray, int | None]:
+          policy: str, resources: dict[str, float] | None = None,
+          plan_cache: bool = False) -> tuple[np.ndarray, int | None]:
     """Places a group with the C++ core; returns (int node per task, depends_on).
     ``resources``: what every task demands besides CPUs (GPUs, custom resources; see
     ray_patch.options.resource_demand): the core places the group only on nodes that
-    have them."""
+    have them. ``plan_cache``: reuse the placement of an earlier group of the same key
+    (ray_patch.plans) instead of solving, and keep this one's for later groups."""
     if policy not in POLICIES:
         raise GroupError(f"unknown policy {policy!r}; pass one of {', '.join(POLICIES)}")
     rt.refresh_nodes()
@@ -130,6 +132,18 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
         # counting as load; its outputs stay known by node (location inputs).
         rt.retire(core_dep)
         core_dep = None
+    key = None
+    if plan_cache:
+        key = rt.plans.key(policy, task_cpus, task_refs, resources, rt.registry, rt.groups)
+        nodes = rt.plans.get(key)
+        if nodes is not None:
+            try:
+                rt.scheduler.record_placement(group_id, nodes, task_cpus)
+            except ValueError:  # a node died since: place it afresh
+                rt.plans.drop(key)
+            else:
+                metrics.plan_reused(policy)
+                return nodes, dep
     arrays = rt.build_inputs(task_refs)
     p = rt.scheduler.place_arrays(group_id, task_cpus, *arrays, depends_on=core_dep,
                                   policy=policy, resources=resources)
@@ -145,6 +159,8 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
             raise GroupError(_NO_NODES)
         raise GroupError(f"group g{group_id} cannot be placed: {p.reason}")
     metrics.placed(policy, p.solve_ms, p.bytes_moved)
+    if key is not None:
+        rt.plans.put(key, p.nodes)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("placed g%d (%s, %d tasks, depends on %s): %d bytes moved, %.3f ms in "
                   "the core, tasks per node %s", group_id, policy, len(task_cpus), dep,
@@ -158,7 +174,8 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
                  group_id: int | None = None, group_dependency: int | None = None,
                  policy: str = "locality", num_returns: int | None = None,
                  name: str | None = None, max_retries: int | None = None,
-                 name_tasks: bool | None = None, batch: bool = False) -> GroupRefs:
+                 name_tasks: bool | None = None, batch: bool = False,
+                 plan_cache: bool = False) -> GroupRefs:
     """Submits one task of ``fn`` per argument tuple, as one group.
 
     ``fn``: a remote function or its ``f.options(...)`` wrapper (its options are kept).
@@ -179,6 +196,8 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
     (``node CPUs // fn's num_cpus``), each running its share of the calls in turn; every
     call keeps its own output objects, so the result has the same shape as unbatched.
     Fewer Ray tasks per group: less submission and scheduling work per call.
+    ``plan_cache``: a group of the same shape and input locations as an earlier one
+    reuses its placement (ray_patch.plans) instead of calling the core's policy.
     """
     fn, user_options = check_remote_function(fn)
     check_optional_int("num_returns", num_returns, 1, MAX_RETURNS)
@@ -201,7 +220,7 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
         cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy,
-                           resources=demand)
+                           resources=demand, plan_cache=plan_cache)
         base = user_options.get("name") or name or task_name(fn)
         strat = rt.strategies
         out = []
@@ -258,7 +277,7 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                     node_call: Any, *, num_returns: int = 1, group_id: int | None = None,
                     group_dependency: int | None = None, policy: str = "locality",
                     name: str | None = None, max_retries: int | None = None,
-                    executors: bool = False
+                    executors: bool = False, plan_cache: bool = False
                     ) -> tuple[dict[int, tuple[list[int], Any]], int]:
     """Places one task per argument tuple as a group, then submits ONE task of ``fn`` per
     node, running all of that node's tasks: ``node_call(indices)`` gives its arguments.
@@ -267,7 +286,7 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
     later groups see where every task's data went. ``executors``: each node's work runs
     as a call to that node's persistent executor actor (``ray_patch.executors``) instead
     of a task, unless the stage asks for resources, a runtime_env, more than one CPU or
-    no retries."""
+    no retries. ``plan_cache`` as in ``submit_group``."""
     # fn may be an f.options(...) wrapper; GPUs and custom resources are constraints as in
     # submit_group; a user's own strategy or placement group cannot be pinned per node.
     fn, user_options = check_remote_function(fn)
@@ -284,7 +303,7 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy,
-                           resources=resource_demand(merged))
+                           resources=resource_demand(merged), plan_cache=plan_cache)
         base = user_options.get("name") or name or task_name(fn)
         opts = _task_options(user_options, max_retries, num_returns,
                              f"{base}[g{gid}]" if rt.name_tasks else None)
@@ -297,12 +316,13 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         executors = executors and not resource_demand(merged) and cpus <= 1 and \
             not merged.get("runtime_env") and max_retries != 0
         try:
-            body = executors_.body_ref(rt, fn) if executors else None
+            body = executors_.body(fn) if executors else None
             for n in sorted(by_node):
                 idx = by_node[n]
                 if executors:
+                    spec, refs = shipping.pack(node_call(idx))
                     out[n] = (idx, executors_.executor_call(rt, n, num_returns)(
-                        body, *node_call(idx)))
+                        body, spec, *refs))
                     continue
                 f = task_caller(fn, {"scheduling_strategy": rt.strategies[n], **opts})
                 out[n] = (idx, f(*node_call(idx)))
@@ -588,7 +608,9 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
     group, ``Reducer[g5:0]``): the option wrapper of each (actor, method, name) is built
     once and reused, since an ``.options()`` call per actor call is most of its driver
     cost. With ``invoke``, the call is ``handle.__ray_call__.remote(invoke, *args)``.
-    ``name_tasks=False`` leaves the calls unnamed (as in ``submit_group``).
+    ``name_tasks=False`` leaves the calls unnamed (as in ``submit_group``). ``invoke``
+    and its arguments travel as ``ray_patch.shipping`` packs them: the function pickled
+    once, the plain arguments as one, the refs top-level.
     """
     args = as_tuples(arg_tuples)
     if len(args) != len(handles):
@@ -617,13 +639,23 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
                 if len(wrappers) > 100_000:  # bounded: actors come and go in long runs
                     wrappers.clear()
                 wrappers[wkey] = m
-            if invoke is not None:
-                out.append(m.remote(invoke, *a))
-            else:
-                out.append(m.remote(*a))
+            out.append(_send(m, invoke, a))
         rt.record(GroupRecord(gid, base, group_dependency, "actor-calls", nodes,
                               in_core=False), enumerate(out))
     return GroupRefs(out, gid)
+
+
+def _send(m: Any, invoke: Any, args: tuple) -> Any:
+    if invoke is None:
+        return m.remote(*args)
+    spec, refs = shipping.pack(args)
+    return m.remote(shipping.packed_invoke(invoke), spec, *refs)
+
+
+def resend_call(handle: Any, method: str, args: tuple, invoke: Any = None) -> Any:
+    """One actor call sent again as ``call_actors`` sent it (a replay after a restart)."""
+    return _send(handle.__ray_call__ if invoke is not None else getattr(handle, method),
+                 invoke, tuple(args))
 
 
 # ---- groups --------------------------------------------------------------------------------
@@ -691,6 +723,7 @@ def node_failed(node_hex: str | None = None, probe: bool | None = None) -> list[
     if rt is None:
         return []
     with rt.lock:
+        rt.plans.invalidate("a failure was reported")  # solve every group afresh
         marked = rt.refresh_nodes(force=True)
         if node_hex is not None and node_hex not in rt.failed_nodes:
             rt.mark_dead(node_hex)
@@ -719,6 +752,17 @@ def actor_nodes(handles: Sequence[Any]) -> list[int] | None:
         return None
     nodes = [rt.actor_node.get(h._actor_id.binary()) for h in handles]
     return None if any(n is None for n in nodes) else nodes
+
+
+def plan_stats() -> dict[str, Any]:
+    """The plan cache's counters (ray_patch.plans): hits, misses, expired, plans held,
+    node table version, the last invalidations' reasons; zeros when no runtime exists."""
+    rt = current_runtime()
+    if rt is None:
+        return {"hits": 0, "misses": 0, "expired": 0, "plans": 0, "version": 0,
+                "invalidated_by": []}
+    with rt.lock:
+        return rt.plans.stats()
 
 
 def placement(group_id: int) -> dict[str, int] | None:

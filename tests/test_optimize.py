@@ -68,6 +68,7 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
 @pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
     ("locality-nobatch", False), ("locality-nofuse-noshuffle+batch", False),
     ("locality-noexec", False), ("locality+ahead-noexec", True),
+    ("locality-noplan", False), ("locality-nobatch-noplan", False),
     ("pack+fuse+shuffle+batch", False),
     ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
     ("locality-nofuse-noshuffle+ahead", True)])
@@ -93,6 +94,11 @@ def test_defaults_on_under_locality_only():
     assert not irfront.LoweringOptions(scheduler="pack").enabled("executors")
     with pytest.raises(ValueError, match="executors needs a grouped scheduler"):
         irfront.LoweringOptions(scheduler="vanilla", executors=True)
+    assert irfront.LoweringOptions(scheduler="locality").enabled("plan_cache")
+    assert not options_for("locality-noplan").enabled("plan_cache")
+    assert options_for("pack+plan").plan_cache is True
+    with pytest.raises(ValueError, match="plan_cache needs a grouped scheduler"):
+        irfront.LoweringOptions(scheduler="vanilla", plan_cache=True)
     opts = options_for("locality-nofuse+ahead")
     assert (opts.fuse, opts.shuffle_by_node, opts.preschedule) == (False, True, True)
     assert options_for("locality-plain").fuse is False
@@ -189,7 +195,8 @@ def split3(k, x):
 
 
 @pytest.mark.parametrize("name", ["locality", "locality-nobatch", "locality-nofuse",
-                                  "pack+batch", "spread+batch", "locality-noexec"])
+                                  "pack+batch", "spread+batch", "locality-noexec",
+                                  "locality-noplan", "pack+plan"])
 def test_each_optimisation_gives_vanilla_results_with_differing_arguments(name):
     def program():
         deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 4)
@@ -218,3 +225,35 @@ def test_batched_group_keeps_every_output_addressable_and_placed():
     after.eval()
     assert _group_record(after.group_id).nodes.tolist() == \
         _group_record(m.group_id).nodes.tolist()
+
+
+def test_plan_cache_reuses_placements_until_the_node_table_changes():
+    """The same stage of the next batch (same shape, inputs on the same nodes) reuses the
+    first batch's placement, recorded in the core; per-partition arguments still differ
+    per batch; a reported failure invalidates every plan (the next batch solves)."""
+    seen, stats = [], []
+    with irfront.lowering_options(options_for("locality-nofuse-nobatch")):
+        deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 6)
+        x = ray.get(deps.eval()[0])
+        for k in range(4):
+            a = irfront.Map(tagged, deps, [(k + i, float(i)) for i in range(PARTS)])
+            b = irfront.Map(split3, a, [(i,) for i in range(PARTS)], num_returns=3)
+            got = b.get()
+            want = [float((x * (k + i) + float(i)).sum()) * i for i in range(PARTS)]
+            assert [r[0] for r in got] == pytest.approx(want, rel=1e-12)
+            # Reused or solved, the last group is recorded in the core (its load counts)
+            core_nodes = ray_patch.get_runtime().scheduler.group_nodes(b.placement().group_id)
+            assert core_nodes is not None and len(core_nodes) == PARTS
+            seen.append((a.placement().counts, b.placement().counts))
+            stats.append(ray_patch.plan_stats())
+            if k == 1:
+                ray_patch.node_failed()  # nothing died, but every plan is dropped
+            a.free()
+            b.free()
+        deps.free()
+    hits = [st["hits"] for st in stats]
+    # batch 0 solves both groups (or reuses an earlier test's); batch 1 reuses both;
+    # batch 2 solves after the invalidation; batch 3 reuses again
+    assert [h - hits[0] for h in hits] == [0, 2, 2, 4], stats
+    assert stats[2]["version"] > stats[1]["version"]
+    assert all(s == seen[0] for s in seen), seen  # the same nodes, solved or reused

@@ -473,3 +473,21 @@ def test_bad_resources_are_refused(call, error, message):
     with pytest.raises(error, match=message):
         call(s)
     assert s.group_count() == 0 and len(s.nodes()) == 4
+
+
+# -- recorded placements (cached plans) --------------------------------------------------
+
+def test_record_placement_counts_as_load_and_refuses_stale_plans():
+    s = cluster(2, 2)
+    s.record_placement(7, [0, 0], [1.0, 1.0])  # node 0 full
+    np.testing.assert_array_equal(s.group_nodes(7), [0, 0])
+    p = s.place(8, ones(2), policy="locality")
+    assert list(p.nodes) == [1, 1], "the recorded group's load is seen"
+    s.update_node(1, alive=False)
+    with pytest.raises(ValueError, match="node 1 is dead; place the group with Schedule"):
+        s.record_placement(9, [1], [1.0])
+    with pytest.raises(ValueError, match="node 4 is unknown"):
+        s.record_placement(9, [4], [1.0])
+    with pytest.raises(ValueError, match="2 nodes for 1 tasks"):
+        s.record_placement(9, [0, 0], [1.0])
+    assert s.group_nodes(9) is None and s.group_count() == 2

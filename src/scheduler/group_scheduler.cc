@@ -77,6 +77,25 @@ SchedulingResult GroupScheduler::Schedule(const GroupRequest& request, PolicyKin
   return result;
 }
 
+void GroupScheduler::RecordPlacement(GroupId id, const std::vector<NodeId>& nodes,
+                                     const std::vector<double>& cpus) {
+  if (nodes.size() != cpus.size()) {
+    throw std::invalid_argument("RecordPlacement: " + std::to_string(nodes.size()) +
+                                " nodes for " + std::to_string(cpus.size()) +
+                                " tasks; pass one node per task");
+  }
+  for (double c : cpus) ValidateCpus("RecordPlacement", c);
+  for (NodeId n : nodes) {
+    const NodeInfo* node = state_.FindNode(n);
+    if (node == nullptr || !node->alive) {
+      throw std::invalid_argument("RecordPlacement: " + NodeName(n) +
+                                  (node == nullptr ? " is unknown" : " is dead") +
+                                  "; place the group with Schedule instead");
+    }
+  }
+  state_.RecordGroup(id, nodes, cpus);
+}
+
 void GroupScheduler::FreeGroup(GroupId id) { state_.FreeGroup(id); }
 
 }  // namespace irfront::scheduler

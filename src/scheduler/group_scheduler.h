@@ -27,6 +27,13 @@ class GroupScheduler {
   // A result that is not ok() records nothing.
   SchedulingResult Schedule(const GroupRequest& request, PolicyKind policy);
 
+  // Records a placement decided earlier (a cached plan reused for a group of the same
+  // shape): no policy runs, the group's load counts as if Schedule had placed it.
+  // Throws std::invalid_argument when the sizes differ, a CPU demand is invalid, or a
+  // node is unknown or dead (the caller then places the group afresh).
+  void RecordPlacement(GroupId id, const std::vector<NodeId>& nodes,
+                       const std::vector<double>& cpus);
+
   void FreeGroup(GroupId id);  // unknown id: no-op
   const ClusterState& state() const { return state_; }
 

@@ -423,8 +423,7 @@ class MicroBatchStream:
         seqs = sorted(s for s in g.kept[i] if s > ck_seq)
         for s in seqs:
             c = g.kept[i][s]
-            m = h.__ray_call__ if c.invoke is not None else getattr(h, c.method)
-            ref = m.remote(c.invoke, *c.args) if c.invoke is not None else m.remote(*c.args)
+            ref = ray_patch.resend_call(h, c.method, c.args, c.invoke)
             self._pending[ref] = ("apply", key, i, s)
         self.stats.replayed += len(seqs)
         # A checkpoint right after the replay: the kept calls can go without waiting for

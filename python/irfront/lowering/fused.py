@@ -9,7 +9,6 @@ import ray
 from ray.remote_function import RemoteFunction
 
 
-
 def _make_fused(fns: tuple, name: str, regroup: tuple | None):
     def fused(counts, x, *flat):
         i = 0
@@ -115,24 +114,6 @@ def _pick_ordered_invoke():
     return pick_ordered
 
 
+# ray_patch.call_actors ships them pickled once, inside each call (ray_patch.shipping).
 PICK = _pick_invoke()
 PICK_ORDERED = _pick_ordered_invoke()
-_REFS: dict[tuple[str, str], ray.ObjectRef] = {}
-
-
-def _stored(name: str, fn: Any) -> ray.ObjectRef:
-    job = ray.get_runtime_context().get_job_id()
-    ref = _REFS.get((job, name))
-    if ref is None:
-        ref = _REFS[(job, name)] = ray.put(fn)
-    return ref
-
-
-def pick_ref() -> ray.ObjectRef:
-    """PICK in the object store, once per Ray job: an actor call then passes a reference
-    instead of pickling the function into every call."""
-    return _stored("pick", PICK)
-
-
-def pick_ordered_ref() -> ray.ObjectRef:
-    return _stored("pick_ordered", PICK_ORDERED)

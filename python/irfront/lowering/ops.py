@@ -15,8 +15,7 @@ from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, M
                               MapActors, Node, Objects, ReduceActors)
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
-from irfront.lowering.fused import (fused_function, node_task_function, pick_ordered_ref,
-                                    pick_ref)
+from irfront.lowering.fused import PICK, PICK_ORDERED, fused_function, node_task_function
 
 
 def flat_objects(src: Node, value: list) -> list:
@@ -140,10 +139,10 @@ def call_actors(ctx: LoweringContext, node: ReduceActors | MapActors, handles: l
             picks = [(p, nargs + 2) for p, nargs in picks]
     invoke = None
     if picks is not None and order is not None:
-        invoke = pick_ordered_ref()
+        invoke = PICK_ORDERED
         calls = [(method, p, nargs, order, *c) for (p, nargs), c in zip(picks, calls)]
     elif picks is not None:
-        invoke = pick_ref()
+        invoke = PICK
         calls = [(method, p, nargs, *c) for (p, nargs), c in zip(picks, calls)]
     gid = ctx.submitter.new_group()
     refs = ctx.submitter.actor_calls(handles, method, calls, group_id=gid,

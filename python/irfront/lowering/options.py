@@ -22,8 +22,10 @@ VANILLA = "vanilla"
 SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
 
 # The optimisation switches (IR passes and driver features) and their defaults.
-SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule", "executors")
-DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks", "executors")  # under locality
+SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule", "executors",
+            "plan_cache")
+DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks", "executors",
+              "plan_cache")  # under locality
 DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
 
 
@@ -46,6 +48,10 @@ class LoweringOptions:
     # persistent per-node executor actor (ray_patch.executors), not as a task. On by
     # default under locality: no task lease per micro-batch (docs/BENCHMARKS.md).
     executors: bool | None = None
+    # A group of the same shape and input locations as an earlier one (the same stage
+    # of the next micro-batch) reuses its placement instead of calling the core's
+    # policy (ray_patch.plans: expires on node changes, failures, after 100 uses or 5 s).
+    plan_cache: bool | None = None
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
     # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
     # Ray's default applies) unless set here.
@@ -70,6 +76,9 @@ class LoweringOptions:
             raise ValueError("executors needs a grouped scheduler (each node's work goes to "
                              "that node's executor); pass scheduler='locality' or drop the "
                              "switch")
+        if self.scheduler == VANILLA and self.plan_cache:
+            raise ValueError("plan_cache needs a grouped scheduler (it reuses the core's "
+                             "placements); pass scheduler='locality' or drop the switch")
         if self.scheduler == VANILLA and self.batch_tasks:
             raise ValueError("batch_tasks needs a grouped scheduler (tasks are batched by "
                              "the node the core placed them on); pass scheduler='locality' "
@@ -109,15 +118,14 @@ class LoweringOptions:
 
 
 _FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "batch": "batch_tasks",
-           "ahead": "preschedule", "exec": "executors"}
+           "ahead": "preschedule", "exec": "executors", "plan": "plan_cache"}
 
 
 def options_for(name: str) -> LoweringOptions:
     """Series names -> options: ``vanilla``, ``pack``, ``locality`` with suffixes
-    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead``, ``-noexec`` (switch off),
-    ``+fuse``, ``+shuffle``, ``+batch``, ``+ahead``, ``+exec`` (switch on), or ``-plain``
-    (all off). Every
-    switch is resolved."""
+    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead``, ``-noexec``, ``-noplan``
+    (switch off), ``+fuse``, ``+shuffle``, ``+batch``, ``+ahead``, ``+exec``, ``+plan``
+    (switch on), or ``-plain`` (all off). Every switch is resolved."""
     parts = re.split(r"(?=[-+])", name.strip())
     opts = LoweringOptions(scheduler=parts[0])
     for p in parts[1:]:
@@ -133,7 +141,8 @@ def options_for(name: str) -> LoweringOptions:
         if what not in _FIELDS:
             raise ValueError(f"unknown scheduler variant {name!r}: {p!r}; use e.g. "
                              "locality-nofuse, locality-noshuffle, locality-nobatch, "
-                             "locality-noahead, locality-plain, vanilla+fuse")
+                             "locality-noahead, locality-noexec, locality-noplan, "
+                             "locality-plain, vanilla+fuse")
         opts = opts.replace(**{_FIELDS[what]: value})
     return opts.replace(**{s: opts.enabled(s) for s in SWITCHES})
 

@@ -131,7 +131,8 @@ class GroupedSubmitter(Submitter):
             fn, calls, group_id=group_id, group_dependency=depends_on,
             policy=self.scheduler, num_returns=num_returns if explicit else None,
             name=name, max_retries=self._retries(fn),
-            batch=self.options.enabled("batch_tasks")))
+            batch=self.options.enabled("batch_tasks"),
+            plan_cache=self.options.enabled("plan_cache")))
 
     def actors(self, cls, args, *, group_id, depends_on, inputs, actor_options,
                names=None):
@@ -157,7 +158,8 @@ class GroupedSubmitter(Submitter):
         out, _ = ray_patch.submit_per_node(
             fn, calls, node_call, num_returns=num_returns, group_id=group_id,
             group_dependency=depends_on, policy=self.scheduler, name=name,
-            max_retries=self._retries(fn), executors=self.options.enabled("executors"))
+            max_retries=self._retries(fn), executors=self.options.enabled("executors"),
+            plan_cache=self.options.enabled("plan_cache"))
         return out
 
     def placement(self, group_id):

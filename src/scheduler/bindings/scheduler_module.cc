@@ -226,6 +226,18 @@ PYBIND11_MODULE(_scheduler, m) {
            py::arg("input_offsets"), py::arg("input_bytes"), py::arg("input_producer_group"),
            py::arg("input_producer_task"), py::arg("location_offsets"),
            py::arg("location_nodes"), py::arg("task_resources") = sched::ResourceMap{})
+      .def("record_placement",
+           [](PyGroupScheduler& s, sched::GroupId id, const Array<int64_t>& nodes,
+              const Array<double>& cpus) {
+             const auto n = View1D(nodes, "nodes");
+             const auto c = View1D(cpus, "cpus");
+             std::vector<sched::NodeId> node_vec(n.data, n.data + n.size);
+             std::vector<double> cpu_vec(c.data, c.data + c.size);
+             s.Locked([&](sched::GroupScheduler& core) {
+               core.RecordPlacement(id, node_vec, cpu_vec);
+             });
+           },
+           py::arg("group_id"), py::arg("nodes"), py::arg("cpus"))
       .def("free_group",
            [](PyGroupScheduler& s, sched::GroupId id) {
              s.Locked([&](sched::GroupScheduler& c) { c.FreeGroup(id); });

@@ -112,6 +112,33 @@ TEST_F(ValidationTest, NodeMembership) {
 }
 
 // No node at all is a usage error, with a message that says how to fix it.
+// A cached plan recorded without a policy: its load counts like a placed group's, and a
+// plan naming a dead or unknown node, or of the wrong size, is refused unchanged.
+TEST_F(ValidationTest, RecordPlacement) {
+  s_.RecordPlacement(5, {1, 1, 0}, {1.0, 1.0, 0.5});
+  EXPECT_EQ(s_.state().group_count(), 2u);
+  EXPECT_DOUBLE_EQ(s_.state().Load(0) + s_.state().Load(1), 4.5);
+  ASSERT_NE(s_.state().GroupNodes(5), nullptr);
+  EXPECT_EQ(*s_.state().GroupNodes(5), (std::vector<NodeId>{1, 1, 0}));
+  s_.FreeGroup(5);
+  auto rejected = [&](const std::vector<NodeId>& nodes, const std::vector<double>& cpus,
+                      const std::string& fragment) {
+    try {
+      s_.RecordPlacement(6, nodes, cpus);
+      ADD_FAILURE() << "no exception; expected one mentioning: " << fragment;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+    ExpectUnchangedAndUsable();
+  };
+  rejected({0, 1}, {1.0}, "2 nodes for 1 tasks");
+  rejected({0, 7}, {1.0, 1.0}, "node 7 is unknown");
+  rejected({0}, {-1.0}, "RecordPlacement");
+  s_.UpdateNode(1, 2.0, false);
+  rejected({1}, {1.0}, "node 1 is dead");
+  s_.UpdateNode(1, 2.0, true);
+}
+
 TEST(ValidationEmptyTest, EmptyCluster) {
   GroupScheduler s;
   try {
