@@ -8,7 +8,9 @@ side with hand-written Ray baselines.
 
 Per micro-batch (one every --interval-ms): --maps Map(map_step) stages over the
 --partitions handles of a Broadcast(generate_dependencies, data_mb), a shuffle Map into
---reducers partial sums (num_returns=reducers), ReduceActors("reduce") accumulating them.
+--reducers partial sums (num_returns=reducers), ReduceActors("reduce", combine=
+operator.add) accumulating them (the reducer sums its partials and says so: a grouped
+shuffle may merge each node's partials per reducer first, as ray-expert-node does).
 
 Baselines (--baselines; plain Ray in bench/baselines.py, no irfront; same pipeline, same
 rotation, same in-flight bound): ray-expert (a broadcast copy per node, one fused task per
@@ -39,9 +41,11 @@ locality (all optimisations); floor_ms is the lower p50.
 
 Scheduler names: vanilla, pack, locality, and ablations of locality's optimisations:
 locality-nofuse, locality-noshuffle, locality-nobatch, locality-noexec (one task per node
-instead of a call to the node's persistent executor), locality+ahead (pre-scheduling on),
-locality-plain (all off); a "+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a
-pre-scheduling series' lead (submission MS ms before the batch's start; default: a
+instead of a call to the node's persistent executor), locality-noplan (the core solves
+every batch's placement: no cached plans), locality-nocombine (one partial per partition
+reaches each reducer), locality+ahead (pre-scheduling on), locality-plain (all off); a
+"+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a pre-scheduling
+series' lead (submission MS ms before the batch's start; default: a
 quarter of the interval), e.g. locality+ahead@50. "inferred" is the same pipeline written
 in plain Ray (``stream_workload.plain_batch``) and run under ``irfront.infer``.
 """
@@ -57,6 +61,8 @@ import benchpath  # noqa: E402,F401  (first: sys.path, Ray on loopback)
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
+
+import operator  # noqa: E402
 
 import baselines as bl  # noqa: E402
 import common  # noqa: E402
@@ -161,7 +167,7 @@ class Config:
         def submit(start):
             with lowering_options(self.opts):
                 node = wl.build_batch(self.deps, ctx.reducers[self.actor_key], args.maps,
-                                      args.reducers, start, tag)
+                                      args.reducers, start, tag, combine=operator.add)
                 return node.eval()
         return submit
 

@@ -72,13 +72,17 @@ class Reducer:
         return self.total
 
 
-def build_batch(deps, reducers, num_maps: int, num_reducers: int, start, tag=None):
-    """One micro-batch of the draft's program as IR (nothing is evaluated here)."""
+def build_batch(deps, reducers, num_maps: int, num_reducers: int, start, tag=None,
+                combine=None):
+    """One micro-batch of the draft's program as IR (nothing is evaluated here).
+    ``combine``: the reduce's declared merge of partials (``operator.add``: ``reduce``
+    sums them), which lets a grouped shuffle merge each node's pieces per reducer."""
     x = deps
     for _ in range(num_maps):
         x = Map(map_step, x, args=[(start,)] * len(x))
     shuffled = Map(shuffle, x, [(num_reducers,)] * len(x), num_returns=num_reducers)
-    return ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers)
+    return ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers,
+                        combine=combine)
 
 
 def plain_batch(deps, reducers, num_maps: int, num_partitions: int, num_reducers: int,

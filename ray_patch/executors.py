@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from ray.remote_function import RemoteFunction
 
+from ray_patch.options import pinned_actor_options
 from ray_patch.shipping import Inline, unpack
 
 
@@ -36,9 +37,10 @@ def _executor_class() -> type:
     return StageExecutor
 
 
-# memory=1 (byte): Ray places a request with no resources at all on a random node,
-# whatever its soft node affinity says; any non-empty request keeps the affinity.
-_ExecutorActor = ray.remote(num_cpus=0, memory=1, max_restarts=-1, max_task_retries=-1)(
+# num_cpus=0, memory=1 (byte): what ray_patch.options.pinned_actor_options gives an
+# actor that asks for nothing, so that Ray keeps it on its node.
+_ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
+                            max_restarts=-1, max_task_retries=-1)(
     _executor_class())
 
 _lock = threading.Lock()

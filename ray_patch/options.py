@@ -12,6 +12,8 @@
 - ``resource_shape``: the options that decide where and how a task runs, normalised
   (``num_cpus`` absent = 1, ``resources={}`` = absent, ints = floats): two stages with
   different shapes are never fused.
+- ``pinned_actor_options``: what an actor the core placed adds so that Ray starts it on
+  that node.
 """
 from __future__ import annotations
 
@@ -70,3 +72,24 @@ def _normal(key: str, value: Any) -> Any:
 def resource_shape(options: dict[str, Any]) -> tuple:
     """The RESOURCE_OPTIONS of effective ``options``, normalised for comparison."""
     return tuple(_normal(k, options.get(k)) for k in RESOURCE_OPTIONS)
+
+
+def pinned_actor_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options an actor placed by the core (soft node affinity) adds so that Ray starts
+    it on that node, given its effective ``options``:
+
+    - no ``num_cpus`` of its own: ``num_cpus=0``. Ray's default asks for one CPU to
+      *place* an actor (none while it lives), so a node whose CPUs are busy with tasks
+      made Ray start the actor elsewhere despite the affinity (reducers 2/0/2/0 over four
+      1-CPU hosts where the core chose 1/1/1/1, docs/NETCLUSTER.md). The core already
+      balanced the actors; they hold no CPU once started in either case.
+    - then, if the actor asks for nothing at all, ``memory=1`` (one byte): Ray puts a
+      request of no resources on a random node whatever its soft affinity says.
+    """
+    extra: dict[str, Any] = {}
+    if options.get("num_cpus") is None:
+        extra["num_cpus"] = 0
+    merged = {**options, **extra}
+    if not merged.get("num_cpus") and not resource_demand(merged):
+        extra["memory"] = 1
+    return extra

@@ -20,7 +20,8 @@ from ray.remote_function import RemoteFunction
 from ray_patch import metrics, shipping
 import ray_patch.executors as executors_
 from ray_patch.ray_private import task_caller, unwrap_task
-from ray_patch.options import effective_options, resource_demand, user_placement
+from ray_patch.options import (effective_options, pinned_actor_options,
+                               resource_demand, user_placement)
 from ray_patch.scheduler import Policy
 from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
 from ray_patch.validate import (MAX_ID, MAX_RETRIES, MAX_RETURNS, GroupError, as_tuples,
@@ -510,8 +511,11 @@ def group_actors(actor_cls: ActorClass, n: int,
     with rt.lock:
         gid = rt.new_group_id() if group_id is None else int(group_id)
         cpus = merged.get("num_cpus")
+        pin = None
         if cpus is None:  # Ray: 1 CPU to place an actor, 0 while it lives
             cpus = 1.0 if policy == "pack" else 0.0
+        if policy != "pack":  # pack keeps the draft's rule: Ray's 1 CPU to place it
+            pin = pinned_actor_options(merged)
         if unpinned:
             nodes = np.full(n, NO_NODE, dtype=np.int64)
             dep = _depends_on(rt, group_dependency, refs)
@@ -528,7 +532,7 @@ def group_actors(actor_cls: ActorClass, n: int,
                 else:
                     name, exact = f"{base}[g{gid}:{i}]" if name_actors else None, False
                 handles.append(_create_actor(rt, actor_cls, a, nodes[i], name,
-                                             actor_options, exact=exact))
+                                             actor_options, exact=exact, pin=pin))
         except BaseException:
             rt.scheduler.free_group(gid)
             raise
@@ -579,10 +583,11 @@ def _confirm_actor_nodes(rt: Runtime, handles: list, gid: int,
 
 def _create_actor(rt: Runtime, actor_cls: ActorClass, args: tuple, node: int,
                   name: str | None, actor_options: dict[str, Any] | None,
-                  exact: bool = False) -> Any:
+                  exact: bool = False, pin: dict[str, Any] | None = None) -> Any:
     opts: dict[str, Any] = dict(actor_options or {})
     if node != NO_NODE:  # else the user's own strategy or placement group: Ray places it
         opts["scheduling_strategy"] = rt.strategies[node]
+        opts.update(pin or {})
     if name is not None:
         opts["name"] = name
     try:

@@ -158,6 +158,11 @@ def host_env(st: dict) -> dict:
     # On a loaded machine a node's dashboard agent may take long to start; the raylet
     # aborts when it has not written its port files within this (Ray's default: 30 s).
     env.setdefault("RAY_agent_register_timeout_ms", "180000")
+    # Ray 2.60's `ray start --head` turns token authentication on when it finds a token
+    # (~/.ray/auth_token, which a local ray.init() may have written), while a joining
+    # node's `ray start --address` does not send it: the hosts could not join. The
+    # cluster lives on a bridge nothing else reaches; its hosts and drivers run without.
+    env["RAY_AUTH_MODE"] = "disabled"
     env["IRF_NETCLUSTER_ADDRESS"] = st["address"]
     env["IRF_NETCLUSTER_STATE"] = st["state_file"]
     return env

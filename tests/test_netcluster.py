@@ -275,6 +275,9 @@ def test_seed_pipeline_across_hosts_exact(netcluster, scheduler):
     assert out["nodes"] == sorted(h["addr"] for h in netcluster["hosts"])
     if scheduler == "locality":  # 16 tasks under a fair share of 4 per host
         assert out["task_hosts"] == out["nodes"], out
+        # 4 reducers (num_cpus=0) on 4 hosts: the core puts one per host, and Ray starts
+        # each where it was put (pinned_actor_options)
+        assert sorted(out["reducer_hosts"]) == out["nodes"], out
     else:
         assert set(out["task_hosts"]) <= set(out["nodes"])
 

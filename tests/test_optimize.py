@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import operator
 import os
 import sys
 
@@ -40,14 +41,15 @@ def clean(cluster, scheduler_mode):
     assert ray_patch.core_group_count() == 0
 
 
-def run_pipeline(opts, ahead=False):
+def run_pipeline(opts, ahead=False, combine=None):
     """BATCHES micro-batches of the benchmark's program; the reducers' totals."""
     with irfront.lowering_options(opts):
         reducers = InitActors(wl.Reducer, REDUCERS, [(i,) for i in range(REDUCERS)])
         deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 3)
 
         def submit(start):
-            return wl.build_batch(deps, reducers, MAPS, REDUCERS, start).eval()
+            return wl.build_batch(deps, reducers, MAPS, REDUCERS, start,
+                                  combine=combine).eval()
 
         stream = MicroBatchStream(interval_s=0.02, max_in_flight=2)
         stream.run([Batch(submit, ahead=ahead) for _ in range(BATCHES)])
@@ -69,12 +71,18 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
     ("locality-nobatch", False), ("locality-nofuse-noshuffle+batch", False),
     ("locality-noexec", False), ("locality+ahead-noexec", True),
     ("locality-noplan", False), ("locality-nobatch-noplan", False),
+    ("locality/combine", False), ("locality-nocombine/combine", False),
+    ("locality-nobatch/combine", False), ("locality+ahead/combine", True),
+    ("locality-noexec/combine", False), ("vanilla/combine", False),
     ("pack+fuse+shuffle+batch", False),
     ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
     ("locality-nofuse-noshuffle+ahead", True)])
 def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
+    combine = None
+    if name.endswith("/combine"):  # the program declares its reducers' merge
+        name, combine = name[:-len("/combine")], operator.add
     opts = options_for(name)
-    totals = run_pipeline(opts, ahead=ahead)
+    totals = run_pipeline(opts, ahead=ahead, combine=combine)
     x = np.random.default_rng(3).random(int(DATA_MB * (1 << 20)) // 8)
     expect = [BATCHES * PARTS * float(c.sum()) for c in np.array_split(x, REDUCERS)]
     np.testing.assert_allclose(vanilla_totals, expect, rtol=1e-12)
@@ -257,3 +265,56 @@ def test_plan_cache_reuses_placements_until_the_node_table_changes():
     assert [h - hits[0] for h in hits] == [0, 2, 2, 4], stats
     assert stats[2]["version"] > stats[1]["version"]
     assert all(s == seen[0] for s in seen), seen  # the same nodes, solved or reused
+
+
+@ray.remote
+class CountingReducer:
+    """Sums its partials and remembers how many each call got."""
+
+    def __init__(self):
+        self.total, self.counts = 0.0, []
+
+    def reduce(self, start, tag, *partials):
+        self.total += sum(partials)
+        self.counts.append(len(partials))
+
+    def seen(self):
+        return self.total, self.counts
+
+
+@pytest.mark.parametrize("name,per_call", [("locality", NUM_NODES),
+                                           ("locality-nocombine", PARTS),
+                                           ("locality-nobatch", PARTS)])
+def test_combine_merges_each_nodes_partials_per_reducer(name, per_call):
+    """With combine=operator.add a grouped shuffle run per node sends each reducer one
+    merged partial per source node; the sums are the same as one per partition."""
+    with irfront.lowering_options(options_for(name)):
+        deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 7)
+        reducers = InitActors(CountingReducer, REDUCERS)
+        for _ in range(2):
+            wl.build_batch(deps, reducers, MAPS, REDUCERS, 0.0, combine=operator.add).get()
+        seen = ray.get([h.seen.remote() for h in reducers.eval()])
+    x = np.random.default_rng(7).random(int(DATA_MB * (1 << 20)) // 8)
+    want = [2 * PARTS * float(c.sum()) for c in np.array_split(x, REDUCERS)]
+    np.testing.assert_allclose([t for t, _ in seen], want, rtol=1e-12)
+    # the partitions are spread over every node, so each node sends one merged partial
+    assert [c for _, counts in seen for c in counts] == [per_call] * (2 * REDUCERS)
+
+
+def test_combine_is_checked_where_the_node_is_built():
+    deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 7)
+    reducers = InitActors(wl.Reducer, REDUCERS, [(i,) for i in range(REDUCERS)])
+    shuffled = irfront.Map(wl.shuffle, deps, [(REDUCERS,)] * PARTS, num_returns=REDUCERS)
+    with pytest.raises(irfront.IRError, match="combine must be a plain function"):
+        irfront.ReduceActors("reduce", reducers, shuffled, [(0.0, None)] * REDUCERS,
+                             combine="sum")
+
+    @ray.remote
+    class Fixed:
+        def reduce(self, a, b, c, d, e, f, g, h):
+            return 0
+
+    fixed = InitActors(Fixed, REDUCERS)
+    irfront.ReduceActors("reduce", fixed, shuffled)  # 8 partials: fine without combine
+    with pytest.raises(irfront.IRError, match=r"take them as \*partials"):
+        irfront.ReduceActors("reduce", fixed, shuffled, combine=operator.add)

@@ -6,7 +6,7 @@ of the node they read from. The calling conventions are the 2018 IR's:
     Broadcast(task, n, *args)                   task(*args) once; its object n times
     Map(task, objects, args=None, num_returns=1)  task i: task(*args[i], objects[i])
     InitActors(actor_cls, n, args=None)         actor i: actor_cls(*args[i])
-    ReduceActors(method, actors, objects, args=None)
+    ReduceActors(method, actors, objects, args=None, *, combine=None)
                                                 actor i: method(*args[i], *objects)
     MapActors(method, actors, objects, args=None)
                                                 actor i: method(*args[i], objects[i])
@@ -368,20 +368,38 @@ class _ActorCall(Node):
 class ReduceActors(_ActorCall):
     """Actor i runs ``method(*args[i], *objects)``: every object, in order, as separate
     arguments; or, when ``objects`` is a Map with num_returns == number of actors, the
-    i-th return of every task (the all-to-all shuffle). One ObjectRef per actor."""
+    i-th return of every task (the all-to-all shuffle). One ObjectRef per actor.
+
+    ``combine`` (irfront's extension, keyword only): a commutative, associative merge of
+    two partials, ``combine(a, b)``, that the method agrees with: ``method(*a, x, y)``
+    and ``method(*a, combine(x, y))`` leave the actor in the same state (``operator.add``
+    for a reducer that sums its partials). A grouped shuffle then merges, on each node,
+    the pieces that node's partitions send to each actor, so actor i gets one partial
+    per source node instead of one per partition, in no particular order; the method
+    must take any number of them from one to one per partition (``*partials``)."""
 
     kind = "ReduceActors"
 
     def __init__(self, method: str, actors: InitActors, objects: Any,
-                 args: Sequence | None = None, *, replaces: Node | None = None):
+                 args: Sequence | None = None, *, combine: Any = None,
+                 replaces: Node | None = None):
         super().__init__(method, actors, objects, args, replaces)
         src = self.objects
         if isinstance(src, Map) and src.num_returns > 1 and src.num_returns != actors.n:
             raise IRError(self.label, f"objects come from {src.label} with num_returns="
                           f"{src.num_returns} but there are {actors.n} actors; pass "
                           f"num_returns={actors.n} to the Map (one partition per actor)")
+        if combine is not None and (not callable(combine)
+                                    or isinstance(combine, RemoteFunction)):
+            raise IRError(self.label, f"combine must be a plain function of two partials "
+                          f"returning one (e.g. operator.add); got {combine!r}")
+        self.combine = combine
         per_actor = len(src) if self.shuffled else src.num_objects
         self._check_call(per_actor, f"self, args[i], then {per_actor} objects")
+        if combine is not None and per_actor > 1:
+            self._check_call(1, "self, args[i], then 1 to "
+                             f"{per_actor} partials: with combine= a reducer gets one "
+                             "per source node; take them as *partials")
 
     @property
     def shuffled(self) -> bool:

@@ -30,25 +30,26 @@ _CACHE: dict[tuple, tuple[tuple, RemoteFunction]] = {}
 
 def _remote_for_chain(kind: str, tasks: Sequence[RemoteFunction], regroup: tuple | None,
                       make: Any, suffix: str = "",
-                      options: dict[str, Any] | None = None) -> RemoteFunction:
-    """``make(functions, name, regroup)`` as a remote function, cached per kind, chain,
-    regroup and options (a stable placement reuses one function: nothing is pickled per
-    task). It carries ``options``: the last stage's effective options (its function's
-    own with an ``f.options(...)`` wrapper's on top; default: the function's own).
-    Fusion only joins stages with equal resource options, so those are every stage's."""
+                      options: dict[str, Any] | None = None, *extra: Any) -> RemoteFunction:
+    """``make(functions, name, regroup, *extra)`` as a remote function, cached per kind,
+    chain, regroup, options and ``extra`` (a stable placement reuses one function:
+    nothing is pickled per task). It carries ``options``: the last stage's effective
+    options (its function's own with an ``f.options(...)`` wrapper's on top; default:
+    the function's own). Fusion only joins stages with equal resource options, so those
+    are every stage's."""
     if options is None:
         options = tasks[-1]._default_options
     opts = {k: v for k, v in options.items()
             if v is not None and k not in ("num_returns", "name")}
     key = (kind, tuple(id(t) for t in tasks), regroup,
-           tuple(sorted((k, repr(v)) for k, v in opts.items())))
+           tuple(sorted((k, repr(v)) for k, v in opts.items())), tuple(map(id, extra)))
     hit = _CACHE.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], tasks)):
+    if hit is not None and all(a is b for a, b in zip(hit[0], (*tasks, *extra))):
         return hit[1]
     name = "+".join(t._function.__name__ for t in tasks) + suffix
-    body = make(tuple(t._function for t in tasks), name, regroup)
+    body = make(tuple(t._function for t in tasks), name, regroup, *extra)
     fn = ray.remote(**opts)(body) if opts else ray.remote(body)
-    _CACHE[key] = (tuple(tasks), fn)
+    _CACHE[key] = ((*tasks, *extra), fn)
     return fn
 
 
@@ -63,7 +64,7 @@ def fused_function(tasks: Sequence[RemoteFunction],
     return _remote_for_chain("fused", tasks, regroup, _make_fused, options=options)
 
 
-def _make_node_task(fns: tuple, name: str, regroup: tuple):
+def _make_node_task(fns: tuple, name: str, regroup: tuple, combine: Any = None):
     def node_task(counts, *flat):
         # counts[p][s]: stage s's argument count for the node's partition p; ``flat`` is,
         # per partition, its object then its stages' arguments.
@@ -76,8 +77,17 @@ def _make_node_task(fns: tuple, name: str, regroup: tuple):
                 x = f(*flat[i:i + c], x)
                 i += c
             for g, members in enumerate(regroup):
-                outs[g].append(tuple(x[j] for j in members))
-        res = tuple(tuple(o) for o in outs)  # per destination node: one piece per partition
+                if combine is None:
+                    outs[g].append(tuple(x[j] for j in members))
+                elif not outs[g]:
+                    outs[g] = [x[j] for j in members]
+                else:  # one partial per destination actor, merged over the partitions
+                    acc = outs[g]
+                    for p, j in enumerate(members):
+                        acc[p] = combine(acc[p], x[j])
+        # per destination node: one piece per partition (a tuple of its actors' pieces),
+        # or with combine one merged piece per actor
+        res = tuple(tuple(o) for o in outs)
         return res if len(res) > 1 else res[0]
 
     node_task.__name__ = node_task.__qualname__ = name
@@ -86,11 +96,16 @@ def _make_node_task(fns: tuple, name: str, regroup: tuple):
 
 def node_task_function(tasks: Sequence[RemoteFunction],
                        regroup: tuple[tuple[int, ...], ...],
-                       options: dict[str, Any] | None = None) -> RemoteFunction:
+                       options: dict[str, Any] | None = None,
+                       combine: Any = None) -> RemoteFunction:
     """One remote function that runs the chain ``tasks`` for every partition a node holds
     and returns one object per destination node group of ``regroup``: the node's pieces
-    for that group, one per partition."""
-    return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node", options)
+    for that group, one per partition; with ``combine`` (ReduceActors' declared merge),
+    one piece per actor of the group, merged over the node's partitions."""
+    if combine is None:
+        return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node", options)
+    return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node+combine",
+                             options, combine)
 
 
 def _pick_invoke():

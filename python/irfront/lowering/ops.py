@@ -205,20 +205,23 @@ def lower_grouped_shuffle(node: GroupedShuffle, ctx: LoweringContext) -> Lowered
 def _shuffle_by_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[Map],
                      src: Node, handles: list, where: list[int], gid: int) -> Lowered:
     """The shuffle writes one object per actor node (with ``batch_tasks``: one task per
-    source node, too); each actor picks its pieces."""
+    source node, too, which merges its partitions' pieces per actor when the reduce
+    declares ``combine``); each actor picks its pieces."""
     by_node: dict[int, list[int]] = {}
     for i, nid in enumerate(where):
         by_node.setdefault(nid, []).append(i)
     regroup = tuple(tuple(by_node[k]) for k in sorted(by_node))
     slot = {i: (g, p) for g, members in enumerate(regroup) for p, i in enumerate(members)}
     single = len(regroup) == 1
-    per_node = None
+    per_node, combine = None, None
     if ctx.options.enabled("batch_tasks"):
-        per_node = shuffle_per_node(ctx, chain, src, regroup, gid)
+        combine = red.combine if ctx.options.enabled("combine") else None
+        per_node = shuffle_per_node(ctx, chain, src, regroup, gid, combine)
     order = None
     if per_node is not None:  # one object per (source node, destination node)
-        order = tuple(i for idx, _ in per_node.values() for i in idx)
         sources = [refs for _, refs in per_node.values()]
+        if combine is None:  # a piece per partition: put back in partition order
+            order = tuple(i for idx, _ in per_node.values() for i in idx)
     else:  # one object per (partition, destination node)
         sources = submit_chain(ctx, chain, src, regroup, group_id=gid).value
     calls, picks = [], []
@@ -230,15 +233,17 @@ def _shuffle_by_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[Ma
 
 
 def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
-                     regroup: tuple[tuple[int, ...], ...], group_id: int
-                     ) -> dict[int, tuple[list[int], Any]] | None:
+                     regroup: tuple[tuple[int, ...], ...], group_id: int,
+                     combine: Any = None) -> dict[int, tuple[list[int], Any]] | None:
     """The shuffle placed per partition, then run as one task per node that writes one
-    object per destination node group (pieces of all its partitions): with n partitions
-    on m nodes, m x groups objects instead of n x groups."""
+    object per destination node group (pieces of all its partitions, or with
+    ``combine`` one merged piece per actor): with n partitions on m nodes, m x groups
+    objects instead of n x groups."""
     base = ctx.lowered(src)
     objs = flat_objects(src, base.value)
     calls = [(*(a for m in chain for a in m.arg(i)), o) for i, o in enumerate(objs)]
-    fn = node_task_function([m.function for m in chain], regroup, chain[-1].ray_options)
+    fn = node_task_function([m.function for m in chain], regroup, chain[-1].ray_options,
+                            combine)
 
     def node_call(idx: list[int]) -> tuple:
         counts = tuple(tuple(len(m.arg(i)) for m in chain) for i in idx)

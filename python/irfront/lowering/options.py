@@ -23,9 +23,9 @@ SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
 
 # The optimisation switches (IR passes and driver features) and their defaults.
 SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule", "executors",
-            "plan_cache")
+            "plan_cache", "combine")
 DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks", "executors",
-              "plan_cache")  # under locality
+              "plan_cache", "combine")  # under locality
 DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
 
 
@@ -52,6 +52,10 @@ class LoweringOptions:
     # of the next micro-batch) reuses its placement instead of calling the core's
     # policy (ray_patch.plans: expires on node changes, failures, after 100 uses or 5 s).
     plan_cache: bool | None = None
+    # With batch_tasks: a grouped shuffle into a ReduceActors that declares
+    # ``combine=`` merges each node's pieces per actor before they move (one partial
+    # per source node reaches each actor instead of one per partition).
+    combine: bool | None = None
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
     # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
     # Ray's default applies) unless set here.
@@ -118,14 +122,16 @@ class LoweringOptions:
 
 
 _FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "batch": "batch_tasks",
-           "ahead": "preschedule", "exec": "executors", "plan": "plan_cache"}
+           "ahead": "preschedule", "exec": "executors", "plan": "plan_cache",
+           "combine": "combine"}
 
 
 def options_for(name: str) -> LoweringOptions:
     """Series names -> options: ``vanilla``, ``pack``, ``locality`` with suffixes
-    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead``, ``-noexec``, ``-noplan``
-    (switch off), ``+fuse``, ``+shuffle``, ``+batch``, ``+ahead``, ``+exec``, ``+plan``
-    (switch on), or ``-plain`` (all off). Every switch is resolved."""
+    ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead``, ``-noexec``, ``-noplan``,
+    ``-nocombine`` (switch off), ``+fuse``, ``+shuffle``, ``+batch``, ``+ahead``,
+    ``+exec``, ``+plan``, ``+combine`` (switch on), or ``-plain`` (all off). Every switch
+    is resolved."""
     parts = re.split(r"(?=[-+])", name.strip())
     opts = LoweringOptions(scheduler=parts[0])
     for p in parts[1:]:
@@ -142,7 +148,7 @@ def options_for(name: str) -> LoweringOptions:
             raise ValueError(f"unknown scheduler variant {name!r}: {p!r}; use e.g. "
                              "locality-nofuse, locality-noshuffle, locality-nobatch, "
                              "locality-noahead, locality-noexec, locality-noplan, "
-                             "locality-plain, vanilla+fuse")
+                             "locality-nocombine, locality-plain, vanilla+fuse")
         opts = opts.replace(**{_FIELDS[what]: value})
     return opts.replace(**{s: opts.enabled(s) for s in SWITCHES})
 

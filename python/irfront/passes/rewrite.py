@@ -19,7 +19,8 @@ def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     if isinstance(node, FusedMap):
         return FusedMap(node.chain, inputs[0])
     if isinstance(node, ReduceActors):
-        return ReduceActors(node.method, node.actors, inputs[1], node.args, replaces=origin)
+        return ReduceActors(node.method, node.actors, inputs[1], node.args,
+                            combine=node.combine, replaces=origin)
     if isinstance(node, MapActors):
         return MapActors(node.method, node.actors, inputs[1], node.args, replaces=origin)
     if isinstance(node, GroupedShuffle):
