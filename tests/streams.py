@@ -33,10 +33,12 @@ def run_stream(source: Iterable[Sequence[Any]], num_reducers: int, *,
                reducer: Any = SumReducer, stages: Sequence[tuple] = (),
                reducer_args: list | None = None, checkpoint_every: int = 3,
                max_in_flight: int = 3, on_batch: Callable | None = None,
-               interval_s: float = 0.0, name: str = "stream") -> Run:
+               interval_s: float = 0.0, name: str = "stream",
+               combine: Any = None) -> Run:
     """Runs every batch of ``source`` through ``stages`` ((task, extra_args) pairs) into
     ``num_reducers`` exactly-once reducers; returns their totals and the report.
-    ``on_batch(k, run)`` runs after batch k is submitted (``run.totals`` still empty)."""
+    ``on_batch(k, run)`` runs after batch k is submitted (``run.totals`` still empty).
+    ``combine``: the reduce's declared merge (``ReduceActors(..., combine=)``)."""
     n = num_reducers
     reducers = InitActors(reducer, n, reducer_args or [(i,) for i in range(n)])
     last: dict = {}
@@ -49,7 +51,7 @@ def run_stream(source: Iterable[Sequence[Any]], num_reducers: int, *,
                 x = Map(fn, x, [extra] * len(parts))
                 maps.append(x)
             sh = Map(split, x, [(n,)] * len(parts), num_returns=n)
-            red = ReduceActors("reduce", reducers, sh)
+            red = ReduceActors("reduce", reducers, sh, combine=combine)
             last.update(reduce=red, split=sh, stages=maps)
             return red
         return Batch(submit)

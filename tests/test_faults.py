@@ -5,6 +5,7 @@ micro-batch lost, none counted twice."""
 from __future__ import annotations
 
 import gc
+import operator
 import os
 import time
 
@@ -116,12 +117,15 @@ def test_worker_killed_mid_stage_is_retried(tmp_path):
     exact(out)
 
 
-def test_reducer_killed_by_ray_comes_back_from_checkpoint():
+@pytest.mark.parametrize("combine", [None, operator.add])
+def test_reducer_killed_by_ray_comes_back_from_checkpoint(combine):
+    """Also with each node's pieces merged per reducer (combine=): the merged calls are
+    logged and replayed like any other."""
     def kill(k, run):
         if k == 5:
             ray.kill(run.reducers.eval()[1], no_restart=False)
 
-    out = run(on_batch=kill)
+    out = run(on_batch=kill, combine=combine)
     exact(out)
     assert [r["reducer"] for r in out.report.recoveries] == [1]
     assert out.report.replayed >= 1

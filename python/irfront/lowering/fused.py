@@ -85,9 +85,12 @@ def _make_node_task(fns: tuple, name: str, regroup: tuple, combine: Any = None):
                     acc = outs[g]
                     for p, j in enumerate(members):
                         acc[p] = combine(acc[p], x[j])
-        # per destination node: one piece per partition (a tuple of its actors' pieces),
-        # or with combine one merged piece per actor
-        res = tuple(tuple(o) for o in outs)
+        if combine is None:
+            # per destination node: one piece per partition, each a tuple of its
+            # actors' pieces
+            res = tuple(tuple(o) for o in outs)
+        else:  # one group per actor: its merged piece itself
+            res = tuple(o[0] for o in outs)
         return res if len(res) > 1 else res[0]
 
     node_task.__name__ = node_task.__qualname__ = name
@@ -101,7 +104,8 @@ def node_task_function(tasks: Sequence[RemoteFunction],
     """One remote function that runs the chain ``tasks`` for every partition a node holds
     and returns one object per destination node group of ``regroup``: the node's pieces
     for that group, one per partition; with ``combine`` (ReduceActors' declared merge),
-    one piece per actor of the group, merged over the node's partitions."""
+    ``regroup`` has one group per actor, ``((0,), (1,), ...)``, and each object is that
+    actor's piece merged over the node's partitions."""
     if combine is None:
         return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node", options)
     return _remote_for_chain("node", tasks, regroup, _make_node_task, "@node+combine",

@@ -205,23 +205,25 @@ def lower_grouped_shuffle(node: GroupedShuffle, ctx: LoweringContext) -> Lowered
 def _shuffle_by_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[Map],
                      src: Node, handles: list, where: list[int], gid: int) -> Lowered:
     """The shuffle writes one object per actor node (with ``batch_tasks``: one task per
-    source node, too, which merges its partitions' pieces per actor when the reduce
-    declares ``combine``); each actor picks its pieces."""
+    source node, too; or, when the reduce declares ``combine``, one merged partial per
+    actor); each actor picks its pieces."""
+    batch = ctx.options.enabled("batch_tasks")
+    if batch and red.combine is not None and ctx.options.enabled("combine"):
+        res = _combined_per_node(ctx, red, chain, src, handles, gid, red.combine)
+        if res is not None:
+            return res
     by_node: dict[int, list[int]] = {}
     for i, nid in enumerate(where):
         by_node.setdefault(nid, []).append(i)
     regroup = tuple(tuple(by_node[k]) for k in sorted(by_node))
     slot = {i: (g, p) for g, members in enumerate(regroup) for p, i in enumerate(members)}
     single = len(regroup) == 1
-    per_node, combine = None, None
-    if ctx.options.enabled("batch_tasks"):
-        combine = red.combine if ctx.options.enabled("combine") else None
-        per_node = shuffle_per_node(ctx, chain, src, regroup, gid, combine)
+    per_node = shuffle_per_node(ctx, chain, src, regroup, gid) if batch else None
     order = None
     if per_node is not None:  # one object per (source node, destination node)
         sources = [refs for _, refs in per_node.values()]
-        if combine is None:  # a piece per partition: put back in partition order
-            order = tuple(i for idx, _ in per_node.values() for i in idx)
+        # a piece per partition: put back in partition order
+        order = tuple(i for idx, _ in per_node.values() for i in idx)
     else:  # one object per (partition, destination node)
         sources = submit_chain(ctx, chain, src, regroup, group_id=gid).value
     calls, picks = [], []
@@ -230,6 +232,23 @@ def _shuffle_by_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[Ma
         calls.append((*red.arg(i), *[r if single else r[g] for r in sources]))
         picks.append((p, len(red.arg(i))))
     return call_actors(ctx, red, handles, calls, gid, picks, order)
+
+
+def _combined_per_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[Map],
+                       src: Node, handles: list, gid: int, combine: Any
+                       ) -> Lowered | None:
+    """The shuffle run per node, merging its partitions' pieces per actor (the reduce's
+    declared ``combine``): one small object per (source node, actor), and each actor's
+    call is a plain method call with one partial per source node (no pick). None when
+    the submitter does not run tasks per node (nothing submitted then)."""
+    n = red.actors.n
+    per_node = shuffle_per_node(ctx, chain, src, tuple((i,) for i in range(n)), gid,
+                                combine)
+    if per_node is None:
+        return None
+    sources = [refs for _, refs in per_node.values()]
+    calls = [(*red.arg(i), *[refs[i] for refs in sources]) for i in range(n)]
+    return call_actors(ctx, red, handles, calls, gid)
 
 
 def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
