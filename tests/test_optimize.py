@@ -240,31 +240,41 @@ def test_plan_cache_reuses_placements_until_the_node_table_changes():
     first batch's placement, recorded in the core; per-partition arguments still differ
     per batch; a reported failure invalidates every plan (the next batch solves)."""
     seen, stats = [], []
-    with irfront.lowering_options(options_for("locality-nofuse-nobatch")):
-        deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 6)
-        x = ray.get(deps.eval()[0])
-        for k in range(4):
-            a = irfront.Map(tagged, deps, [(k + i, float(i)) for i in range(PARTS)])
-            b = irfront.Map(split3, a, [(i,) for i in range(PARTS)], num_returns=3)
-            got = b.get()
-            want = [float((x * (k + i) + float(i)).sum()) * i for i in range(PARTS)]
-            assert [r[0] for r in got] == pytest.approx(want, rel=1e-12)
-            # Reused or solved, the last group is recorded in the core (its load counts)
-            core_nodes = ray_patch.get_runtime().scheduler.group_nodes(b.placement().group_id)
-            assert core_nodes is not None and len(core_nodes) == PARTS
-            seen.append((a.placement().counts, b.placement().counts))
-            stats.append(ray_patch.plan_stats())
-            if k == 1:
-                ray_patch.node_failed()  # nothing died, but every plan is dropped
-            a.free()
-            b.free()
-        deps.free()
+    ray_patch.configure(plan_max_age_s=600.0)  # no expiry by age on a slow machine
+    try:
+        with irfront.lowering_options(options_for("locality-nofuse-nobatch")):
+            deps = Broadcast(wl.generate_dependencies, PARTS, DATA_MB, 6)
+            x = ray.get(deps.eval()[0])
+            for k in range(4):
+                a = irfront.Map(tagged, deps, [(k + i, float(i)) for i in range(PARTS)])
+                b = irfront.Map(split3, a, [(i,) for i in range(PARTS)], num_returns=3)
+                got = b.get()
+                want = [float((x * (k + i) + float(i)).sum()) * i for i in range(PARTS)]
+                assert [r[0] for r in got] == pytest.approx(want, rel=1e-12)
+                # Reused or solved, the last group is recorded in the core (its load)
+                core_nodes = ray_patch.get_runtime().scheduler.group_nodes(
+                    b.placement().group_id)
+                assert core_nodes is not None and len(core_nodes) == PARTS
+                seen.append((a.placement().counts, b.placement().counts))
+                stats.append(ray_patch.plan_stats())
+                if k == 1:
+                    ray_patch.node_failed()  # nothing died, but every plan is dropped
+                a.free()
+                b.free()
+            deps.free()
+    finally:
+        ray_patch.configure(plan_max_age_s=5.0)
     hits = [st["hits"] for st in stats]
-    # batch 0 solves both groups (or reuses an earlier test's); batch 1 reuses both;
-    # batch 2 solves after the invalidation; batch 3 reuses again
-    assert [h - hits[0] for h in hits] == [0, 2, 2, 4], stats
-    assert stats[2]["version"] > stats[1]["version"]
-    assert all(s == seen[0] for s in seen), seen  # the same nodes, solved or reused
+    version = [st["version"] for st in stats]
+    # Batch 2 solves both groups after the reported failure; batches 1 and 3 reuse both,
+    # unless the node table itself changed in between (another test's node, seen late:
+    # the reasons are in the stats).
+    assert version[2] > version[1] and hits[2] == hits[1], stats
+    clean = [k for k in (1, 3) if version[k] == version[k - 1]]
+    assert clean, f"the node table changed during every batch: {stats}"
+    for k in clean:
+        assert hits[k] - hits[k - 1] == 2, (k, stats)
+        assert seen[k] == seen[k - 1], (k, seen)  # a reused plan: the same nodes
 
 
 @ray.remote
