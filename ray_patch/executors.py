@@ -8,7 +8,7 @@ where the core places the node's work, ``num_cpus=0`` like an idle actor, as man
 concurrent calls as the node has CPUs) and reused.
 
 The function a call runs is pickled once per function and carried inline in each call
-(``ray_patch.shipping.Inline``): no object store read per call. Ray restarts an executor
+(``ray_patch.shipping.inline``): no object store read per call. Ray restarts an executor
 that dies and retries its calls (``max_restarts=-1``, ``max_task_retries=-1``); an
 executor whose node left the cluster is replaced by one on a live node at the next call
 that is placed there.
@@ -19,10 +19,9 @@ import threading
 from typing import Any
 
 import ray
-from ray.remote_function import RemoteFunction
 
 from ray_patch.options import pinned_actor_options
-from ray_patch.shipping import Inline, unpack
+from ray_patch.shipping import unpack
 
 
 def _executor_class() -> type:
@@ -46,8 +45,6 @@ _ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
 _lock = threading.Lock()
 # (runtime token, node index) -> (node hex id, executor handle, {num_returns: method})
 _EXECUTORS: dict[tuple[int, int], tuple[str, Any, dict[int, Any]]] = {}
-# id(fn) -> (fn, its Python function pickled once)
-_BODIES: dict[int, tuple[RemoteFunction, Inline]] = {}
 
 
 def executor_call(rt: Any, node: int, num_returns: int) -> Any:
@@ -70,17 +67,6 @@ def executor_call(rt: Any, node: int, num_returns: int) -> Any:
             m = methods[num_returns] = (hit[1].run.options(num_returns=num_returns)
                                         if num_returns != 1 else hit[1].run).remote
     return m
-
-
-def body(fn: RemoteFunction) -> Inline:
-    """The Python function of ``fn``, pickled once (what an executor call runs)."""
-    with _lock:
-        hit = _BODIES.get(id(fn))
-        if hit is None or hit[0] is not fn:
-            if len(_BODIES) > 10_000:  # bounded: plans come and go in long runs
-                _BODIES.clear()
-            hit = _BODIES[id(fn)] = (fn, Inline(fn._function))
-    return hit[1]
 
 
 def forget(token: int) -> list[Any]:

@@ -100,18 +100,26 @@ def _method_shim(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _lock = threading.Lock()
-_SHIMS: dict[int, tuple[Any, Inline]] = {}
+_MADE: dict[tuple[str, int], tuple[Any, Inline]] = {}
 
 
-def packed_invoke(fn: Any) -> Inline:
-    """For ``handle.__ray_call__.remote(packed_invoke(fn), spec, *refs)`` with ``(spec,
-    refs) = pack(args)``: runs ``fn(actor, *args)`` on the actor. Made once per ``fn``
-    (an ``Inline`` itself, or a plain function)."""
+def _once(kind: str, fn: Any, make: Callable[[Any], Callable[..., Any]]) -> Inline:
+    """``Inline(make(fn))``, made once per (kind, function object)."""
     with _lock:
-        hit = _SHIMS.get(id(fn))
+        hit = _MADE.get((kind, id(fn)))
         if hit is None or hit[0] is not fn:
-            if len(_SHIMS) > 1000:
-                _SHIMS.clear()
-            inner = fn.fn if isinstance(fn, Inline) else fn
-            hit = _SHIMS[id(fn)] = (fn, Inline(_method_shim(inner)))
+            if len(_MADE) > 10_000:  # bounded: functions come and go in long runs
+                _MADE.clear()
+            hit = _MADE[(kind, id(fn))] = (fn, Inline(make(fn)))
     return hit[1]
+
+
+def inline(fn: Callable[..., Any]) -> Inline:
+    """``fn`` pickled once (what a persistent executor's call runs)."""
+    return _once("fn", fn, lambda f: f)
+
+
+def packed_invoke(fn: Callable[..., Any]) -> Inline:
+    """For ``handle.__ray_call__.remote(packed_invoke(fn), spec, *refs)`` with ``(spec,
+    refs) = pack(args)``: runs ``fn(actor, *args)`` on the actor. Made once per ``fn``."""
+    return _once("invoke", fn, _method_shim)

@@ -317,7 +317,7 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         executors = executors and not resource_demand(merged) and cpus <= 1 and \
             not merged.get("runtime_env") and max_retries != 0
         try:
-            body = executors_.body(fn) if executors else None
+            body = shipping.inline(fn._function) if executors else None
             for n in sorted(by_node):
                 idx = by_node[n]
                 if executors:

@@ -23,6 +23,7 @@ import irfront
 import ray_patch
 from conftest import NUM_NODES, needs_core
 from irfront.inference import patch
+from test_seed_program import generate_dependencies, map_step
 
 pytestmark = [needs_core, pytest.mark.timeout(600)]
 
@@ -31,16 +32,8 @@ REDUCERS = NUM_NODES * 2
 
 
 # ---- the seed's app, in plain Ray ------------------------------------------------------------
-@ray.remote
-def generate_dependencies(data_size):
-    return np.random.default_rng(0).integers(0, 100, data_size).astype(np.float64)
-
-
-@ray.remote
-def map_step(start_time, batch):
-    return batch + 1.0
-
-
+# generate_dependencies and map_step are the seed's own (tests/test_seed_program.py); the
+# shuffle here returns its list without the draft's use_groups flag.
 @ray.remote
 def shuffle(num_reducers, batch):
     """One list per batch: a partial sum per reducer."""
