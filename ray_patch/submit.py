@@ -8,9 +8,11 @@ the node table is refreshed from ``ray.nodes()`` when stale and whenever placeme
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import ray
@@ -29,6 +31,29 @@ from ray_patch.validate import (MAX_ID, MAX_RETRIES, MAX_RETURNS, GroupError, as
                                 check_remote_function, task_name)
 
 log = logging.getLogger("irfront.ray_patch")  # under irfront's logger, by name only
+
+# Plain Ray's names (irfront.infer): while set in a thread, that thread's groups name
+# their tasks as Ray does (``f``, not ``f[g7]``) and create no named actors, so errors
+# and ``ray.util.list_named_actors()`` read as the plain program's.
+_names = threading.local()
+
+
+@contextlib.contextmanager
+def plain_names() -> Iterator[None]:
+    """Inside, this thread's group tasks keep Ray's own task names and actors stay
+    unnamed (``irfront.infer``: a program run unchanged must read as plain Ray)."""
+    _names.plain = getattr(_names, "plain", 0) + 1
+    try:
+        yield
+    finally:
+        _names.plain -= 1
+
+
+def _group_name(base: str, gid: int, named: bool) -> str | None:
+    """A group task's Ray name: ``base[gN]`` when named, ``base`` under plain_names."""
+    if getattr(_names, "plain", 0):
+        return base
+    return f"{base}[g{gid}]" if named else None
 
 POLICIES = tuple(p.value for p in Policy)  # the core's policy names, one list
 _NO_NODES = ("the Ray cluster has no alive node with CPUs; add nodes (e.g. "
@@ -227,8 +252,8 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
         out = []
         try:
             extra = _task_options(user_options, max_retries, num_returns,
-                                  f"{base}[g{gid}]" if (rt.name_tasks if name_tasks is None
-                                                        else name_tasks) else None)
+                                  _group_name(base, gid, rt.name_tasks if name_tasks is None
+                                              else name_tasks))
             if batch:
                 out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra,
                                       demand)
@@ -307,7 +332,7 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                            resources=resource_demand(merged), plan_cache=plan_cache)
         base = user_options.get("name") or name or task_name(fn)
         opts = _task_options(user_options, max_retries, num_returns,
-                             f"{base}[g{gid}]" if rt.name_tasks else None)
+                             _group_name(base, gid, rt.name_tasks))
         out: dict[int, tuple[list[int], Any]] = {}
         by_node: dict[int, list[int]] = {}
         for i, n in enumerate(nodes.tolist()):
@@ -346,7 +371,7 @@ def _submit_unpinned(rt: Runtime, fn: RemoteFunction, user_options: dict[str, An
         gid = rt.new_group_id() if group_id is None else int(group_id)
         base = user_options.get("name") or name or task_name(fn)
         f = fn.options(**_task_options(user_options, max_retries, num_returns,
-                                       f"{base}[g{gid}]" if rt.name_tasks else None))
+                                       _group_name(base, gid, rt.name_tasks)))
         out = [f.remote(*a) for a in args]
         dep = _depends_on(rt, group_dependency, _inputs_of(args))
         rt.record(GroupRecord(gid, base, dep, "unpinned", np.full(len(args), NO_NODE,
@@ -530,7 +555,8 @@ def group_actors(actor_cls: ActorClass, n: int,
                 if names is not None:
                     name, exact = names[i], True
                 else:
-                    name, exact = f"{base}[g{gid}:{i}]" if name_actors else None, False
+                    named = name_actors and not getattr(_names, "plain", 0)
+                    name, exact = f"{base}[g{gid}:{i}]" if named else None, False
                 handles.append(_create_actor(rt, actor_cls, a, nodes[i], name,
                                              actor_options, exact=exact, pin=pin))
         except BaseException:

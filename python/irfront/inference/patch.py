@@ -22,6 +22,7 @@ import ray
 from ray.actor import ActorClass, ActorMethod
 from ray.remote_function import RemoteFunction
 
+from irfront.inference.quiet import is_quiet
 from irfront.inference.refs import has_deferred, realise
 from ray_patch.ray_private import merged_task_options
 
@@ -31,9 +32,10 @@ ORIGINAL: dict[str, Callable] = {}
 
 
 def route() -> Any:
-    """The calling thread's recording session, or None (not recording, or suspended)."""
+    """The calling thread's recording session, or None (not recording, suspended, or
+    irfront's own calls: ``quiet``)."""
     s = getattr(_local, "session", None)
-    return s if s is not None and not s.suspended else None
+    return s if s is not None and not s.suspended and not is_quiet() else None
 
 
 def current() -> Any:

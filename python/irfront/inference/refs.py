@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import ray
 
+from irfront.inference.quiet import quiet
+
 # Pickled in place of a deferred value: itemgetter(0)((real,)) is the real object, and
 # the real object is pickled by Ray's own reducer (a nested reference stays tracked).
 _FIRST = operator.itemgetter(0)
@@ -43,7 +45,8 @@ class DeferredRef:
         if self._ref is None:
             if self._thunk is None:
                 self._session.flush("a deferred reference's use")
-            self._ref = self._thunk()  # the thunk stays: it names where the ref came from
+            with quiet():  # irfront's own submissions are not the user's calls
+                self._ref = self._thunk()  # the thunk stays: it names where it came from
         return self._ref
 
     def __getattr__(self, name: str) -> Any:
@@ -84,11 +87,17 @@ class DeferredActor:
         if self._handle is None:
             if self._node is None:
                 self._session.flush("a deferred actor's use")
-            self._handle = self._node.eval()[self._index]
+            with quiet():  # creating the group is irfront's call, not the user's
+                self._handle = self._node.eval()[self._index]
         return self._handle
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
+            # Ray's own actor methods (__ray_terminate__, __ray_ready__, __ray_call__)
+            # are the real handle's; other dunders (pickle's probes) are not ours.
+            if name.startswith("__ray_") and name != "__ray_metadata__" and hasattr(
+                    self._cls.__ray_metadata__.modified_class, name):
+                return getattr(self._resolve(), name)
             raise AttributeError(name)
         if name in self._methods:
             return DeferredMethod(self, name)

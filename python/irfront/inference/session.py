@@ -28,6 +28,7 @@ that ran plainly with the reason.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -38,12 +39,28 @@ import ray
 import irfront.inference.patch as patch
 from irfront.inference.match import (ActorRec, MethodRec, Plan, TaskRec, match, name_of,
                                      run_plain)
+from irfront.inference.quiet import quiet
 from irfront.inference.refs import DeferredActor, DeferredRef, holds_ref, realise
 from irfront.ir.nodes import InitActors
 
 # Task options a recorded call may carry: the rest change how Ray runs the task, which
 # the IR's nodes do not describe, so such a call runs plainly.
 _TASK_OPTIONS = frozenset({"num_returns"})
+
+
+# explain()'s memory bound: the last KEEP evaluation points in detail, and totals over
+# the whole run keyed by at most MAX_KEYS distinct (node kind and name) or (call,
+# reason) pairs each; further distinct keys are counted under one "(other)" key.
+KEEP = 64
+MAX_KEYS = 256
+_OTHER = ("(other)", "more distinct calls than explain() keeps")
+
+
+def _count(table: dict, key: Any, n: int = 1) -> None:
+    """``table[key] += n``, with at most MAX_KEYS distinct keys (then "(other)")."""
+    if key not in table and len(table) >= MAX_KEYS:
+        key = _OTHER if isinstance(key, tuple) else _OTHER[0]
+    table[key] = table.get(key, 0) + n
 
 
 @dataclass
@@ -53,7 +70,7 @@ class Flush:
     why: str
     nodes: list = field(default_factory=list)  # node labels
     kinds: list = field(default_factory=list)
-    plain: list = field(default_factory=list)  # (call name, reason)
+    plain: dict = field(default_factory=dict)  # (call name, reason) -> calls
     # The nodes (weakly, so their groups end when the program drops them; strongly with
     # keep_nodes=True, to call placement() afterwards).
     refs: list = field(default_factory=list)
@@ -67,10 +84,7 @@ class Flush:
     def __str__(self) -> str:
         lines = [f"evaluated at {self.why}:" if self.nodes else "plain Ray calls:"]
         lines += [f"  {label}" for label in self.nodes]
-        counts: dict[tuple[str, str], int] = {}
-        for name, why in self.plain:
-            counts[(name, why)] = counts.get((name, why), 0) + 1
-        lines += [f"  plain Ray: {name} x{n} ({why})" for (name, why), n in counts.items()]
+        lines += [f"  plain Ray: {name} x{n} ({why})" for (name, why), n in self.plain.items()]
         return "\n".join(lines)
 
 
@@ -79,9 +93,9 @@ def _hook(fn: Callable) -> Callable:
     ``record_s``."""
     @functools.wraps(fn)
     def timed(self, *args: Any) -> Any:
-        t0, f0, p0 = time.thread_time(), self._flush_s, self.plain_calls
+        t0, f0, p0 = time.thread_time(), self._flush_s, self._plain_now
         out = fn(self, *args)
-        if self.plain_calls == p0:
+        if self._plain_now == p0:
             self.record_s += time.thread_time() - t0 - (self._flush_s - f0)
         return out
     return timed
@@ -90,15 +104,27 @@ def _hook(fn: Callable) -> Callable:
 class Session:
     """One thread's recording: the pending calls and what each evaluation point did."""
 
-    def __init__(self, max_pending: int = 4096, keep: int = 64, keep_nodes: bool = False):
+    def __init__(self, max_pending: int = 4096, keep: int = KEEP, keep_nodes: bool = False):
         self.pending: list = []
         self.keep_nodes = keep_nodes
         self.suspended = 0
         self.max_pending = max_pending
         self.flushes: list[Flush] = []  # the last ``keep``
         self.keep = keep
+        # What the program did, over the whole run (explain()): calls recorded, and of
+        # them run in IR nodes or (the matcher's choice) plainly; calls run plainly at
+        # once; evaluation points; the same for remote-function calls alone (``tasks``).
         self.recognised = 0
-        self.plain_calls = 0
+        self.plain_calls = 0  # plainly at once, and plainly after being recorded
+        self.grouped = 0  # recorded calls that ran in IR nodes
+        self.tasks = 0  # f.remote() calls, however they ran
+        self.tasks_grouped = 0  # of them, in IR nodes
+        self.evaluation_points = 0
+        self.node_totals: dict[str, int] = {}  # "Kind[name]" -> nodes built
+        self.plain_totals: dict[tuple[str, str], int] = {}  # (call, reason) -> calls
+        self.cpu_s = 0.0  # the recording thread's CPU seconds over the block
+        self._t0 = time.thread_time()
+        self._plain_now = 0  # calls run plainly at once (the hooks' timing skips them)
         # The cost of inference itself: recording calls and matching them (not the
         # evaluation through the IR, nor plain calls), in CPU seconds of the recording
         # thread (time.thread_time: time lost to Ray's own threads is not counted).
@@ -129,7 +155,9 @@ class Session:
         k = options.get("num_returns", defaults.get("num_returns", 1))
         extra = () if options == defaults else sorted(
             o for o, v in options.items() if defaults.get(o) != v and o not in _TASK_OPTIONS)
-        if kwargs:
+        if fn._is_generator:
+            why, obj = "a generator task (Ray streams or splits its returns)", None
+        elif kwargs:
             why, obj = "keyword arguments", None
         elif extra:
             why, obj = f"task options {extra}", None
@@ -140,7 +168,7 @@ class Session:
         plain = functools.partial(_submit_task, fn, args, kwargs,
                                   {**options, "serialized_runtime_env_info": env})
         if why:
-            return self._run_plain(name_of_fn(fn), why, args, kwargs, plain)
+            return self._run_plain(name_of_fn(fn), why, args, kwargs, plain, task=True)
         outs = [DeferredRef(self) for _ in range(k)]
         lead = args[:-1] if obj is not None else args
         self._record(TaskRec(fn, lead, obj, k, outs, plain), obj)
@@ -173,8 +201,11 @@ class Session:
             return _submit_method(actor, name, args, kwargs, options)
         plain = functools.partial(_submit_method, actor, name, args, kwargs, options)
         body = actor._cls.__ray_metadata__.modified_class
-        returns = getattr(getattr(body, name), "__ray_num_returns__", None)
-        why = ("keyword arguments" if kwargs else
+        fn = getattr(body, name)
+        returns = getattr(fn, "__ray_num_returns__", None)
+        why = ("a generator method (Ray streams or splits its returns)"
+               if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else
+               "keyword arguments" if kwargs else
                "method options" if options else
                f"num_returns={returns}" if returns not in (None, 1) else "")
         if not why:  # plain values first, then the objects
@@ -221,11 +252,16 @@ class Session:
             self.flush("the graph closing (every actor called, every task result read)")
 
     def _run_plain(self, name: str, why: str, args: Any, kwargs: Any,
-                   submit: Callable[[], Any], actor_call: bool = False) -> Any:
+                   submit: Callable[[], Any], actor_call: bool = False,
+                   task: bool = False) -> Any:
         self.before_plain(name, args, kwargs, actor_call)
         self.plain_calls += 1
-        self._note(Flush("plain", plain=[(name, why)]))
-        return submit()
+        self._plain_now += 1
+        self.tasks += task
+        _count(self.plain_totals, (name, why))
+        self._note(Flush("plain", plain={(name, why): 1}))
+        with quiet():  # its own submission (and what it resolves) is not recorded
+            return submit()
 
     # ---- evaluation points ----------------------------------------------------------------
     def flush(self, why: str) -> None:
@@ -241,13 +277,15 @@ class Session:
             plan = match(records)
             self.match_s += time.thread_time() - t0
             self.build_s += plan.build_s
+            self._tally(records, plan)
             self._note(_describe(why, plan, self.keep_nodes))
             self._unplaced += [n for n in plan.nodes if isinstance(n, InitActors)]
-            for kind, x in plan.steps:
-                if kind == "eval":
-                    x.eval()
-                else:
-                    run_plain(x)
+            with quiet():  # irfront's submissions: not recorded, plainly named
+                for kind, x in plan.steps:
+                    if kind == "eval":
+                        x.eval()
+                    else:
+                        run_plain(x)
         finally:
             self.suspended -= 1
             self._flush_s += time.thread_time() - t0
@@ -258,17 +296,34 @@ class Session:
         self.flush("the end of the block")
         self.suspended += 1
         try:
-            for n in self._unplaced:
-                if not n.evaluated:
-                    n.eval()
+            with quiet():
+                for n in self._unplaced:
+                    if not n.evaluated:
+                        n.eval()
             self._unplaced.clear()
         finally:
             self.suspended -= 1
+            self.cpu_s = time.thread_time() - self._t0
+
+    def _tally(self, records: list, plan: Plan) -> None:
+        """Adds one evaluation point's calls to the run's totals."""
+        self.evaluation_points += 1
+        tasks = sum(1 for r in records if type(r) is TaskRec)
+        plain_tasks = sum(1 for r, _ in plan.plain if type(r) is TaskRec)
+        self.tasks += tasks
+        self.tasks_grouped += tasks - plain_tasks
+        self.grouped += len(records) - len(plan.plain)
+        self.plain_calls += len(plan.plain)
+        for n in plan.nodes:
+            _count(self.node_totals, f"{n.kind}[{n.name}]")
+        for r, why in plan.plain:
+            _count(self.plain_totals, (name_of(r), why))
 
     def _note(self, f: Flush) -> None:
         prev = self.flushes[-1] if self.flushes else None
         if prev is not None and not f.nodes and not prev.nodes and prev.why == f.why:
-            prev.plain += f.plain  # consecutive plain calls: one entry
+            for key, n in f.plain.items():  # consecutive plain calls: one entry
+                _count(prev.plain, key, n)
         else:
             self.flushes.append(f)
         del self.flushes[:-self.keep]
@@ -278,13 +333,25 @@ class Session:
         """The kinds of the IR nodes built, in order, over the evaluation points kept."""
         return [k for f in self.flushes for k in f.kinds]
 
+    @property
+    def group_share(self) -> float:
+        """The share of the run's remote-function calls that ran in IR nodes (groups)."""
+        return self.tasks_grouped / self.tasks if self.tasks else 0.0
+
     def explain(self) -> str:
-        head = (f"irfront.infer: {self.recognised} calls recorded, {self.plain_calls} run "
-                f"as plain Ray, {len(self.flushes)} evaluation points (the last "
-                f"{self.keep} kept); recording and matching took "
-                f"{self.overhead_s * 1e3:.2f} ms, {self.build_s * 1e3:.2f} ms of it "
-                "building the IR nodes")
-        return "\n".join([head] + [str(f) for f in self.flushes])
+        share = (f"; recording and matching {self.overhead_s / self.cpu_s:.0%} of the "
+                 f"block's {self.cpu_s * 1e3:.1f} ms of driver CPU" if self.cpu_s else "")
+        head = (f"irfront.infer: {self.recognised} calls recorded, {self.grouped} of them "
+                f"run in IR nodes; {self.plain_calls} run as plain Ray; task calls "
+                f"{self.tasks_grouped} of {self.tasks} grouped; {self.evaluation_points} "
+                f"evaluation points (the last {self.keep} listed below); recording and "
+                f"matching took {self.overhead_s * 1e3:.2f} ms, {self.build_s * 1e3:.2f} "
+                f"ms of it building the IR nodes{share}")
+        total = ["over the whole run:"]
+        total += [f"  {key} x{n}" for key, n in self.node_totals.items()]
+        total += [f"  plain Ray: {name} x{n} ({why})"
+                  for (name, why), n in self.plain_totals.items()]
+        return "\n".join([head] + total + [str(f) for f in self.flushes])
 
 
 def name_of_fn(fn: Any) -> str:
@@ -336,7 +403,8 @@ def _lead_then_objects(args: tuple) -> tuple[str, int]:
 def _describe(why: str, plan: Plan, keep_nodes: bool) -> Flush:
     f = Flush(why, [n.label for n in plan.nodes], [n.kind for n in plan.nodes],
               refs=list(plan.nodes) if keep_nodes else [weakref.ref(n) for n in plan.nodes])
-    f.plain = [(name_of(r), reason) for r, reason in plan.plain]
+    for r, reason in plan.plain:
+        _count(f.plain, (name_of(r), reason))
     return f
 
 

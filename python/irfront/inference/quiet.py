@@ -1,0 +1,43 @@
+"""irfront's own Ray calls: kept out of the recording, and made as plain Ray makes them.
+
+While a thread is inside ``quiet()``:
+- the hooks (``patch.route``) give that thread no recording session, so the
+  ``.remote()`` calls irfront makes itself (creating a deferred actor's group, submitting
+  a matched node, a plain call's submission) go to Ray as they are instead of being
+  recorded as the user's (per thread: a program's other threads are not affected);
+- group tasks keep Ray's own task names and actors stay unnamed
+  (``ray_patch.submit.plain_names``), and no named per-node executor actors are made
+  (``executors`` off), so errors and ``ray.util.list_named_actors()`` read as the plain
+  program's.
+Nested uses count.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+from irfront.lowering.options import get_options, lowering_options
+from ray_patch.submit import plain_names
+
+_local = threading.local()
+
+
+def is_quiet() -> bool:
+    """Whether the calling thread is inside ``quiet()``."""
+    return getattr(_local, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Inside, this thread's Ray calls are irfront's own: not recorded, plainly named."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        with plain_names():
+            if get_options().executors is False:
+                yield
+            else:
+                with lowering_options(executors=False):
+                    yield
+    finally:
+        _local.depth -= 1
