@@ -5,6 +5,13 @@ side with hand-written Ray baselines.
     python bench/stream.py --sizes 1,4,16 --schedulers vanilla,vanilla+fuse,locality \
         --json bench/results/stream.json --plots bench/results
     python bench/stream.py --address 127.0.0.1:6379          # nodes and CPUs from the cluster
+    python bench/stream.py --demo                            # `make demo`: five series, minutes
+
+--alone SERIES runs each of those series in a phase of its own before the rotation, one
+size at a time, at the rate it sustains (its warm-up batches run back to back, one in
+flight; the interval is 1.5x their median time): a saturated series (vanilla Ray on a
+2-core machine) then delays no other. The summary at the end says which series ran so,
+at what rate, and which series was fastest at each size.
 
 Per micro-batch (one every --interval-ms): --maps Map(map_step) stages over the
 --partitions handles of a Broadcast(generate_dependencies, data_mb), a shuffle Map into
@@ -95,8 +102,37 @@ TARGETS = [("locality p50 <= 1.1x ray-expert-node p50", "locality", "ray-expert-
 CPU_TARGET_MS = 5.0
 
 
+# `--demo` (what `make demo` runs): the five series a newcomer needs, a few minutes on a
+# 2-core machine. Vanilla Ray cannot sustain one batch per 100 ms on such a machine (its
+# backlog then weighs on every series beside it), so it runs in a phase of its own, at a
+# rate it sustains (--alone). Options given on the command line override these.
+DEMO = {"sizes": "1,4,16", "schedulers": "vanilla,vanilla+fuse,locality",
+        "alone": "vanilla", "baselines": "ray-expert-node,compiled-graph",
+        "iterations": 25, "warmup": 3, "no_floor": True}
+# What each series is, in a newcomer's words (the summary and the plots' legends).
+PLAIN_NAMES = {"vanilla": "vanilla Ray", "vanilla+fuse": "fusion alone (vanilla+fuse)",
+               "locality": "irfront (locality)",
+               "ray-expert-node": "best hand-written Ray (ray-expert-node)",
+               "ray-expert": "hand-written Ray, task per partition (ray-expert)",
+               "compiled-graph": "Ray Compiled Graph", INFERRED: "plain Ray under infer"}
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--demo", action="store_true",
+                    help="the demo's preset: " + ", ".join(
+                        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                        for k, v in DEMO.items()) + " (options given override it)")
+    ap.add_argument("--alone", default="",
+                    help="series (of --schedulers) that each run in a phase of their own, "
+                         "before the rotation, at --alone-interval-ms: for a series that "
+                         "cannot sustain --interval-ms, whose backlog would delay the "
+                         "series beside it")
+    ap.add_argument("--alone-interval-ms", type=float, default=None,
+                    help="the batch interval of an --alone phase (default: measured: its "
+                         "warm-up batches run back to back, one in flight, and the interval "
+                         "is 1.5x their median time at the slowest size, rounded up to 50 "
+                         "ms, at least --interval-ms)")
     ap.add_argument("--nodes", type=int, default=4,
                     help="embedded cluster only (--address: taken from the cluster)")
     ap.add_argument("--cpus-per-node", type=int, default=2,
@@ -134,8 +170,15 @@ def parse_args(argv=None):
     ap.add_argument("--timeline", default=None, metavar="PATH")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if a.demo:  # the preset as defaults: what the command line gave still wins
+        ap.set_defaults(**DEMO)
+        a = ap.parse_args(argv)
     a.sizes = [float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
+    a.alone = [s for s in a.alone.split(",") if s]
+    bad = [s for s in a.alone if s not in a.schedulers]
+    if bad:
+        ap.error(f"--alone: {bad} not in --schedulers")
     a.baselines = [s for s in a.baselines.split(",") if s and s != "none"]
     bad = [b for b in a.baselines if b not in bl.BASELINES]
     if bad:
@@ -253,6 +296,7 @@ class Context:
         self.unavailable = {}  # series name -> why it did not run
         self.cpu_s, self.start, self.held_s, self.sched = {}, {}, {}, {}
         self.raw = {}  # (name, size) -> [(k, latency from start, s)]
+        self.phases = {}  # --alone series -> {"interval_ms", "wall_s"} of its own phase
 
 
 def split_lead(name: str) -> tuple[str, float | None]:
@@ -318,7 +362,7 @@ def percentiles(xs_ms):
             "samples": int(a.size)}
 
 
-def run_sizes(args, sizes, names, ctx, stream, bar):
+def run_sizes(args, sizes, names, ctx, stream, bar, extras=True, warmup=None):
     """Runs every series of ``sizes`` (IR configs, floors, baselines), interleaved: rounds
     of --chunk batches per series, the order rotated each round. Reducer records land in
     ``ctx.raw``: {(name, size): [(k, latency from the batch's start in s)...]}.
@@ -330,9 +374,11 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
     for size in sizes:
         series = [Inferred(n, size) if n == INFERRED else Config(n, size, False)
                   for n in names]
-        if not args.no_floor:
+        if extras and not args.no_floor:
             series += [Config(n, FLOOR_MB, True) for n in FLOORS]
-        series += [Baseline(n, size) for n in args.baselines if n not in ctx.unavailable]
+        if extras:
+            series += [Baseline(n, size) for n in args.baselines
+                       if n not in ctx.unavailable]
         for c in series:
             c.size = size  # the series' label (a floor's data is FLOOR_MB whatever the size)
         configs += series
@@ -346,7 +392,8 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
                      label=label), c.lead_s
 
     plan = []
-    for w in range(args.warmup):  # unmeasured: starts workers, places actors
+    for w in range(args.warmup if warmup is None else warmup):  # unmeasured: starts
+        # workers, places actors
         plan += [batch(c) for c in configs]
     rounds = math.ceil(args.iterations / args.chunk)
     k = {(c.name, c.size): 0 for c in configs}
@@ -362,7 +409,7 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
                 plan.append(batch(c, k[key], k0))
                 k[key] += 1
     stream.run(with_leads(plan, stream),
-               on_submit=on_submit_fn(ctx, args.interval_ms / 1e3, bar))
+               on_submit=on_submit_fn(ctx, stream.interval_s, bar))
     handles = [h for actors in ctx.reducers.values() for h in actors.eval()]
     handles += [a._resolve() for a in ctx.inferred_reducers or []]
     handles += list(ctx.base_reducers or [])
@@ -371,6 +418,27 @@ def run_sizes(args, sizes, names, ctx, stream, bar):
             ctx.raw.setdefault((name, sz), []).append((i, lat))
     for c in configs:
         c.free()
+
+
+def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> float:
+    """The interval of ``name``'s own phase at ``size``: its warm-up batches run back to
+    back (one in flight, no wait between them); 1.5x their median time, rounded up to 50
+    ms, and at least --interval-ms. Those batches are its warm-up."""
+    n = max(3, args.warmup)
+    c = Config(name, size, False)
+    saved = stream.interval_s, stream.max_in_flight
+    stream.interval_s, stream.max_in_flight = 0.0, 1
+    try:
+        c.prepare(args, ctx)
+        recs = stream.run([Batch(submit=c.submit_fn(args, ctx, None), ahead=c.ahead)
+                           for _ in range(n)], on_submit=lambda rec: bar.update(1))
+        ends = [r.start for r in recs[1:]] + [time.time()]
+        # one in flight: a batch ends about when the next one starts
+        took = float(np.median([e - r.start for r, e in zip(recs, ends)]))
+        c.free()
+    finally:
+        stream.interval_s, stream.max_in_flight = saved
+    return max(args.interval_ms, math.ceil(1.5 * took * 1e3 / 50) * 50)
 
 
 def cluster_shape() -> tuple[int, int, list[int]]:
@@ -488,22 +556,46 @@ def run(args, ctx, address):
                     if n != INFERRED})
     ctx.reducers = {b: InitActors(wl.Reducer, args.reducers,
                                   [(i,) for i in range(args.reducers)]) for b in bases}
-    start_baselines(args, ctx, address)
-    baselines = [b for b in args.baselines if b not in ctx.unavailable]
-    n_cfg = len(names) + (0 if args.no_floor else len(FLOORS)) + len(baselines)
-    total = len(args.sizes) * n_cfg * (args.warmup + args.iterations)
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
                               max_in_flight=args.max_in_flight,
                               lead_s=lead_s(args))
+    rotation = [n for n in names if n not in args.alone]
     load0 = os.getloadavg()
+    t_all = time.time()
+    # Phase 1: each --alone series by itself (before the compiled graph's processes start),
+    # at a rate it sustains: its backlog delays no other series.
+    alone_total = len(args.sizes) * (max(3, args.warmup) + args.iterations)
+    for name in args.alone:
+        print(f"phase: {name} alone ...", flush=True)
+        t, every = time.time(), {}
+        with tqdm(total=alone_total, unit="batch", disable=args.no_progress,
+                  desc=f"{name} alone") as bar:
+            for size in args.sizes:  # one size at a time, each at the rate it sustains
+                ms = every[size] = (
+                    args.alone_interval_ms if args.alone_interval_ms is not None
+                    else sustainable_interval_ms(args, name, size, ctx, stream, bar))
+                stream.interval_s = ms / 1e3
+                try:
+                    run_sizes(args, [size], [name], ctx, stream, bar, extras=False,
+                              warmup=None if args.alone_interval_ms is not None else 0)
+                finally:
+                    stream.interval_s = args.interval_ms / 1e3
+        ctx.phases[name] = {"interval_ms": every, "wall_s": time.time() - t}
+    start_baselines(args, ctx, address)
+    baselines = [b for b in args.baselines if b not in ctx.unavailable]
+    n_cfg = len(rotation) + (0 if args.no_floor else len(FLOORS)) + len(baselines)
+    total = len(args.sizes) * n_cfg * (args.warmup + args.iterations)
     cg_cpu0 = ctx.cgraph.cpu_s() if ctx.cgraph and ctx.cgraph.pids else None
     t0 = time.time()
+    if args.alone:
+        print("phase: the rotation (" + ", ".join(rotation + baselines) + ") ...",
+              flush=True)
     with tqdm(total=total, unit="batch", disable=args.no_progress,
               desc="micro-batches") as bar:
         groups = ([args.sizes] if args.size_order == "interleaved"
                   else [[size] for size in args.sizes])
         for sizes in groups:
-            run_sizes(args, sizes, names, ctx, stream, bar)
+            run_sizes(args, sizes, rotation, ctx, stream, bar)
     wall = time.time() - t0
     load1 = os.getloadavg()
     cg_cpu1 = ctx.cgraph.cpu_s() if cg_cpu0 is not None else None
@@ -538,6 +630,8 @@ def run(args, ctx, address):
                 base, lead = split_lead(name)
                 sw = describe(options_for(base)) + (f" lead {lead * 1e3:g} ms" if lead
                                                     else "")
+            if name in ctx.phases:
+                sw += f"; own phase, one batch / {ctx.phases[name]['interval_ms'][size]:g} ms"
             if not xs:
                 why = ctx.unavailable.get(name, "no samples")
                 rows.append({"scheduler": name, "switches": sw, "data_mb": size,
@@ -585,11 +679,15 @@ def run(args, ctx, address):
         print(f"compiled graph's processes (its driver and {len(ctx.cgraph.pids) - 1} "
               f"actors) used {cg_share:.2f} of a core over the rotation, its own batches "
               f"included: every series ran beside it (an idle graph polls its channels)")
+    for name, ph in ctx.phases.items():
+        print(f"{name}: ran alone before the rotation, one batch every "
+              f"{every_text(ph['interval_ms'])} ({ph['wall_s']:.0f} s)")
     print()
-    print_summary(series, args.sizes, rows)
+    print_summary(series, args.sizes, rows, ctx.phases)
     targets = check_targets(args.sizes, by)
     for t in targets:
         print(t["text"])
+    print_story(args, series, by, targets, ctx, cg_share, time.time() - t_all)
     if args.json:
         keys = ("scheduler", "data_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms", "samples",
                 "p50_from_start_ms", "held_back_ms", "held_back_max_ms", "held_batches",
@@ -601,23 +699,24 @@ def run(args, ctx, address):
                        "node": platform.node(), "loadavg_start": load0,
                        "loadavg_end": load1},
                    "wall_s": wall, "cgraph_cores_used": cg_share,
+                   "own_phases": ctx.phases,
                    "latencies_ms": {f"{n}@{s:g}": xs for (n, s), xs in results.items()}}
         write_payload(args.json, payload)
         print(f"wrote {args.json}")
     if args.plots:
         paths = plot(args.plots, [n for n in series if any(results.get((n, s))
                                                            for s in args.sizes)],
-                     args.sizes, results, floor_ms)
+                     args.sizes, results, floor_ms, ctx.phases)
         print("plots: " + ", ".join(paths))
     return rows
 
 
-def print_summary(series, sizes, rows):
+def print_summary(series, sizes, rows, phases=None):
     """p50 / p99 (ms) per series per size, one line per series."""
     by = {(r["scheduler"], r["data_mb"]): r for r in rows}
     table = []
     for name in series:
-        line = {"series": name}
+        line = {"series": name + (" (own phase)" if name in (phases or {}) else "")}
         for s in sizes:
             r = by.get((name, s), {})
             line[f"{s:g} MB p50/p99"] = (f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}"
@@ -627,6 +726,120 @@ def print_summary(series, sizes, rows):
         line["driver_cpu_ms"] = f"{np.mean(cpu):.2f}" if cpu else "-"
         table.append(line)
     common.print_table(table, title="p50 / p99 ms from the scheduled start, per size")
+
+
+# What irfront's ratio to each series tells (print_story).
+MEANS = {
+    "vanilla": "what a Ray user gets today, with no change to the program",
+    "vanilla+fuse": "irfront's task fusion alone, without its placement: the rest of "
+                    "the gap is what placing whole stages together buys",
+    "ray-expert": "a Ray expert's hand-pinned program, one fused task per partition",
+    "ray-expert-node": "the fastest plain-Ray program written by hand (one pinned task "
+                       "per node, partials combined per node): irfront gets there from "
+                       "the IR, without hand placement",
+    "compiled-graph": "Ray's static graph of actors exchanging data through shared-"
+                      "memory channels, with no task submitted per batch: the floor "
+                      "irfront is measured against",
+    INFERRED: "the same program in plain Ray under @irfront.infer",
+}
+
+
+def _sizes_text(sizes, pred) -> str:
+    return ", ".join(f"{s:g}" for s in sizes if pred(s)) + " MB"
+
+
+def print_story(args, series, by, targets, ctx, cg_share, wall_s):
+    """The summary a newcomer reads: p50 per series and size in plain words, the fastest
+    series at each size, irfront's ratio to each other series with the tracked target and
+    what the ratio means, and how the run was arranged."""
+    sizes = args.sizes
+    if not any(("locality", s) in by for s in sizes):
+        return
+    width = max(len(PLAIN_NAMES.get(n, n)) for n in series) + 2
+    head = "".join(f"{f'{s:g} MB':>8}" for s in sizes)
+    print()
+    print("=" * 72)
+    print(f"What this run shows ({wall_s:.0f} s of benchmark; load average now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print("=" * 72)
+    print(f"Each batch: a {'/'.join(f'{s:g}' for s in sizes)} MB array read by "
+          f"{args.partitions} partitions, {args.maps} map stages, a shuffle into "
+          f"{args.reducers} reducer actors; {args.nodes} Ray nodes x {args.cpus_per_node} "
+          f"CPUs on 127.0.0.1.")
+    drop = args.iterations // 5
+    print(f"Latency: from each batch's scheduled start to its arrival at each reducer; "
+          f"{args.iterations} batches per series and size, the first {drop} dropped as "
+          f"warm-up ({(args.iterations - drop) * args.reducers} samples each).")
+    print()
+    print(f"{'p50 latency, ms (lower is better)':<{width}}{head}")
+    shown = [n for n in series if any((n, s) in by for s in sizes)]
+    for n in shown:
+        mark = " *" if n in ctx.phases else ""
+        cells = "".join(f"{by[(n, s)]['p50_ms']:>8.0f}" if (n, s) in by else f"{'-':>8}"
+                        for s in sizes)
+        print(f"{PLAIN_NAMES.get(n, n) + mark:<{width}}{cells}")
+    fastest = {s: min((n for n in shown if (n, s) in by), key=lambda n: by[(n, s)]["p50_ms"])
+               for s in sizes}
+    print("fastest at each size: " + ", ".join(
+        f"{s:g} MB: {PLAIN_NAMES.get(fastest[s], fastest[s])}" for s in sizes))
+    for n, ph in ctx.phases.items():
+        print(f"* {PLAIN_NAMES.get(n, n)} cannot keep up with one batch every "
+              f"{args.interval_ms:g} ms on this machine (its backlog would delay every "
+              f"series beside it), so it ran alone, before the others, at one batch every "
+              f"{every_text(ph['interval_ms'])}, the rate it sustains (measured at the "
+              f"start): a lighter load than theirs.")
+    rest = [n for n in shown if n not in ctx.phases]
+    print(f"The others ({', '.join(rest)}) ran interleaved, {args.chunk} batches at a "
+          f"time, one batch every {args.interval_ms:g} ms"
+          + (f", beside the compiled graph's processes ({cg_share:.2f} of a core)"
+             if cg_share is not None else "") + ".")
+    print()
+    print("irfront (locality) against each: its p50 / theirs at " +
+          " / ".join(f"{s:g}" for s in sizes) + " MB")
+    bounds = {b: (bound, text) for text, a, b, col, bound in TARGETS
+              if a == "locality" and col == "p50_ms"}
+    for n in shown:
+        if n == "locality":
+            continue
+        ratios = [by[("locality", s)]["p50_ms"] / by[(n, s)]["p50_ms"]
+                  if ("locality", s) in by and (n, s) in by else None for s in sizes]
+        figs = " / ".join("-" if r is None else f"{r:.2f}" for r in ratios)
+        line = f"  vs {PLAIN_NAMES.get(n, n)}: {figs}x"
+        if n in bounds:
+            bound = bounds[n][0]
+            met = [s for s, r in zip(sizes, ratios) if r is not None and r <= bound]
+            missed = [s for s, r in zip(sizes, ratios) if r is not None and r > bound]
+            verdict = ("met at every size" if not missed else
+                       "missed at every size" if not met else
+                       f"met at {_sizes_text(sizes, lambda s: s in met)}, missed at "
+                       f"{_sizes_text(sizes, lambda s: s in missed)}")
+            line += f"  (target <= {bound:g}x: {verdict})"
+        print(line)
+        print(f"      {MEANS.get(n, '')}")
+    cpu = [by[("locality", s)].get("driver_cpu_ms") for s in sizes
+           if ("locality", s) in by]
+    cpu = [c for c in cpu if c is not None]
+    if cpu:
+        print(f"  irfront's driver CPU per batch: {min(cpu):.1f}-{max(cpu):.1f} ms "
+              f"(target <= {CPU_TARGET_MS:g} ms: "
+              f"{'met' if max(cpu) <= CPU_TARGET_MS else 'missed'}); the best hand-written "
+              f"program's: " + (
+                  "{:.1f}-{:.1f} ms".format(*minmax(
+                      by[("ray-expert-node", s)].get("driver_cpu_ms") for s in sizes
+                      if ("ray-expert-node", s) in by))
+                  if any(("ray-expert-node", s) in by for s in sizes) else "not run"))
+    print("=" * 72)
+
+
+def every_text(interval_ms: dict) -> str:
+    """{1.0: 300, 4.0: 450} -> '300 / 450 ms at 1 / 4 MB'."""
+    return (" / ".join(f"{v:g}" for v in interval_ms.values()) + " ms at " +
+            " / ".join(f"{k:g}" for k in interval_ms) + " MB")
+
+
+def minmax(xs):
+    xs = [x for x in xs if x is not None]
+    return (min(xs), max(xs)) if xs else (float("nan"), float("nan"))
 
 
 def check_targets(sizes, by):
@@ -686,54 +899,87 @@ def _log_axis(axis):
     axis.set_minor_formatter(NullFormatter())
 
 
-def plot(directory, names, sizes, results, floor_ms):
+def series_groups(names, per_panel=5, ref="locality"):
+    """The series split into CDF panels of at most ``per_panel``; with more, every panel
+    holds ``ref`` (irfront's default) as the common reference."""
+    if len(names) <= per_panel:
+        return [list(names)]
+    others = [n for n in names if n != ref]
+    k = per_panel - 1 if ref in names else per_panel
+    rows = math.ceil(len(others) / k)  # balanced: no near-empty last panel
+    return [([ref] if ref in names else []) + list(part)
+            for part in np.array_split(np.array(others, dtype=object), rows)]
+
+
+def _label(name, phases):
+    label = PLAIN_NAMES.get(name, name)
+    if name in (phases or {}):
+        label += " (alone, at the rate it sustains)"
+    return label
+
+
+def plot(directory, names, sizes, results, floor_ms, phases=None):
+    """Two figures: the latency CDF, one panel per size and at most 5 series per panel
+    (more series: more rows, irfront's default in each); p50 against size in one panel,
+    p99 drawn lighter in the same colour."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(directory, exist_ok=True)
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    color = {n: palette[i % len(palette)] for i, n in enumerate(names)}
     paths = []
-    fig, axes = plt.subplots(1, len(sizes), figsize=(max(5.0, 3.6 * len(sizes)), 3.6),
-                             sharey=True, squeeze=False)
+    groups = series_groups(names)
+    fig, axes = plt.subplots(len(groups), len(sizes),
+                             figsize=(max(5.0, 3.4 * len(sizes)) + 3.2, 3.2 * len(groups)),
+                             sharey=True, sharex="col", squeeze=False)
+    for row, group in zip(axes, groups):
+        for ax, size in zip(row, sizes):
+            for name in group:
+                xs = np.sort(results.get((name, size), []))
+                if xs.size:
+                    ax.plot(xs, np.arange(1, xs.size + 1) / xs.size, color=color[name],
+                            lw=1.6, label=_label(name, phases))
+            if floor_ms:
+                ax.axvline(floor_ms, color="grey", ls=":", lw=1, label="floor p50")
+            ax.set_xscale("log")
+            _log_axis(ax.xaxis)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+            ax.grid(alpha=0.3, which="major")
+        row[0].set_ylabel("fraction of samples")
+        row[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       frameon=False)
     for ax, size in zip(axes[0], sizes):
-        for name in names:
-            xs = np.sort(results.get((name, size), []))
-            if xs.size:
-                ax.plot(xs, np.arange(1, xs.size + 1) / xs.size, label=name)
-        if floor_ms:
-            ax.axvline(floor_ms, color="grey", ls=":", lw=1, label="floor p50")
-        ax.set_xscale("log")
-        _log_axis(ax.xaxis)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
         ax.set_title(f"{size:g} MB per partition", fontsize=10)
-        ax.set_xlabel("latency (ms, log)")
-        ax.grid(alpha=0.3, which="major")
-    axes[0][0].set_ylabel("CDF")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    ncol = max(1, min(len(labels), 8, 3 * len(sizes)))  # about 3 entries per panel width
-    legend_rows = math.ceil(len(labels) / ncol)
-    fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=8,
-               frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * legend_rows - 0.03))
+    for ax in axes[-1]:
+        ax.set_xlabel("latency from scheduled start (ms, log)")
+    fig.suptitle("latency CDF (further left is faster)", fontsize=10)
+    fig.tight_layout()
     p = os.path.join(directory, "stream_cdf.png")
     fig.savefig(p, dpi=110)
     plt.close(fig)
     paths.append(p)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
     for name in names:
         have = [s for s in sizes if results.get((name, s))]
         p50 = [np.percentile(results[(name, s)], 50) for s in have]
         p99 = [np.percentile(results[(name, s)], 99) for s in have]
-        line, = ax.plot(have, p50, marker="o", label=f"{name} p50")
-        ax.plot(have, p99, marker="^", ls="--", color=line.get_color(), label=f"{name} p99")
+        ax.plot(have, p50, marker="o", lw=2, color=color[name], label=_label(name, phases))
+        ax.plot(have, p99, marker=".", ls="--", lw=1, alpha=0.35, color=color[name])
     if floor_ms:
         ax.axhline(floor_ms, color="grey", ls=":", lw=1, label="floor p50")
+    ax.plot([], [], color="black", lw=2, marker="o", label="p50 (solid)")
+    ax.plot([], [], color="black", lw=1, ls="--", alpha=0.35, label="p99 (light, dashed)")
     ax.set_yscale("log")
     _log_axis(ax.yaxis)
+    ax.set_xscale("log", base=2)
     ax.set_xticks(sizes)
+    ax.set_xticklabels([f"{s:g}" for s in sizes])
     ax.set_xlabel("data per partition (MB)")
-    ax.set_ylabel("latency (ms, log)")
+    ax.set_ylabel("latency from scheduled start (ms, log)")
+    ax.set_title("p50 latency against data size (lower is faster)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     p = os.path.join(directory, "stream_latency_vs_size.png")
     fig.savefig(p, dpi=110)

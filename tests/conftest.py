@@ -23,6 +23,12 @@ CPUS_PER_NODE = 2
 SPECIAL_RESOURCES = {"special": 2}  # on the first worker node only
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a long test (minutes) that `make test` leaves out; `make test-slow` "
+                   "runs it")
+
+
 def special_node() -> str:
     """Ray hex id of the session cluster's node with SPECIAL_RESOURCES."""
     return next(n["NodeID"] for n in ray.nodes()
