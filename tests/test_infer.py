@@ -218,11 +218,12 @@ def test_branching_and_dynamic_fanout_run_unchanged_and_say_why(defaults):
 def test_unrecognised_calls_run_plainly_with_their_reason(defaults):
     @irfront.infer
     def prog():
-        xs = [src.remote(float(i)) for i in range(3)]
+        xs = [src.remote(float(i)) for i in range(3)]  # a stage over plain values
         ys = [join.remote(x, x) for x in xs]  # two references: a join
-        zs = [inc.remote(c=1, x=y) for y in ys]  # keyword arguments
-        ws = [inc.options(num_cpus=0.5).remote(1, z) for z in zs]  # other task options
-        return ray.get(ws)
+        zs = [inc.remote(c=1, x=y) for y in ys]  # keyword arguments: a Map
+        ws = [inc.options(num_cpus=0.5).remote(1, z) for z in zs]  # resources: a Map
+        vs = [inc.options(name="mine").remote(1, w) for w in ws]  # other task options
+        return ray.get(vs)
 
     with irfront.infer():
         pass  # an empty block is fine
@@ -230,8 +231,9 @@ def test_unrecognised_calls_run_plainly_with_their_reason(defaults):
     want = prog.__wrapped__()  # the function itself: plain Ray
     np.testing.assert_allclose(got, want)
     text = prog.explain()
-    for reason in ("a join", "keyword arguments", "task options ['num_cpus']"):
+    for reason in ("a join", "task options ['name']"):
         assert reason in text
+    assert prog.session.kinds() == ["Map", "Map", "Map"]  # src, inc (keywords), inc
 
 
 def test_errors_refs_wait_threads_and_nested_tasks_keep_ray_semantics(defaults):

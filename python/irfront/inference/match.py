@@ -23,14 +23,19 @@ import ray
 
 from irfront.errors import IRError
 from irfront.inference.refs import DeferredActor, DeferredRef, realise
+from irfront.inference.shapes import IR_SHAPE, task_for
 from irfront.ir.nodes import (Broadcast, InitActors, Map, MapActors, Node, Objects,
                               ReduceActors)
 
 
 # ---- what the session records --------------------------------------------------------------
+NOTHING = object()  # the object of a call with no arguments
+
+
 @dataclass(eq=False)
 class TaskRec:
-    """``fn.remote(*lead, obj)``: ``obj`` the one reference (last), or None."""
+    """A task call read as ``task(*lead, obj)`` (``shapes.read_call``): ``obj`` the one
+    reference (``is_ref``), or a plain value in its place, or NOTHING (no arguments)."""
 
     fn: Any
     lead: tuple
@@ -38,6 +43,21 @@ class TaskRec:
     num_returns: int
     outs: list
     plain: Callable[[], Any]  # submits it as plain Ray; returns what .remote() returns
+    is_ref: bool = True
+    shape: Any = IR_SHAPE  # where the object goes in the program's call
+    options: dict = field(default_factory=dict)  # .options(...) beyond fn's own
+    key: tuple = ()  # calls with one key can be one Map: function, shape, options, widths
+
+    @property
+    def args(self) -> tuple:
+        """The arguments of ``task_of(self)``: the lead, then the object."""
+        return self.lead if self.obj is NOTHING else self.lead + (self.obj,)
+
+
+def task_of(rec: TaskRec) -> Any:
+    """What an IR node over calls like ``rec`` runs (the function, or its reshaped twin,
+    with the call's options)."""
+    return task_for(rec.fn, rec.shape, rec.options)
 
 
 @dataclass(eq=False)
@@ -170,17 +190,27 @@ def _task_groups(records: Sequence[Record], src: _Sources) -> list[_Group]:
     same object starts a new group (the next batch), a source call is a group alone."""
     out: list[_Group] = []
     open_: dict[tuple, _Group] = {}
-    for rec in records:
-        if not isinstance(rec, TaskRec):
+    values: dict[tuple, _Group] = {}
+    for rec in records:  # first, calls over plain values: one stage per key
+        if type(rec) is not TaskRec or rec.is_ref:
             continue
-        if rec.obj is None:
-            g = _Group("source", [rec])
+        g = None if rec.obj is NOTHING else values.get(rec.key)
+        if g is None:
+            g = _Group("values", [], rec.key)
             out.append(g)
-            src.group_of[id(rec)] = g
+            if rec.obj is not NOTHING:
+                values[rec.key] = g
+        g.recs.append(rec)
+        src.group_of[id(rec)] = g
+    for g in out:  # one call alone is a source: a Broadcast when a stage reads it
+        if len(g.recs) == 1:
+            g.kind = "source"
+    for rec in records:
+        if type(rec) is not TaskRec or not rec.is_ref:
             continue
         o = src.origin(rec.obj)
         where = (o[0], id(o[1])) if o[0] in ("pending", "node") else ("ext",)
-        key = (id(rec.fn), rec.num_returns, len(rec.lead)) + where
+        key = rec.key + where
         g = open_.get(key)
         if g is not None and o[0] != "ext" and not _broadcast_like(o) and \
                 id(rec.obj) in g.reads:
@@ -257,9 +287,9 @@ def _build(g: _Group, src: _Sources, consumers: dict[int, int]) -> None:
         elif rec.num_returns != 1:
             g.why = "a broadcast task with num_returns > 1"
         else:
-            g.node = Broadcast(rec.fn, n, *rec.lead)
+            g.node = Broadcast(task_of(rec), n, *rec.args)
             g.order = [rec]
-    elif g.kind == "task":
+    elif g.kind in ("task", "values"):
         _build_map(g, src)
     elif g.kind == "actors":
         recs = g.recs
@@ -302,8 +332,8 @@ def _stage_of(refs: Sequence[Any], src: _Sources) -> tuple[Node | None, list[int
 def _build_map(g: _Group, src: _Sources) -> None:
     recs = g.recs
     first = src.origin(recs[0].obj)
-    if first[0] == "ext":  # real references (or plain calls' results) as the objects
-        g.node = Map(recs[0].fn, Objects([realise(r.obj, 0) for r in recs]),
+    if first[0] == "ext":  # real references (or plain calls' results, or plain values)
+        g.node = Map(task_of(recs[0]), Objects([realise(r.obj, 0) for r in recs]),
                      [r.lead for r in recs],
                      num_returns=recs[0].num_returns)
         g.order = recs
@@ -324,7 +354,8 @@ def _build_map(g: _Group, src: _Sources) -> None:
                      f"{node.num_objects} objects of {node.label}: a Map reads each once")
             return
         order = [r for _, r in sorted(zip(idx, recs), key=lambda p: p[0])]
-    g.node = Map(recs[0].fn, node, [r.lead for r in order], num_returns=recs[0].num_returns)
+    g.node = Map(task_of(recs[0]), node, [r.lead for r in order],
+                 num_returns=recs[0].num_returns)
     g.order = order
 
 

@@ -37,15 +37,13 @@ from typing import Any, Callable
 import ray
 
 import irfront.inference.patch as patch
-from irfront.inference.match import (ActorRec, MethodRec, Plan, TaskRec, match, name_of,
-                                     run_plain)
+from irfront.inference.match import (NOTHING, ActorRec, MethodRec, Plan, TaskRec, match,
+                                     name_of, run_plain)
 from irfront.inference.quiet import quiet
+from irfront.inference.shapes import IR_SHAPE, TASK_OPTIONS, options_key, read_call
 from irfront.inference.refs import DeferredActor, DeferredRef, holds_ref, realise
 from irfront.ir.nodes import InitActors
 
-# Task options a recorded call may carry: the rest change how Ray runs the task, which
-# the IR's nodes do not describe, so such a call runs plainly.
-_TASK_OPTIONS = frozenset({"num_returns"})
 
 
 # explain()'s memory bound: the last KEEP evaluation points in detail, and totals over
@@ -153,25 +151,28 @@ class Session:
         env = options.pop("serialized_runtime_env_info", fn._serialized_base_runtime_env_info)
         defaults = fn._default_options
         k = options.get("num_returns", defaults.get("num_returns", 1))
-        extra = () if options == defaults else sorted(
-            o for o, v in options.items() if defaults.get(o) != v and o not in _TASK_OPTIONS)
+        extra = {} if options == defaults else {
+            o: v for o, v in options.items() if defaults.get(o) != v and o != "num_returns"}
+        bad = sorted(o for o in extra if o not in TASK_OPTIONS)
+        lead, obj, is_ref, shape = (), NOTHING, False, IR_SHAPE
         if fn._is_generator:
-            why, obj = "a generator task (Ray streams or splits its returns)", None
-        elif kwargs:
-            why, obj = "keyword arguments", None
-        elif extra:
-            why, obj = f"task options {extra}", None
+            why = "a generator task (Ray streams or splits its returns)"
+        elif bad:
+            why = f"task options {bad}"
         elif type(k) is not int or k < 1:
-            why, obj = "num_returns is not a positive int", None
+            why = "num_returns is not a positive int"
+        elif args or kwargs:
+            why, lead, obj, is_ref, shape = read_call(args, kwargs)
         else:
-            why, obj = _object_last(args)
+            why = ""  # no arguments: a source (a Broadcast when a stage reads it)
         plain = functools.partial(_submit_task, fn, args, kwargs,
                                   {**options, "serialized_runtime_env_info": env})
         if why:
             return self._run_plain(name_of_fn(fn), why, args, kwargs, plain, task=True)
         outs = [DeferredRef(self) for _ in range(k)]
-        lead = args[:-1] if obj is not None else args
-        self._record(TaskRec(fn, lead, obj, k, outs, plain), obj)
+        key = (id(fn), shape, options_key(extra) if extra else (), k, len(lead))
+        self._record(TaskRec(fn, lead, obj, k, outs, plain, is_ref, shape, extra, key),
+                     obj if is_ref else None)
         self._unread.update(map(id, outs))
         return outs[0] if k == 1 else outs
 
@@ -360,27 +361,6 @@ def name_of_fn(fn: Any) -> str:
 
 _REF_TYPES = (DeferredRef, ray.ObjectRef)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
-
-
-def _object_last(args: tuple) -> tuple[str, Any]:
-    """(why positional ``args`` do not fit a Map, or "", the one reference (last) or
-    None): one pass over the arguments."""
-    last, obj = len(args) - 1, None
-    for i, a in enumerate(args):
-        t = type(a)
-        if t in _REF_TYPES:
-            if obj is not None or i != last:
-                return ("more than one reference among its arguments (a join)"
-                        if obj is not None or any(type(b) in _REF_TYPES
-                                                  for b in args[i + 1:])
-                        else "its reference is not the last argument (the IR passes the "
-                        "object last)"), None
-            obj = a
-        elif t is DeferredActor:
-            return "an actor among its arguments", None
-        elif t in _CONTAINERS and holds_ref(a):
-            return "references inside containers", None
-    return "", obj
 
 
 def _lead_then_objects(args: tuple) -> tuple[str, int]:

@@ -1,0 +1,149 @@
+"""``irfront.infer`` on what real Ray programs do that the seed's shape does not (issue
+19): generators, Ray's own actor methods, plain names, irfront's own calls kept out of
+the recording, and an explanation that counts the whole run."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import ray
+from ray.util.multiprocessing import Pool
+
+import irfront
+from conftest import needs_core
+from irfront.inference import session as session_mod
+from test_infer import Acc, defaults, inc, src  # noqa: F401  (defaults: a fixture)
+
+pytestmark = [needs_core, pytest.mark.timeout(600)]
+
+
+@ray.remote
+def count_to(n):
+    for i in range(n):
+        yield i
+
+
+@ray.remote
+class Counter:
+    def __init__(self, start):
+        self.start = start
+
+    def upto(self, n):
+        for i in range(n):
+            yield self.start + i
+
+    def get(self):
+        return self.start
+
+
+@ray.remote
+def boom(c, x):
+    raise ValueError(f"boom {c}")
+
+
+def square(x):
+    return x * x
+
+
+# ---- 1. generators run plainly ------------------------------------------------------------
+def test_streaming_and_dynamic_generators_are_plain_ray(defaults):
+    async def drain(gen):
+        return [await r async for r in gen]
+
+    with irfront.infer() as block:
+        gen = count_to.remote(5)
+        assert isinstance(gen, ray.ObjectRefGenerator)
+        first = ray.get(next(gen))
+        ready, _ = ray.wait([count_to.remote(3)], num_returns=1, timeout=60)
+        assert isinstance(ready[0], ray.ObjectRefGenerator)
+        dyn = count_to.options(num_returns="dynamic").remote(4)
+        method_gen = Counter.remote(10).upto.remote(3)
+        via_async = asyncio.run(drain(count_to.remote(2)))
+    assert [first] + [ray.get(r) for r in gen] == [0, 1, 2, 3, 4]
+    assert [ray.get(r) for r in ray.get(dyn)] == [0, 1, 2, 3]
+    assert [ray.get(r) for r in method_gen] == [10, 11, 12]
+    assert via_async == [0, 1]
+    assert "a generator task" in block.session.explain()
+
+
+# ---- 2. Ray's own actor methods on deferred actors -----------------------------------------
+def test_ray_actor_methods_and_multiprocessing_pool_work_under_infer(defaults):
+    with irfront.infer():
+        c = Counter.remote(7)
+        assert ray.get(c.__ray_ready__.remote()) is True
+        assert ray.get(c.__ray_call__.remote(lambda self: self.start + 1)) == 8
+        pool = Pool(processes=2)
+        got = pool.map(square, range(6))
+        pool.close()  # __ray_terminate__ on each of the pool's actors
+        pool.join()
+    assert got == [0, 1, 4, 9, 16, 25]
+    # Other dunders (numpy's, pickle's probes) are still not a deferred actor's.
+    assert not hasattr(irfront.inference.DeferredActor(None, Counter, frozenset()),
+                       "__array__")
+
+
+# ---- 3. plain Ray's task and actor names ---------------------------------------------------
+def test_inferred_groups_keep_plain_task_names_and_name_no_actors(defaults):
+    before = set(ray.util.list_named_actors())
+    with irfront.infer() as block:
+        xs = [src.remote(1.0)] * 4
+        bad = [boom.remote(i, x) for i, x in enumerate(xs)]
+        actors = [Acc.remote(i) for i in range(2)]
+        for a in actors:
+            a.add.remote(*xs)
+        with pytest.raises(ValueError) as err:
+            ray.get(bad[2])
+        totals = ray.get([a.get.remote() for a in actors])
+    assert totals == [12.0, 12.0]
+    kinds = block.session.kinds()
+    assert kinds[:3] == ["Broadcast", "Map", "InitActors"], kinds
+    first = str(err.value).splitlines()[0]
+    assert "ray::boom()" in first and "[g" not in first, first
+    assert set(ray.util.list_named_actors()) == before
+
+
+# ---- 4. irfront's own calls are never recorded ----------------------------------------------
+def test_resolving_a_deferred_actor_records_nothing_and_flushes_nothing(defaults):
+    with irfront.infer() as block:
+        actors = [Acc.remote(i) for i in range(2)]
+        x = src.remote(1.0)
+        ray.get(x)  # an evaluation point: the actor group is matched, not created yet
+        ys = [inc.remote(i, x) for i in range(3)]
+        pending = len(block.session.pending)
+        ids = {a._actor_id.hex() for a in actors}  # resolves: creates the group
+        assert len(block.session.pending) == pending == 3  # nothing flushed meanwhile
+        recorded = block.session.recognised
+        assert ray.get([a.get.remote() for a in actors]) == [0.0, 0.0]
+        assert ray.get(ys)[2].tolist() == [3.0, 4.0]
+    assert len(ids) == 2
+    text = block.session.explain()
+    assert "actor options" not in text, text
+    assert block.session.recognised == recorded  # the creation added no recorded call
+
+
+# ---- 5. explain() counts the whole run, bounded --------------------------------------------
+def test_explain_counts_calls_run_plainly_by_the_matcher_and_the_whole_run(defaults):
+    with irfront.infer() as block:
+        actors = [Acc.remote(i) for i in range(2)]
+        x = src.remote(1.0)
+        ray.get(x)  # recorded, then run plainly: a single task that no stage reads
+        for i in range(session_mod.KEEP + 6):
+            ray.get([inc.remote(i, y) for y in [x] * 2])
+        ray.get([a.get.remote() for a in actors])
+    s = block.session
+    assert s.plain_calls == 1 + 2  # src, and the two Acc.get calls (no object arguments)
+    assert s.evaluation_points >= session_mod.KEEP + 6
+    text = s.explain()
+    assert "InitActors[Acc] x1" in text  # from the first evaluation point, not dropped
+    assert f"Map[inc] x{session_mod.KEEP + 6}" in text
+    assert "plain Ray: src x1 (a single task that no stage reads" in text
+    assert s.tasks == 1 + 2 * (session_mod.KEEP + 6)
+    assert s.tasks_grouped == 2 * (session_mod.KEEP + 6)
+
+
+def test_explain_totals_are_bounded():
+    table: dict = {}
+    for i in range(3 * session_mod.MAX_KEYS):
+        session_mod._count(table, (f"f{i}", "why"))
+    assert len(table) == session_mod.MAX_KEYS + 1
+    assert sum(table.values()) == 3 * session_mod.MAX_KEYS
