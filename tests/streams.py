@@ -34,13 +34,15 @@ def run_stream(source: Iterable[Sequence[Any]], num_reducers: int, *,
                reducer_args: list | None = None, checkpoint_every: int = 3,
                max_in_flight: int = 3, on_batch: Callable | None = None,
                interval_s: float = 0.0, name: str = "stream",
-               combine: Any = None) -> Run:
+               combine: Any = None, reducers: InitActors | None = None) -> Run:
     """Runs every batch of ``source`` through ``stages`` ((task, extra_args) pairs) into
     ``num_reducers`` exactly-once reducers; returns their totals and the report.
     ``on_batch(k, run)`` runs after batch k is submitted (``run.totals`` still empty).
-    ``combine``: the reduce's declared merge (``ReduceActors(..., combine=)``)."""
+    ``combine``: the reduce's declared merge (``ReduceActors(..., combine=)``).
+    ``reducers``: the program's own InitActors node (default: one made here)."""
     n = num_reducers
-    reducers = InitActors(reducer, n, reducer_args or [(i,) for i in range(n)])
+    if reducers is None:
+        reducers = InitActors(reducer, n, reducer_args or [(i,) for i in range(n)])
     last: dict = {}
 
     def batch(parts):

@@ -5,6 +5,7 @@ whole source: nothing lost, nothing counted twice."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -14,6 +15,8 @@ import time
 
 import pytest
 import ray
+from hypothesis import given
+from hypothesis import strategies as hst
 
 import durable_driver as dd
 from conftest import ROOT, TESTS, needs_core
@@ -92,6 +95,19 @@ def test_directory_store_bad_paths_and_keys(tmp_path):
         MicroBatchStream(checkpoint_dir=str(tmp_path / "a"), store=st)
     with pytest.raises(ValueError, match="must be a CheckpointStore"):
         MicroBatchStream(store=str(tmp_path))
+
+
+@given(hst.text(max_size=40))
+def test_group_key_is_a_valid_store_key_for_any_class_name(name):
+    """A reducer class defined in a function (``make.<locals>.Sum``) still gets a
+    durable group name the store accepts, and valid names are kept as they are."""
+    from irfront.drivers.checkpoints import check_key
+    from irfront.drivers.durable import group_key
+    key = group_key(name)
+    assert check_key(key) == key
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
+        assert key == name
+    assert group_key("make.<locals>.Sum") == "make._locals_.Sum"
 
 
 # ---- a driver killed mid-stream, another one resuming ----------------------------------

@@ -17,6 +17,7 @@ import irfront
 import ray_patch
 from conftest import needs_core
 from irfront import REDUCER_OPTIONS, SumReducerBase
+import streams
 from streams import run_stream
 
 pytestmark = [needs_core, pytest.mark.timeout(240)]
@@ -187,3 +188,47 @@ def test_node_removed_mid_stream(cluster):
     # Seen dead in Ray's node table (the GCS health checks: irfront.cluster.HEALTH_CHECK),
     # or by the raylet probe when it is on.
     assert out.report.node_failures == [dead_hex]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_reducers_read_from_another_thread_are_the_streams(seed):
+    """The README's pattern: the program's own thread reads ``reducers.eval()`` (in a
+    loop, from before the first batch) while the stream runs, and kills one reducer at a
+    random moment through that handle. One InitActors has one set of actors whoever
+    evaluates it first: the user's handles hold the exact sums, and the one fault brings
+    back the one reducer it hit (no cascade over the others)."""
+    import random
+    import threading
+    rng = random.Random(seed)
+    reducers = irfront.InitActors(streams.SumReducer, REDUCERS,
+                                  [(i,) for i in range(REDUCERS)])
+    state: dict = {"handles": set(), "killed": None, "reducers": reducers}
+    stop = threading.Event()
+
+    def reader():
+        kill_at = time.monotonic() + rng.uniform(0.5, 2.5)
+        while not stop.is_set():
+            red = state["reducers"]
+            if red is not None:
+                hs = red.eval()
+                state["handles"].add(tuple(h._actor_id.hex() for h in hs))
+                if state["killed"] is None and time.monotonic() > kill_at:
+                    i = rng.randrange(len(hs))
+                    ray.kill(hs[i], no_restart=False)
+                    state["killed"] = i
+            time.sleep(0.001)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        out = run(reducers=reducers, interval_s=0.05)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    exact(out)  # read through reducers.eval(): the user's handles
+    assert len(state["handles"]) == 1, "the program saw more than one set of actors"
+    assert state["handles"] == {tuple(h._actor_id.hex() for h in out.reducers.eval())}
+    recovered = {r["reducer"] for r in out.report.recoveries}
+    if state["killed"] is not None:
+        assert recovered <= {state["killed"]}, out.report.recoveries
+    assert len(out.report.recoveries) <= 2, out.report.recoveries

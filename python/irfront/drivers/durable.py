@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any, Optional
 
@@ -47,6 +48,12 @@ log = logging.getLogger("irfront.stream")
 
 class StreamFinishedError(RuntimeError):
     """The stream in this checkpoint location was closed as finished."""
+
+
+def group_key(name: str) -> str:
+    """A reducer group's durable name from its InitActors' name: a store key segment
+    (a class defined in a function, ``make.<locals>.Sum``, becomes ``make._locals_.Sum``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "reducers"
 
 
 def _seq_key(seq: int) -> str:
@@ -207,7 +214,7 @@ class DurableStreamState:
         self.open()
         group = self.groups.get(id(actors))
         if group is None:
-            base, k = actors.name, 1
+            base, k = group_key(actors.name), 1
             group = base
             while group in self._nodes:
                 k += 1

@@ -455,6 +455,46 @@ class MicroBatchStream:
                                         f"{self.restart_timeout_s} s: {e}") from e
                 time.sleep(0.2)
 
+    def _verify_applied(self, deadline: float) -> None:
+        """The end of a run: every reducer says which call it applied last, and that must
+        be the last call the driver sent it. A reducer found restarted (or dead) is
+        recovered and asked again; a reducer that is up but missing calls raises: a run
+        never reports ``lost 0`` beside a wrong state."""
+        while True:
+            asks = {(key, i): h.applied_status.remote()
+                    for key, g in self.reducers.items() for i, h in enumerate(g.handles)}
+            broken: dict[tuple[int, int], BaseException] = {}
+            for (key, i), ref in asks.items():
+                g = self.reducers[key]
+                left = max(1.0, deadline - time.monotonic())
+                try:
+                    last, ready = ray.get(ref, timeout=left)
+                except ray.exceptions.GetTimeoutError:
+                    raise RecoveryError(f"reducer {g.name}[{i}] did not answer the final "
+                                        f"check within {left:.0f} s") from None
+                except ray.exceptions.RayError as e:
+                    if not _is_failure(e):
+                        raise
+                    broken[(key, i)] = e
+                    continue
+                if not ready:
+                    broken[(key, i)] = NeedsRestore("restarted by Ray after its last call")
+                elif last != g.last:
+                    raise RecoveryError(
+                        f"reducer {g.name}[{i}] applied calls up to {last}, but the driver "
+                        f"sent it calls up to {g.last} and saw them confirmed: its state "
+                        "is not the stream's (was it restored or called outside the "
+                        "stream?)")
+            if not broken:
+                return
+            for (key, i), cause in broken.items():
+                self._recover(key, i, cause)
+            while self._pending:
+                if time.monotonic() > deadline:
+                    raise RecoveryError("reducers did not come back for the final check "
+                                        f"within {self.restart_timeout_s * 4} s")
+                self._poll(timeout=1.0)
+
     def _finished(self, f: _InFlight) -> bool:
         for key, i, seq in f.calls:
             if self.reducers[key].confirmed[i] < seq:
@@ -575,6 +615,7 @@ class MicroBatchStream:
             else:  # durable: checkpoint the end, so a later driver resumes after it
                 self._checkpoint_all()
                 final = True
+        self._verify_applied(deadline)
         if self.durable is not None:
             self.durable.position = start_at + seq
         s = self.stats

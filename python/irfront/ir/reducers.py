@@ -88,6 +88,12 @@ class CheckpointedReducer:
         self._irf_init()
         return self._irf_last
 
+    def applied_status(self) -> tuple[int, bool]:
+        """``(last applied call, ready)``: what the driver checks at the end of a run
+        against what it sent (not ready: restarted by Ray, waiting for a restore)."""
+        self._irf_init()
+        return self._irf_last, not self._irf_stale
+
     def reducer_stats(self) -> dict:
         self._irf_init()
         return {"applied": self._irf_applied, "skipped": self._irf_skipped,

@@ -6,6 +6,7 @@ node dropped by the program frees its group (a finalizer queues the free).
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
@@ -79,6 +80,15 @@ class ActorGroupState:
     next_seq: int = 0
 
 
+class _DriverScope(threading.local):
+    """What a driver sets while it submits a batch, seen by its own thread only: another
+    thread of the program evaluating nodes meanwhile neither logs into the batch nor
+    finds the driver's durable actors."""
+
+    call_log: list[ReducerCall] | None = None
+    actor_directory: ActorDirectory | None = None
+
+
 class Results:
     """Results of evaluated nodes, and the call log of exactly-once reducers."""
 
@@ -86,8 +96,25 @@ class Results:
         self._results: "weakref.WeakKeyDictionary[Node, Result]" = weakref.WeakKeyDictionary()
         self._actor_state: "weakref.WeakKeyDictionary[InitActors, ActorGroupState]" = \
             weakref.WeakKeyDictionary()
-        self.call_log: list[ReducerCall] | None = None  # set by a driver during a batch
-        self.actor_directory: ActorDirectory | None = None  # set by a durable driver
+        self._scope = _DriverScope()
+
+    @property
+    def call_log(self) -> list[ReducerCall] | None:
+        """Set by a driver (for its thread) while it submits a batch."""
+        return self._scope.call_log
+
+    @call_log.setter
+    def call_log(self, log: list[ReducerCall] | None) -> None:
+        self._scope.call_log = log
+
+    @property
+    def actor_directory(self) -> ActorDirectory | None:
+        """Set by a durable driver (for its thread) while it submits a batch."""
+        return self._scope.actor_directory
+
+    @actor_directory.setter
+    def actor_directory(self, d: ActorDirectory | None) -> None:
+        self._scope.actor_directory = d
 
     def get(self, node: Node) -> Result | None:
         return self._results.get(node)

@@ -6,6 +6,7 @@ module is imported, so IR nodes need not import lowering.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import ray
@@ -41,12 +42,26 @@ class NodePlacement:
 
 
 class Evaluator:
-    """Evaluates nodes under the current lowering options; one per process."""
+    """Evaluates nodes under the current lowering options; one per process.
+
+    One evaluation at a time: a program that evaluates from several threads (a driver
+    thread streaming batches, another reading ``reducers.eval()``) must see one set of
+    actors per ``InitActors``, so a node is lowered once, whichever thread asks first,
+    and the others get its recorded value. Re-entrant: a batch's ``submit`` may
+    evaluate nodes inside the driver's own evaluation."""
 
     def __init__(self) -> None:
         self.results = Results()
+        self._lock = threading.RLock()
 
     def eval(self, node: Node) -> list:
+        r = self.results.get(node)
+        if r is not None and r.value is not None and not r.freed:
+            return r.value  # already evaluated: no lock needed
+        with self._lock:
+            return self._eval_locked(node)
+
+    def _eval_locked(self, node: Node) -> list:
         r = self.results.get(node)
         if r is not None and r.freed:
             raise IRError(node.label, f"evaluated after its group g{r.group_id} was freed; "
