@@ -28,7 +28,7 @@ ifneq ($(shell $(VENV_WHOLE_SH) && echo yes),yes)
 VENV_REBUILD := FORCE
 endif
 
-.PHONY: all setup build test test-cpp test-py test-slow test-all demo bench check-wheel bench-placement bench-stream cluster-demo clean FORCE
+.PHONY: all setup build test test-cpp test-py test-slow test-all demo bench chaos check-wheel bench-placement bench-stream cluster-demo clean FORCE
 
 all: build
 
@@ -97,6 +97,13 @@ test-all: test test-slow
 demo: $(DEMO_STAMP)
 	$(PY) setup.py -q build_ext --inplace
 	$(PY) bench/stream.py --demo --json bench/results/demo/stream.json --plots bench/results/demo
+
+# The long fault matrix (about 30-40 minutes on a 2-core machine): every lowering
+# configuration x every fault kind, faults at random moments from another thread, seeded
+# (bench/chaos.py); its table goes into docs/RELIABILITY.md. `make test` runs the short one.
+chaos: build
+	$(PY) bench/chaos.py --seed 1 --runs 2 --faults-per-run 4 --json bench/results/chaos.json \
+		--doc docs/RELIABILITY.md
 
 # The long benchmarks (tens of minutes): every streaming series and the placement core.
 bench: bench-stream bench-placement
