@@ -211,7 +211,7 @@ REASON = why_skip()
 if REASON is not None:
     print(f"\ntests/test_netcluster.py: skipped: {REASON}", file=sys.stderr)
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.timeout(900)]
+              pytest.mark.timeout(900), pytest.mark.slow]  # ~2 min: `make test-slow`
 
 
 def nc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "bazel-*", "*.
                                 "__pycache__", "*.so", "*.pyc", ".pytest_cache", ".hypothesis",
                                 "results", "tmp")
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # ~1.5 min: `make test-slow`
 
 
 def _source_version() -> str:
