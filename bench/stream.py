@@ -9,7 +9,7 @@ side with hand-written Ray baselines.
 
 --alone SERIES runs each of those series in a phase of its own before the rotation, one
 size at a time, at the rate it sustains (its warm-up batches run back to back, one in
-flight; the interval is 1.5x their median time): a saturated series (vanilla Ray on a
+flight; the interval is 1.25x their median time): a saturated series (vanilla Ray on a
 2-core machine) then delays no other. The summary at the end says which series ran so,
 at what rate, and which series was fastest at each size.
 
@@ -108,7 +108,7 @@ CPU_TARGET_MS = 5.0
 # rate it sustains (--alone). Options given on the command line override these.
 DEMO = {"sizes": "1,4,16", "schedulers": "vanilla,vanilla+fuse,locality",
         "alone": "vanilla", "baselines": "ray-expert-node,compiled-graph",
-        "iterations": 25, "warmup": 3, "no_floor": True}
+        "iterations": 20, "warmup": 3, "no_floor": True}
 # What each series is, in a newcomer's words (the summary and the plots' legends).
 PLAIN_NAMES = {"vanilla": "vanilla Ray", "vanilla+fuse": "fusion alone (vanilla+fuse)",
                "locality": "irfront (locality)",
@@ -131,8 +131,8 @@ def parse_args(argv=None):
     ap.add_argument("--alone-interval-ms", type=float, default=None,
                     help="the batch interval of an --alone phase (default: measured: its "
                          "warm-up batches run back to back, one in flight, and the interval "
-                         "is 1.5x their median time at the slowest size, rounded up to 50 "
-                         "ms, at least --interval-ms)")
+                         "is 1.25x their median time, per size, rounded up to 50 ms, at "
+                         "least --interval-ms)")
     ap.add_argument("--nodes", type=int, default=4,
                     help="embedded cluster only (--address: taken from the cluster)")
     ap.add_argument("--cpus-per-node", type=int, default=2,
@@ -422,7 +422,7 @@ def run_sizes(args, sizes, names, ctx, stream, bar, extras=True, warmup=None):
 
 def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> float:
     """The interval of ``name``'s own phase at ``size``: its warm-up batches run back to
-    back (one in flight, no wait between them); 1.5x their median time, rounded up to 50
+    back (one in flight, no wait between them); 1.25x their median time, rounded up to 50
     ms, and at least --interval-ms. Those batches are its warm-up."""
     n = max(3, args.warmup)
     c = Config(name, size, False)
@@ -438,7 +438,7 @@ def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> float:
         c.free()
     finally:
         stream.interval_s, stream.max_in_flight = saved
-    return max(args.interval_ms, math.ceil(1.5 * took * 1e3 / 50) * 50)
+    return max(args.interval_ms, math.ceil(1.25 * took * 1e3 / 50) * 50)
 
 
 def cluster_shape() -> tuple[int, int, list[int]]:
