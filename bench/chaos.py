@@ -155,6 +155,7 @@ CONFIGS = [
     Config("pack", "pack", combine=True),
     Config("spread", "spread", combine=True),
     Config("ahead", "locality+ahead", combine=True, ahead=True),
+    Config("resident", "locality+resident", combine=True),
 ]
 CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 

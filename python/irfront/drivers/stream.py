@@ -60,6 +60,7 @@ from irfront.ir.reducers import NeedsRestore
 from irfront.lowering.context import ReducerCall
 from irfront.lowering.evaluation import EVALUATOR
 from irfront.lowering.ops import flat_objects
+from irfront.lowering.resident import ResidentCall
 
 __all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamReport"]
 
@@ -134,6 +135,9 @@ class _Reducers:
     last: int = -1  # last call numbered for this group
     recoveries: list[int] = field(default_factory=list)
     name: str = ""
+    # per actor: the last call sent before its last recovery; resident answers about
+    # calls up to it are superseded by the replay (lowering/resident.py)
+    horizon: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -300,14 +304,18 @@ class MicroBatchStream:
         finally:
             EVALUATOR.results.call_log = None
             EVALUATOR.results.actor_directory = None
-        logged = {c.ref for c in log}
+        logged = {r for c in log for r in (c.refs if isinstance(c, ResidentCall)
+                                           else (c.ref,))}
         calls = []
         for c in log:
             key = self._track(c)
-            calls.append((key, c.index, c.seq))
+            if isinstance(c, ResidentCall):  # call seq of every reducer of the group
+                calls.extend((key, i, c.seq) for i in range(c.actors.n))
+            else:
+                calls.append((key, c.index, c.seq))
         return [r for r in refs if r not in logged], calls
 
-    def _track(self, c: ReducerCall) -> int:
+    def _track(self, c: ReducerCall | ResidentCall) -> int:
         key = id(c.actors)
         g = self.reducers.get(key)
         if g is None:
@@ -325,12 +333,20 @@ class MicroBatchStream:
                 ckpt = list(ray.get([h.checkpoint.remote() for h in handles]))
             g = _Reducers(list(handles), ckpt, [s for s, _ in ckpt],
                           [dict() for _ in range(n)], recoveries=[0] * n,
-                          name=c.actors.name)
+                          name=c.actors.name, horizon=[-1] * n)
             self.reducers[key] = g
             self._actor_nodes[key] = c.actors
         g.last = max(g.last, c.seq)
         if self.durable is not None:
             self.durable.track(self.durable.group_of(c.actors), c.seq, self._abs_batch)
+        if isinstance(c, ResidentCall):  # kept for every reducer; one answer per source
+            for i in range(len(g.handles)):
+                if c.seq > g.confirmed[i]:
+                    g.kept[i][c.seq] = c
+                    self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[i]))
+            for s, ref in enumerate(c.refs):
+                self._pending[ref] = ("resident", key, -1 - s, c.seq)
+            return key
         if c.seq > g.confirmed[c.index]:
             g.kept[c.index][c.seq] = c
             self._pending[c.ref] = ("apply", key, c.index, c.seq)
@@ -357,6 +373,9 @@ class MicroBatchStream:
         broken: dict[tuple[int, int], Any] = {}
         for r in ready:
             kind, key, i, seq = self._pending.pop(r)
+            if kind == "resident":
+                self._resident_answer(r, key, -1 - i, seq, broken)
+                continue
             if (key, i) in broken:
                 continue
             try:
@@ -369,6 +388,8 @@ class MicroBatchStream:
             g = self.reducers[key]
             if kind == "apply":
                 g.confirmed[i] = max(g.confirmed[i], seq)
+            elif kind == "rapply":  # a resident piece sent again: the last applied call
+                g.confirmed[i] = max(g.confirmed[i], val)
             elif val is not None and val[0] > g.ckpt[i][0]:
                 g.ckpt[i] = val
                 self.stats.checkpoints += 1
@@ -378,6 +399,36 @@ class MicroBatchStream:
                     del g.kept[i][s]
         for (key, i), cause in broken.items():
             self._recover(key, i, cause)
+
+    def _resident_answer(self, r: Any, key: int, source: int, seq: int,
+                         broken: dict) -> None:
+        """One source node's executor call of resident batch ``seq``: per reducer, its
+        last applied call (confirmed) or the error of its call (recovered). Answers
+        about calls before a reducer's last recovery are superseded by its replay. An
+        executor that failed has its node's pieces sent again by the driver (plain
+        tasks; reducers take a piece once)."""
+        g = self.reducers[key]
+        try:
+            val = ray.get(r)
+        except ray.exceptions.RayError as e:
+            if not _is_failure(e):
+                raise
+            self._note_failures(ray_patch.node_failed())
+            for i in range(len(g.handles)):
+                c = g.kept[i].get(seq)
+                if c is not None and g.confirmed[i] < seq and seq > g.horizon[i]:
+                    ref = c.batch.replay_source(source, i)
+                    self._pending[ref] = ("rapply", key, i, seq)
+            return
+        for i, v in enumerate(val):
+            if seq <= g.horizon[i] or (key, i) in broken:
+                continue
+            if isinstance(v, BaseException):
+                if not (_is_failure(v) or isinstance(v, TimeoutError)):
+                    raise v
+                broken[(key, i)] = v
+            else:
+                g.confirmed[i] = max(g.confirmed[i], v)
 
     def _save_durable(self, key: int, i: int, val: tuple[int, Any]) -> None:
         g = self.reducers[key]
@@ -420,9 +471,14 @@ class MicroBatchStream:
         ray_patch.update_actor_node(h, node)
         ck_seq = g.ckpt[i][0]
         g.confirmed[i] = ck_seq
+        g.horizon[i] = g.last
         seqs = sorted(s for s in g.kept[i] if s > ck_seq)
         for s in seqs:
             c = g.kept[i][s]
+            if isinstance(c, ResidentCall):  # every source's piece, from the driver
+                for ref in c.replay(i):
+                    self._pending[ref] = ("rapply", key, i, s)
+                continue
             ref = ray_patch.resend_call(h, c.method, c.args, c.invoke)
             self._pending[ref] = ("apply", key, i, s)
         self.stats.replayed += len(seqs)

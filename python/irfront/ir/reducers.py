@@ -69,6 +69,36 @@ class CheckpointedReducer:
         self._irf_applied += 1
         return out
 
+    def apply_partial(self, seq: int, source: int, nsources: int, method: str,
+                      prefix: tuple, partial: Any, failed: bool = False) -> int:
+        """The resident path (ray_patch/resident.py): piece ``source`` of call ``seq``,
+        sent by that source node's executor. Pieces are buffered until all ``nsources``
+        arrived; then ``method(*prefix, *pieces)`` runs once and in order, with
+        ``apply_batch``'s rules (an applied call is skipped, a restarted reducer refuses
+        every call until restored), and every complete call waiting on it follows. A
+        call with a ``failed`` piece (its node task raised) is passed over, not applied.
+        Returns the last applied call (pieces arrive in any order, from many senders)."""
+        self._irf_init()
+        if self._irf_stale:
+            raise NeedsRestore(f"reducer restarted by Ray: refusing call {seq} until "
+                               "restored from a checkpoint")
+        if seq <= self._irf_last:
+            return self._irf_last
+        parts = self.__dict__.setdefault("_irf_parts", {})
+        got = parts.setdefault(seq, [nsources, prefix, {}, False])
+        got[2][source] = partial  # a piece sent twice (a retry, a replay) counts once
+        got[3] = got[3] or failed
+        while True:
+            nxt = parts.get(self._irf_last + 1)
+            if nxt is None or len(nxt[2]) < nxt[0]:
+                return self._irf_last
+            del parts[self._irf_last + 1]
+            n, pre, pieces, bad = nxt
+            if not bad:
+                getattr(self, method)(*pre, *[pieces[k] for k in range(n)])
+                self._irf_applied += 1
+            self._irf_last += 1
+
     def checkpoint(self) -> Optional[tuple[int, Any]]:
         """``(last applied call, state)``, or None while waiting for a restore."""
         self._irf_init()
@@ -81,6 +111,9 @@ class CheckpointedReducer:
         if state is not None:
             self.restore_state(state)
         self._irf_last = seq
+        parts = self.__dict__.get("_irf_parts")
+        for s in [s for s in (parts or ()) if s <= seq]:  # pieces of applied calls
+            del parts[s]
         self._irf_stale = False
         return seq
 

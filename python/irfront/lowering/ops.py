@@ -16,6 +16,7 @@ from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, M
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
 from irfront.lowering.fused import PICK, PICK_ORDERED, fused_function, node_task_function
+from irfront.lowering.resident import lower_resident
 
 
 def flat_objects(src: Node, value: list) -> list:
@@ -242,8 +243,14 @@ def _combined_per_node(ctx: LoweringContext, red: ReduceActors, chain: Sequence[
     call is a plain method call with one partial per source node (no pick). None when
     the submitter does not run tasks per node (nothing submitted then)."""
     n = red.actors.n
-    per_node = shuffle_per_node(ctx, chain, src, tuple((i,) for i in range(n)), gid,
-                                combine)
+    regroup = tuple((i,) for i in range(n))
+    if ctx.options.enabled("resident") and ctx.results.call_log is not None:
+        # the resident path (lowering/resident.py): executors feed the reducers
+        base, fn, calls, node_call = _node_work(ctx, chain, src, regroup, combine)
+        res = lower_resident(ctx, red, fn, calls, node_call, handles, gid, base.group_id)
+        if res is not None:
+            return res
+    per_node = shuffle_per_node(ctx, chain, src, regroup, gid, combine)
     if per_node is None:
         return None
     sources = [refs for _, refs in per_node.values()]
@@ -258,6 +265,17 @@ def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
     object per destination node group (pieces of all its partitions, or with
     ``combine`` one merged piece per actor): with n partitions on m nodes, m x groups
     objects instead of n x groups."""
+    base, fn, calls, node_call = _node_work(ctx, chain, src, regroup, combine)
+    return ctx.submitter.node_tasks(fn, calls, node_call, group_id=group_id,
+                                    depends_on=base.group_id, num_returns=len(regroup),
+                                    name=fn._function.__name__)
+
+
+def _node_work(ctx: LoweringContext, chain: Sequence[Map], src: Node,
+               regroup: tuple[tuple[int, ...], ...], combine: Any) -> tuple:
+    """A per-node shuffle's parts: (the source's Lowered, the node task function, one
+    argument tuple per partition (for placement), ``node_call(indices)``: a node's
+    task arguments)."""
     base = ctx.lowered(src)
     objs = flat_objects(src, base.value)
     calls = [(*(a for m in chain for a in m.arg(i)), o) for i, o in enumerate(objs)]
@@ -273,6 +291,4 @@ def shuffle_per_node(ctx: LoweringContext, chain: Sequence[Map], src: Node,
                 flat.extend(m.arg(i))
         return (counts, *flat)
 
-    return ctx.submitter.node_tasks(fn, calls, node_call, group_id=group_id,
-                                    depends_on=base.group_id, num_returns=len(regroup),
-                                    name=fn._function.__name__)
+    return base, fn, calls, node_call

@@ -23,7 +23,7 @@ SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
 
 # The optimisation switches (IR passes and driver features) and their defaults.
 SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule", "executors",
-            "plan_cache", "combine")
+            "plan_cache", "combine", "resident")
 DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks", "executors",
               "plan_cache", "combine")  # under locality
 DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
@@ -56,6 +56,10 @@ class LoweringOptions:
     # ``combine=`` merges each node's pieces per actor before they move (one partial
     # per source node reaches each actor instead of one per partition).
     combine: bool | None = None
+    # With batch_tasks and combine, inside a stream driver: each node's resident
+    # executor sends its merged partials straight to the reducers (no reducer call
+    # submitted by the driver; lowering/resident.py, ray_patch/resident.py).
+    resident: bool | None = None
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
     # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
     # Ray's default applies) unless set here.
@@ -123,15 +127,15 @@ class LoweringOptions:
 
 _FIELDS = {"fuse": "fuse", "shuffle": "shuffle_by_node", "batch": "batch_tasks",
            "ahead": "preschedule", "exec": "executors", "plan": "plan_cache",
-           "combine": "combine"}
+           "combine": "combine", "resident": "resident"}
 
 
 def options_for(name: str) -> LoweringOptions:
     """Series names -> options: ``vanilla``, ``pack``, ``locality`` with suffixes
     ``-nofuse``, ``-noshuffle``, ``-nobatch``, ``-noahead``, ``-noexec``, ``-noplan``,
-    ``-nocombine`` (switch off), ``+fuse``, ``+shuffle``, ``+batch``, ``+ahead``,
-    ``+exec``, ``+plan``, ``+combine`` (switch on), or ``-plain`` (all off). Every switch
-    is resolved."""
+    ``-nocombine``, ``-noresident`` (switch off), ``+fuse``, ``+shuffle``, ``+batch``,
+    ``+ahead``, ``+exec``, ``+plan``, ``+combine``, ``+resident`` (switch on), or
+    ``-plain`` (all off). Every switch is resolved."""
     parts = re.split(r"(?=[-+])", name.strip())
     opts = LoweringOptions(scheduler=parts[0])
     for p in parts[1:]:

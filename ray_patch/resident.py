@@ -1,0 +1,300 @@
+"""The resident path of a grouped shuffle into reducers: each node's executor sends its
+(combined) partials straight to the reducers, so the driver submits one call per node
+per batch and no reducer call at all.
+
+    batch = submit_resident(fn, calls, node_call, route=route_for(handles, True), seq=7,
+                            method="reduce", prefixes=[(start, tag)] * n, ...)
+    batch.refs      # one ref per source node: per reducer, its last applied call
+
+Per batch the core places the per-partition group as ``submit_per_node`` does (cached
+plans included); then each source node's resident executor (one async actor per node,
+``num_cpus=0``, pinned like ``ray_patch.executors``) runs the node's fused work in its
+thread pool and calls every reducer with its piece:
+
+- exactly-once reducers (``checkpointed``): ``apply_partial(seq, source, nsources,
+  method, prefix, partial, failed)``, which buffers the pieces of call ``seq`` until all
+  ``nsources`` arrived, then runs ``method(*prefix, *pieces)`` once and in order;
+- other actors: the same buffering in a function run on the actor (``GATHER`` through
+  ``__ray_call__``, its state in the actor's ``_irf_gather``), numbered per route.
+
+The executor awaits those calls (``timeout_s``) and returns, per reducer, the reducer's
+last applied call number or the exception its call raised (its actor died, it refused a
+call after a restart, a timeout): the driver confirms, recovers and replays from that.
+A failing node task still sends every reducer a ``failed`` piece (the reducer skips the
+call: later calls are not held back), then raises its error.
+
+The reducers' handles travel as one blob pickled once per route (``Route``); an executor
+unpickles it once per route and keeps it (bounded), so a restarted executor needs no
+set-up call. ``replay_source`` is the fallback when an executor cannot be used: the
+node's work as a plain pinned task, its pieces sent by the driver.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import ray
+from ray import cloudpickle
+from ray.remote_function import RemoteFunction
+
+from ray_patch import executors as executors_, shipping
+from ray_patch.options import effective_options, pinned_actor_options, resource_demand
+from ray_patch.runtime import GroupRecord, get_runtime
+from ray_patch.submit import _inputs_of, place
+from ray_patch.validate import as_tuples, check_remote_function
+
+DEFAULT_TIMEOUT_S = 60.0  # an executor's wait for the reducers' answers to one batch
+
+
+def _gather_fn():
+    # Built in a function so that cloudpickle ships it by value (no import on workers).
+    def gather(self, seq, source, nsources, method, prefix, partial, failed):
+        """On any actor: buffers piece ``source`` of call ``seq``; runs every complete
+        call in order (``method(*prefix, *pieces)``; a call with a failed piece is
+        skipped); returns the last applied call number."""
+        st = self.__dict__.get("_irf_gather")
+        if st is None:
+            st = self.__dict__["_irf_gather"] = {"last": -1, "parts": {}}
+        parts = st["parts"]
+        if seq > st["last"]:
+            got = parts.setdefault(seq, [nsources, prefix, {}, False])
+            got[2][source] = partial
+            got[3] = got[3] or failed
+        while True:
+            nxt = parts.get(st["last"] + 1)
+            if nxt is None or len(nxt[2]) < nxt[0]:
+                return st["last"]
+            del parts[st["last"] + 1]
+            n, pre, pieces, bad = nxt
+            st["last"] += 1
+            if not bad:
+                getattr(self, method)(*pre, *[pieces[k] for k in range(n)])
+    return gather
+
+
+GATHER = gather = _gather_fn()
+
+
+def _executor_class() -> type:
+    # Built in a function so that cloudpickle ships the class by value.
+    import asyncio
+    import concurrent.futures
+
+    class _Blob:
+        """A function pickled once: unpickles to the function wherever it is sent."""
+
+        __slots__ = ("blob",)
+
+        def __init__(self, fn):
+            self.blob = cloudpickle.dumps(fn)
+
+        def __reduce__(self):
+            return cloudpickle.loads, (self.blob,)
+
+    class ResidentExecutor:
+        """One per node: runs a node's share of a batch and feeds the reducers."""
+
+        def __init__(self, threads: int):
+            self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
+            self.routes: dict = {}  # route key -> (per reducer: method to call)
+            self.gather = _Blob(GATHER)
+
+        def _senders(self, key, blob, checkpointed):
+            hit = self.routes.get(key)
+            if hit is None:
+                if len(self.routes) > 64:  # bounded: shapes come and go
+                    self.routes.clear()
+                handles = cloudpickle.loads(blob)
+                if checkpointed:
+                    hit = [h.apply_partial.remote for h in handles]
+                else:
+                    g = self.gather
+                    hit = [(lambda h: lambda *a: h.__ray_call__.remote(g, *a))(h)
+                           for h in handles]
+                self.routes[key] = hit
+            return hit
+
+        async def run(self, route, fn, spec, *refs):
+            key, blob, checkpointed, seq, source, nsources, method, prefixes, targets, \
+                timeout_s = route
+            send = self._senders(key, blob, checkpointed)
+            loop = asyncio.get_running_loop()
+            error = None
+            try:
+                out = await loop.run_in_executor(self.pool, fn, *unpack(spec, refs))
+            except Exception as e:  # every reducer hears of it, then it is raised
+                error, out = e, None
+            if targets is None:
+                targets = range(len(send))
+            single = len(send) == 1
+            calls = [send[i](seq, source, nsources, method, prefixes[i],
+                             None if error is not None else (out if single else out[i]),
+                             error is not None) for i in targets]
+            try:
+                got = await asyncio.wait_for(
+                    asyncio.gather(*calls, return_exceptions=True), timeout_s)
+            except asyncio.TimeoutError:
+                got = [TimeoutError(f"reducer did not answer call {seq} within "
+                                    f"{timeout_s} s")] * len(calls)
+            if error is not None:
+                raise error
+            if not checkpointed:  # no driver-side recovery: the batch fails
+                for g in got:
+                    if isinstance(g, BaseException):
+                        raise g
+            return got
+
+        def ping(self):
+            return True
+
+    return ResidentExecutor
+
+
+unpack = shipping.unpack
+_ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
+                            max_restarts=-1, max_task_retries=-1,
+                            max_concurrency=64)(_executor_class())
+
+_lock = threading.Lock()
+_ROUTES: dict[tuple, "Route"] = {}
+_route_ids = itertools.count()
+
+
+@dataclass
+class Route:
+    """Where a resident batch's pieces go: the reducers, pickled once."""
+
+    key: int
+    blob: bytes
+    checkpointed: bool
+    handles: list
+    built_s: float  # driver time it took to build (pickling the handles)
+    next_seq: int = 0  # call numbers of actors without their own (not checkpointed)
+
+
+@dataclass
+class ResidentBatch:
+    """One batch on the resident path: enough to confirm it and to send it again."""
+
+    route: Route
+    seq: int
+    method: str
+    prefixes: tuple
+    fn: RemoteFunction  # the node task (for a fallback as a plain task)
+    nodes: list[int]  # source node of each source index
+    node_args: list[tuple]  # node_call(indices) per source
+    refs: list  # the executor calls' refs, one per source
+    num_returns: int
+    strategies: list = field(default_factory=list)
+    _partials: dict = field(default_factory=dict)  # source -> plain task's refs
+
+    def replay_source(self, source: int, reducer: int) -> Any:
+        """Source ``source``'s piece for ``reducer`` sent again from the driver, computed
+        by a plain task pinned to the node (run once per source, kept for other
+        reducers): the path that needs no executor. Returns the reducer call's ref."""
+        refs = self._partials.get(source)
+        if refs is None:
+            f = self.fn.options(num_returns=self.num_returns,
+                                scheduling_strategy=self.strategies[source])
+            refs = f.remote(*self.node_args[source])
+            refs = [refs] if self.num_returns == 1 else list(refs)
+            self._partials[source] = refs
+        h = self.route.handles[reducer]
+        args = (self.seq, source, len(self.nodes), self.method, self.prefixes[reducer],
+                refs[reducer], False)
+        if self.route.checkpointed:
+            return h.apply_partial.remote(*args)
+        return h.__ray_call__.remote(shipping.inline(GATHER), *args)
+
+
+def route_for(handles: Sequence[Any], checkpointed: bool) -> Route:
+    """The route to these reducers (built once per set of handles)."""
+    ids = tuple(h._actor_id.binary() for h in handles)
+    k = (ids, checkpointed)
+    with _lock:
+        r = _ROUTES.get(k)
+        if r is None:
+            t0 = time.perf_counter()
+            if len(_ROUTES) > 1000:
+                _ROUTES.clear()
+            blob = cloudpickle.dumps(list(handles))
+            r = _ROUTES[k] = Route(next(_route_ids), blob, checkpointed, list(handles),
+                                   time.perf_counter() - t0)
+        return r
+
+
+def _executor(rt: Any, node: int) -> Any:
+    """``run.remote`` of node ``node``'s resident executor (created on first use). They
+    live in ray_patch.executors' table (key ``(token, ("resident", node))``), so
+    ``executors.forget`` drops them with the stage executors at shutdown and
+    ``executors.executor_nodes`` lists them."""
+    key = (rt.token, ("resident", node))
+    with executors_._lock:
+        hit = executors_._EXECUTORS.get(key)
+        if hit is None:
+            cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
+            job = ray.get_runtime_context().get_job_id()
+            h = _ExecutorActor.options(
+                scheduling_strategy=rt.strategies[node],
+                name=f"ResidentExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}"
+            ).remote(cpus)
+            hit = executors_._EXECUTORS[key] = (rt.hex_of[node], h, {0: h.run.remote})
+    return hit[2][0]
+
+
+def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
+                    node_call: Any, *, route: Route, seq: int, method: str,
+                    prefixes: Sequence[tuple], num_returns: int,
+                    group_id: int | None = None, group_dependency: int | None = None,
+                    policy: str = "locality", plan_cache: bool = False,
+                    timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[ResidentBatch, int]:
+    """Places one task per argument tuple as a group (as ``submit_per_node``), then sends
+    each node's share to that node's resident executor, which feeds the route's
+    reducers call ``seq`` (see the module's docstring). Returns the batch and the group
+    id. A stage that asks for resources, a runtime_env or more than one CPU is not
+    resident (the caller checks ``residentable``)."""
+    fn, _ = check_remote_function(fn)
+    args = as_tuples(arg_tuples)
+    rt = get_runtime()
+    with rt.lock:
+        gid = rt.new_group_id() if group_id is None else int(group_id)
+        nodes, dep = place(rt, gid, np.full(len(args), 1.0), _inputs_of(args),
+                           group_dependency=group_dependency, policy=policy,
+                           plan_cache=plan_cache)
+        by_node: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes.tolist()):
+            by_node.setdefault(n, []).append(i)
+        order = sorted(by_node)
+        body = shipping.inline(fn._function)
+        prefixes = tuple(tuple(p) for p in prefixes)
+        batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
+                              num_returns, [rt.strategies[n] for n in order])
+        try:
+            for source, n in enumerate(order):
+                a = node_call(by_node[n])
+                spec, refs = shipping.pack(a)
+                r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
+                     method, prefixes, None, timeout_s)
+                batch.node_args.append(a)
+                batch.refs.append(_executor(rt, n)(r, body, spec, *refs))
+        except BaseException:
+            rt.scheduler.free_group(gid)
+            raise
+        rec = GroupRecord(gid, f"{fn._function.__name__}@resident", dep, policy, nodes,
+                          in_core=True)
+        rt.record(rec, ((by_node[n][0], ref) for n, ref in zip(order, batch.refs)))
+    return batch, gid
+
+
+def residentable(fn: RemoteFunction, max_retries: int | None) -> bool:
+    """Whether a node task can run on the resident executors: they reserve nothing and
+    run in the driver's environment (as ``ray_patch.executors``)."""
+    fn, own = check_remote_function(fn)
+    merged = effective_options(fn, own)
+    cpus = float(merged.get("num_cpus", 1) or 0)
+    return not resource_demand(merged) and cpus <= 1 and not merged.get("runtime_env") \
+        and max_retries != 0
