@@ -52,7 +52,9 @@ def plain_names() -> Iterator[None]:
 def _group_name(base: str, gid: int, named: bool) -> str | None:
     """A group task's Ray name: ``base[gN]`` when named, ``base`` under plain_names."""
     if getattr(_names, "plain", 0):
-        return base
+        # A fused chain ("f+g") as plain Ray names the task whose result is read: the
+        # last stage (an error in an earlier stage reaches the program through it).
+        return base.rsplit("+", 1)[-1]
     return f"{base}[g{gid}]" if named else None
 
 POLICIES = tuple(p.value for p in Policy)  # the core's policy names, one list
