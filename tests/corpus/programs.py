@@ -185,8 +185,8 @@ class WordMapper:
 
 def prog_actors_calling_actors():
     reducers = [WordReducer.remote() for _ in range(2)]
-    mappers = [WordMapper.remote(reducers) for _ in range(2)]
-    ray.get([mappers[i % 2].process.remote(line) for i, line in enumerate(CORPUS)])
+    mapper = WordMapper.remote(reducers)
+    ray.get([mapper.process.remote(line) for line in CORPUS])
     out = {}
     for part in ray.get([r.get.remote() for r in reducers]):
         out.update(part)
@@ -337,8 +337,8 @@ class Supervisor:
 
 
 def prog_actor_tree():
-    sups = [Supervisor.remote(3) for _ in range(2)]
-    return ray.get([s.work.remote(i + 1) for i, s in enumerate(sups)])
+    sup = Supervisor.remote(2)
+    return ray.get([sup.work.remote(i + 1) for i in range(3)])
 
 
 # ---- 15-16. async and threaded actors, concurrency groups -------------------------------------
@@ -603,7 +603,7 @@ class Sum:
 
 
 def prog_streaming_batches():
-    k = 4
+    k = 2
     reducers = [Sum.remote(i) for i in range(k)]
     data = gen_data.remote(1000)
     for t in range(3):

@@ -20,9 +20,11 @@ placement and lowering of ``node.eval()``, at an *evaluation point*:
 - ``max_pending`` recorded calls; the end of the block (the decorated function returns:
   deferred values in what it returns come back as real ``ObjectRef`` / ``ActorHandle``).
 
-A call with keyword arguments, options other than ``num_returns``, references inside
-containers, or more than one reference runs as plain Ray, after what it reads has been
-evaluated. ``explain()`` lists, per evaluation point, the IR nodes built and the calls
+A task call is read by ``shapes.read_call`` (its one reference at any position or
+keyword, or a stage over plain values). A generator, a task option the IR does not model
+(``runtime_env``, ``name``), references inside containers, or more than one reference
+(a join) runs it as plain Ray, after what it reads has been evaluated. irfront's own
+submissions run inside ``quiet()``: never recorded, named as plain Ray names them. ``explain()`` lists, per evaluation point, the IR nodes built and the calls
 that ran plainly with the reason.
 """
 from __future__ import annotations
