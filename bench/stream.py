@@ -50,7 +50,10 @@ Scheduler names: vanilla, pack, locality, and ablations of locality's optimisati
 locality-nofuse, locality-noshuffle, locality-nobatch, locality-noexec (one task per node
 instead of a call to the node's persistent executor), locality-noplan (the core solves
 every batch's placement: no cached plans), locality-nocombine (one partial per partition
-reaches each reducer), locality+ahead (pre-scheduling on), locality-plain (all off); a
+reaches each reducer), locality+ahead (pre-scheduling on), locality+resident (each node's
+resident executor sends its merged partials straight to the reducers: no reducer call
+from the driver; with it in --schedulers a floor-resident runs too), locality-plain (all
+off); a
 "+fuse" etc. switches one on (e.g. vanilla+fuse). A suffix "@MS" sets a pre-scheduling
 series' lead (submission MS ms before the batch's start; default: a
 quarter of the interval), e.g. locality+ahead@50. "inferred" is the same pipeline written
@@ -175,6 +178,8 @@ def parse_args(argv=None):
         a = ap.parse_args(argv)
     a.sizes = [float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
+    if any("+resident" in s for s in a.schedulers):  # the resident path's own floor
+        FLOORS["floor-resident"] = "locality+resident"
     a.alone = [s for s in a.alone.split(",") if s]
     bad = [s for s in a.alone if s not in a.schedulers]
     if bad:
@@ -728,6 +733,8 @@ def print_summary(series, sizes, rows, phases=None):
     common.print_table(table, title="p50 / p99 ms from the scheduled start, per size")
 
 
+# p50s within this factor of the fastest are named beside it (print_story).
+TIE = 1.15
 # What irfront's ratio to each series tells (print_story).
 MEANS = {
     "vanilla": "what a Ray user gets today, with no change to the program",
@@ -780,14 +787,27 @@ def print_story(args, series, by, targets, ctx, cg_share, wall_s):
         print(f"{PLAIN_NAMES.get(n, n) + mark:<{width}}{cells}")
     fastest = {s: min((n for n in shown if (n, s) in by), key=lambda n: by[(n, s)]["p50_ms"])
                for s in sizes}
-    print("fastest at each size: " + ", ".join(
-        f"{s:g} MB: {PLAIN_NAMES.get(fastest[s], fastest[s])}" for s in sizes))
+    print("fastest at each size (p50):")
+    for s in sizes:
+        best = by[(fastest[s], s)]["p50_ms"]
+        close = [n for n in shown if n != fastest[s] and (n, s) in by
+                 and by[(n, s)]["p50_ms"] <= TIE * best]
+        print(f"  {s:g} MB: {PLAIN_NAMES.get(fastest[s], fastest[s])}" + (
+            f" (within {TIE - 1:.0%}: " + ", ".join(PLAIN_NAMES.get(n, n) for n in close) +
+            "; a difference that small can flip between runs on a busy machine)"
+            if close else ""))
     for n, ph in ctx.phases.items():
         print(f"* {PLAIN_NAMES.get(n, n)} cannot keep up with one batch every "
               f"{args.interval_ms:g} ms on this machine (its backlog would delay every "
               f"series beside it), so it ran alone, before the others, at one batch every "
-              f"{every_text(ph['interval_ms'])}, the rate it sustains (measured at the "
-              f"start): a lighter load than theirs.")
+              f"{every_text(ph['interval_ms'])}, the rate it sustained back to back at "
+              f"the start of its phase: a lighter load than theirs.")
+        behind = [s for s in sizes if (n, s) in by
+                  and by[(n, s)]["p50_ms"] > ph["interval_ms"].get(s, math.inf)]
+        if behind:
+            print(f"  It fell behind even that rate at {_sizes_text(sizes, lambda s: s in behind)}"
+                  f" (its p50 exceeds its interval there): the machine got busier during "
+                  f"its phase, and those figures include its own backlog.")
     rest = [n for n in shown if n not in ctx.phases]
     print(f"The others ({', '.join(rest)}) ran interleaved, {args.chunk} batches at a "
           f"time, one batch every {args.interval_ms:g} ms"
