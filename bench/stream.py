@@ -470,8 +470,17 @@ def main(argv=None):
         from irfront.cluster import LocalCluster
         print(f"starting a local cluster: {args.nodes} nodes x {args.cpus_per_node} CPUs "
               f"on 127.0.0.1 ...", flush=True)
-        cluster = LocalCluster(num_nodes=args.nodes, cpus_per_node=args.cpus_per_node,
-                               object_store_mb=args.object_store_mb)
+        for attempt in (1, 2):  # a node's start can time out on a busy machine (Ray waits
+            try:                # 30 s for a raylet to register): one more try
+                cluster = LocalCluster(num_nodes=args.nodes,
+                                       cpus_per_node=args.cpus_per_node,
+                                       object_store_mb=args.object_store_mb)
+                break
+            except Exception as e:  # noqa: BLE001 - LocalCluster stopped what it started
+                if attempt == 2:
+                    raise
+                print(f"the local cluster did not start ({type(e).__name__}: {e}); "
+                      f"trying once more", flush=True)
         address = cluster.address
     args.reducers = args.reducers or args.nodes * 2
     args.partitions = args.partitions or args.nodes * 4
