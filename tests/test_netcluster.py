@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "netcluster.py")
@@ -126,9 +127,13 @@ def kill_expected(batches: int) -> list[int]:
     return tot
 
 
-def drive_kill(batches: int, kill_at: int, host: int) -> dict:
-    """An exactly-once stream; host ``host``'s raylet is killed after batch ``kill_at``
-    is submitted."""
+def drive_kill(batches: int, kill_at: int, host: int, seed: int = 0) -> dict:
+    """An exactly-once stream; host ``host``'s raylet is killed from another thread at a
+    random moment (from ``seed``): once batch ``kill_at`` is submitted, after a random
+    delay of up to two batch intervals."""
+    import random
+    import threading
+    rng = random.Random(seed)
     np, ray = _driver_imports()
     import irfront
     from irfront import (REDUCER_OPTIONS, Batch, Broadcast, InitActors, Map,
@@ -166,13 +171,26 @@ def drive_kill(batches: int, kill_at: int, host: int) -> dict:
                 return ReduceActors("reduce", reducers, Map(split, x, num_returns=R))
             return Batch(submit=submit, label=seq)
 
+        reached = threading.Event()
+
+        def kill():
+            reached.wait(timeout=300)
+            addr = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+            killed["reducers_before"] = [  # through the program's own handles
+                addr.get(ray.get(h.where.remote())[0]) for h in reducers.eval()]
+            time.sleep(rng.uniform(0, 0.4))
+            killed["pid"] = netcluster.raylet_pid(st, host)
+            killed["at"] = time.time()
+            os.kill(killed["pid"], 9)
+
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+
         def on_submit(rec):
-            if rec.label == kill_at and not killed:
-                addr = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-                killed["reducers_before"] = [
-                    addr.get(ray.get(h.where.remote())[0]) for h in reducers.eval()]
-                killed["pid"] = netcluster.raylet_pid(st, host)
-                os.kill(killed["pid"], 9)
+            if rec.label == kill_at:
+                reached.set()
+            if rec.label == batches - 2:  # the fault lands before the last batch
+                killer.join(timeout=60)
 
         with MicroBatchStream(interval_s=0.2, max_in_flight=3, checkpoint_every=3,
                               restart_timeout_s=120) as stream:
@@ -193,7 +211,8 @@ def driver_main(argv: list[str]) -> None:
     if what == "seed":
         out = drive_seed(argv[1], int(argv[2]))
     elif what == "kill":
-        out = drive_kill(int(argv[1]), int(argv[2]), int(argv[3]))
+        out = drive_kill(int(argv[1]), int(argv[2]), int(argv[3]),
+                         int(argv[4]) if len(argv) > 4 else 0)
     else:
         raise SystemExit(f"unknown driver {what!r}")
     print("RESULT " + json.dumps(out), flush=True)
@@ -293,8 +312,13 @@ def test_counters_see_traffic(netcluster):
 
 def test_raylet_killed_mid_stream_exact_after_recovery(netcluster):
     # Last in the module: host 2 stays dead afterwards.
-    batches, kill_at, host = 14, 4, 2
-    out = drive("kill", str(batches), str(kill_at), str(host), timeout=600)
+    # The raylet dies from another thread at a random moment (seeded: IRF_CHAOS_SEED
+    # replays it), as in bench/chaos.py's raylet-kill on the embedded cluster.
+    import random
+    seed = int(os.environ.get("IRF_CHAOS_SEED", "1"))
+    batches, host = 14, 2
+    kill_at = random.Random(seed).randrange(2, batches - 4)
+    out = drive("kill", str(batches), str(kill_at), str(host), str(seed), timeout=600)
     assert out["killed"].get("pid"), out
     assert out["totals"] == kill_expected(batches), out
     assert out["report"]["lost_calls"] == 0, out
