@@ -67,16 +67,23 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
           for f, s in itertools.product((True, False), repeat=2)]
 
 
+# Two or more switches away from a default: in `make test-slow` (each run here creates its
+# reducer actors, a few seconds on 2 cores); every single switch stays in `make test`.
+COMPOUND = [("locality-nofuse-noshuffle+batch", False), ("locality+ahead-noexec", True),
+            ("locality-nobatch-noplan", False), ("locality-nobatch/combine", False),
+            ("locality-noexec/combine", False), ("pack+fuse+shuffle+batch", False),
+            ("locality-nofuse-noshuffle+ahead", True)]
+
+
 @pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
-    ("locality-nobatch", False), ("locality-nofuse-noshuffle+batch", False),
-    ("locality-noexec", False), ("locality+ahead-noexec", True),
-    ("locality-noplan", False), ("locality-nobatch-noplan", False),
+    ("locality-nobatch", False),
+    ("locality-noexec", False),
+    ("locality-noplan", False),
     ("locality/combine", False), ("locality-nocombine/combine", False),
-    ("locality-nobatch/combine", False), ("locality+ahead/combine", True),
-    ("locality-noexec/combine", False), ("vanilla/combine", False),
-    ("pack+fuse+shuffle+batch", False),
-    ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True),
-    ("locality-nofuse-noshuffle+ahead", True)])
+    ("locality+ahead/combine", True),
+    ("vanilla/combine", False),
+    ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True)] + [
+    pytest.param(n, a, marks=pytest.mark.slow) for n, a in COMPOUND])
 def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
     combine = None
     if name.endswith("/combine"):  # the program declares its reducers' merge
