@@ -47,7 +47,13 @@ from ray_patch.runtime import GroupRecord, get_runtime
 from ray_patch.submit import _inputs_of, place
 from ray_patch.validate import as_tuples, check_remote_function
 
-DEFAULT_TIMEOUT_S = 60.0  # an executor's wait for the reducers' answers to one batch
+DEFAULT_TIMEOUT_S = 60.0
+# The node's work on the executor's event loop (True) or in its thread pool of one thread
+# per CPU (False). Inline saves a thread hop before the sends but serialises a node's
+# batches and delays the reducers' answers behind a long computation. At 16 MB per
+# partition its p50 was 4.9x locality's (default path), the thread pool's 2.9x, each in
+# its own run (docs/BENCHMARKS.md, "The resident path").
+INLINE_COMPUTE = False  # an executor's wait for the reducers' answers to one batch
 
 
 def _gather_fn():
@@ -122,10 +128,13 @@ def _executor_class() -> type:
             key, blob, checkpointed, seq, source, nsources, method, prefixes, targets, \
                 timeout_s = route
             send = self._senders(key, blob, checkpointed)
-            loop = asyncio.get_running_loop()
             error = None
             try:
-                out = await loop.run_in_executor(self.pool, fn, *unpack(spec, refs))
+                if INLINE_COMPUTE:  # on the event loop: no thread hop before the sends
+                    out = fn(*unpack(spec, refs))
+                else:
+                    loop = asyncio.get_running_loop()
+                    out = await loop.run_in_executor(self.pool, fn, *unpack(spec, refs))
             except Exception as e:  # every reducer hears of it, then it is raised
                 error, out = e, None
             if targets is None:
