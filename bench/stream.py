@@ -425,10 +425,11 @@ def run_sizes(args, sizes, names, ctx, stream, bar, extras=True, warmup=None):
         c.free()
 
 
-def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> float:
+def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> tuple[float, float]:
     """The interval of ``name``'s own phase at ``size``: its warm-up batches run back to
     back (one in flight, no wait between them); 1.25x their median time, rounded up to 50
-    ms, and at least --interval-ms. Those batches are its warm-up."""
+    ms, and at least --interval-ms. Those batches are its warm-up. Returns (the interval,
+    the median batch time), in ms."""
     n = max(3, args.warmup)
     c = Config(name, size, False)
     saved = stream.interval_s, stream.max_in_flight
@@ -443,7 +444,7 @@ def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> float:
         c.free()
     finally:
         stream.interval_s, stream.max_in_flight = saved
-    return max(args.interval_ms, math.ceil(1.25 * took * 1e3 / 50) * 50)
+    return max(args.interval_ms, math.ceil(1.25 * took * 1e3 / 50) * 50), took * 1e3
 
 
 def cluster_shape() -> tuple[int, int, list[int]]:
@@ -581,20 +582,24 @@ def run(args, ctx, address):
     alone_total = len(args.sizes) * (max(3, args.warmup) + args.iterations)
     for name in args.alone:
         print(f"phase: {name} alone ...", flush=True)
-        t, every = time.time(), {}
+        t, every, took = time.time(), {}, {}
         with tqdm(total=alone_total, unit="batch", disable=args.no_progress,
                   desc=f"{name} alone") as bar:
             for size in args.sizes:  # one size at a time, each at the rate it sustains
-                ms = every[size] = (
-                    args.alone_interval_ms if args.alone_interval_ms is not None
-                    else sustainable_interval_ms(args, name, size, ctx, stream, bar))
+                if args.alone_interval_ms is not None:
+                    ms = every[size] = args.alone_interval_ms
+                else:
+                    ms, took[size] = sustainable_interval_ms(args, name, size, ctx, stream,
+                                                             bar)
+                    every[size] = ms
                 stream.interval_s = ms / 1e3
                 try:
                     run_sizes(args, [size], [name], ctx, stream, bar, extras=False,
                               warmup=None if args.alone_interval_ms is not None else 0)
                 finally:
                     stream.interval_s = args.interval_ms / 1e3
-        ctx.phases[name] = {"interval_ms": every, "wall_s": time.time() - t}
+        ctx.phases[name] = {"interval_ms": every, "batch_ms": took,
+                            "wall_s": time.time() - t}
     start_baselines(args, ctx, address)
     baselines = [b for b in args.baselines if b not in ctx.unavailable]
     n_cfg = len(rotation) + (0 if args.no_floor else len(FLOORS)) + len(baselines)
@@ -806,11 +811,15 @@ def print_story(args, series, by, targets, ctx, cg_share, wall_s):
             "; a difference that small can flip between runs on a busy machine)"
             if close else ""))
     for n, ph in ctx.phases.items():
-        print(f"* {PLAIN_NAMES.get(n, n)} cannot keep up with one batch every "
-              f"{args.interval_ms:g} ms on this machine (its backlog would delay every "
-              f"series beside it), so it ran alone, before the others, at one batch every "
-              f"{every_text(ph['interval_ms'])}, the rate it sustained back to back at "
-              f"the start of its phase: a lighter load than theirs.")
+        took = ph.get("batch_ms") or {}
+        print(f"* {PLAIN_NAMES.get(n, n)} ran alone, before the others (a series that cannot "
+              f"keep up would delay every series beside it), at one batch every "
+              f"{every_text(ph['interval_ms'])}" + (
+                  f": its batches took {' / '.join(f'{v:.0f}' for v in took.values())} ms "
+                  f"back to back at the start of its phase (interval: 1.25x, rounded up)"
+                  if took else "") +
+              (f"; a lighter load than the others' one batch every {args.interval_ms:g} ms."
+               if any(v > args.interval_ms for v in ph["interval_ms"].values()) else "."))
         behind = [s for s in sizes if (n, s) in by
                   and by[(n, s)]["p50_ms"] > ph["interval_ms"].get(s, math.inf)]
         if behind:
