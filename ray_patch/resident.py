@@ -58,10 +58,14 @@ INLINE_COMPUTE = False  # an executor's wait for the reducers' answers to one ba
 
 def _gather_fn():
     # Built in a function so that cloudpickle ships it by value (no import on workers).
-    def gather(self, seq, source, nsources, method, prefix, partial, failed):
+    def gather(self, *args):
         """On any actor: buffers piece ``source`` of call ``seq``; runs every complete
         call in order (``method(*prefix, *pieces)``; a call with a failed piece is
-        skipped); returns the last applied call number."""
+        skipped); returns the last applied call number. The arguments come as one tuple
+        from an executor (Ray serialises each argument on its own: one is cheaper), or
+        spread out (a replay from the driver, whose piece is a ref Ray resolves)."""
+        seq, source, nsources, method, prefix, partial, failed = \
+            args[0] if len(args) == 1 else args
         st = self.__dict__.get("_irf_gather")
         if st is None:
             st = self.__dict__["_irf_gather"] = {"last": -1, "parts": {}}
@@ -119,7 +123,7 @@ def _executor_class() -> type:
                     hit = [h.apply_partial.remote for h in handles]
                 else:
                     g = self.gather
-                    hit = [(lambda h: lambda *a: h.__ray_call__.remote(g, *a))(h)
+                    hit = [(lambda h: lambda *a: h.__ray_call__.remote(g, a))(h)
                            for h in handles]
                 self.routes[key] = hit
             return hit
