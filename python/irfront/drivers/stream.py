@@ -27,7 +27,10 @@ fails (its actor or node died, or a restarted reducer refuses calls) it re-reads
 table, waits for Ray to restart the actor, restores the last checkpoint and replays the
 kept calls after it, in order. Reducers skip calls they already applied, so nothing is
 counted twice. Tasks before the reducers are retried by Ray (``max_retries``) and rebuilt
-from lineage when their outputs are lost with a node.
+from lineage when their outputs are lost with a node. Under the ``resident`` switch the
+executors feed the reducers (irfront/lowering/resident.py): the log then holds one
+``ResidentCall`` per batch, each reducer is confirmed from the executors' answers, and a
+replay sends every node's pieces again from plain tasks.
 
 Durable mode (opt-in: ``checkpoint_dir=`` or ``store=``, with a stream ``name``): each
 checkpoint is also written to a ``CheckpointStore`` with the source position it covers,
