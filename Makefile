@@ -117,7 +117,7 @@ bench: bench-stream bench-placement
 check-wheel: build
 	$(PY) -m pytest tests/test_packaging.py -q
 
-# Every streaming series (about 30 minutes on 2 cores); vanilla and pack, saturated at one
+# Every streaming series (long); vanilla and pack, saturated at one
 # batch per 100 ms here, run in phases of their own at the rate each sustains.
 bench-stream: build
 	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,vanilla+fuse,pack,locality,locality-nofuse,locality-noshuffle,locality-nobatch,locality+ahead,locality-plain \
