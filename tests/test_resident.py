@@ -3,7 +3,10 @@ one call per node and no reducer call; exactly-once through a reducer kill; a ch
 reducers or partitions rebuilds the route; other actors get their pieces in order."""
 from __future__ import annotations
 
+import logging
 import operator
+import time
+
 import numpy as np
 import pytest
 import ray
@@ -133,3 +136,48 @@ def test_plain_actors_get_every_batch_once_and_in_order(cluster):
 @ray.remote
 def _split3(part):
     return tuple(np.array_split(part, 3))
+
+
+@ray.remote
+def _slow_on_executor(marker, part):
+    """Hangs for 8 s the first time it runs on an actor (a resident executor; ``marker``
+    is created then); as a plain task (the driver's fallback) it returns at once."""
+    import os as _os
+    if ray.get_runtime_context().get_actor_id() is not None:
+        try:
+            fd = _os.open(marker, _os.O_CREAT | _os.O_EXCL)
+        except FileExistsError:
+            return part
+        _os.close(fd)
+        time.sleep(8)
+    return part
+
+
+def test_an_executor_that_does_not_answer_is_bypassed(cluster, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="irfront.stream")
+    marker = str(tmp_path / "slowed")
+    src = _source(4, 8, seed=5)
+    with lowering_options(RESIDENT):
+        from streams import SumReducer as R
+        reducers = InitActors(R, 4, [(i,) for i in range(4)])
+        t0 = time.monotonic()
+
+        def batch(parts):
+            def submit(start):
+                x = Map(_slow_on_executor, Objects(list(parts)), [(marker,)] * len(parts))
+                sh = Map(_split4, x, [()] * len(parts), num_returns=4)
+                return ReduceActors("reduce", reducers, sh, combine=operator.add)
+            return Batch(submit)
+
+        s = MicroBatchStream(interval_s=0.0, max_in_flight=2, restart_timeout_s=2.0)
+        s.run(batch(p) for p in src)
+    totals = ray.get([h.get_total.remote() for h in reducers.eval()])
+    assert totals == _expected(src, 4)
+    assert s.stats.lost_calls == 0
+    assert "did not answer" in caplog.text  # the fallback sent the pieces
+    assert time.monotonic() - t0 < 60
+
+
+@ray.remote
+def _split4(part):
+    return tuple(np.array_split(part, 4))

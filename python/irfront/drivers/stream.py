@@ -208,6 +208,7 @@ class MicroBatchStream:
         self.reducers: dict[int, _Reducers] = {}  # id(InitActors) -> state
         self._actor_nodes: dict[int, Any] = {}  # id -> InitActors (kept alive)
         self._pending: dict[ray.ObjectRef, tuple[str, int, int, int]] = {}
+        self._resident_sent: dict[ray.ObjectRef, float] = {}  # executor call -> when
         self.stats = StreamReport()
         self._batches = 0
         self._abs_batch = 0  # the source's number of the batch being submitted
@@ -270,6 +271,7 @@ class MicroBatchStream:
         self.reducers.clear()
         self._actor_nodes.clear()
         self._pending.clear()
+        self._resident_sent.clear()
 
     def __enter__(self) -> "MicroBatchStream":
         return self
@@ -347,8 +349,10 @@ class MicroBatchStream:
                 if c.seq > g.confirmed[i]:
                     g.kept[i][c.seq] = c
                     self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[i]))
+            now = time.monotonic()
             for s, ref in enumerate(c.refs):
                 self._pending[ref] = ("resident", key, -1 - s, c.seq)
+                self._resident_sent[ref] = now
             return key
         if c.seq > g.confirmed[c.index]:
             g.kept[c.index][c.seq] = c
@@ -371,6 +375,7 @@ class MicroBatchStream:
         if not ready:
             if timeout > 0:  # a stall: a node may have died unseen
                 self._note_failures(ray_patch.node_failed())
+                self._resident_stalls()
             return
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         broken: dict[tuple[int, int], Any] = {}
@@ -411,17 +416,14 @@ class MicroBatchStream:
         executor that failed has its node's pieces sent again by the driver (plain
         tasks; reducers take a piece once)."""
         g = self.reducers[key]
+        self._resident_sent.pop(r, None)
         try:
             val = ray.get(r)
         except ray.exceptions.RayError as e:
             if not _is_failure(e):
                 raise
             self._note_failures(ray_patch.node_failed())
-            for i in range(len(g.handles)):
-                c = g.kept[i].get(seq)
-                if c is not None and g.confirmed[i] < seq and seq > g.horizon[i]:
-                    ref = c.batch.replay_source(source, i)
-                    self._pending[ref] = ("rapply", key, i, seq)
+            self._resend_source(key, source, seq)
             return
         for i, v in enumerate(val):
             if seq <= g.horizon[i] or (key, i) in broken:
@@ -432,6 +434,35 @@ class MicroBatchStream:
                 broken[(key, i)] = v
             else:
                 g.confirmed[i] = max(g.confirmed[i], v)
+
+    def _resend_source(self, key: int, source: int, seq: int) -> None:
+        """Source ``source``'s pieces of resident batch ``seq`` sent again by the driver
+        (plain tasks) to every reducer that has not confirmed it: its executor failed or
+        did not answer in time."""
+        g = self.reducers[key]
+        for i in range(len(g.handles)):
+            c = g.kept[i].get(seq)
+            if c is not None and g.confirmed[i] < seq and seq > g.horizon[i]:
+                ref = c.batch.replay_source(source, i)
+                self._pending[ref] = ("rapply", key, i, seq)
+
+    def _resident_stalls(self) -> None:
+        """Executor calls unanswered for ``restart_timeout_s``: their pieces are sent
+        again through the fallback (reducers take a piece once; a late answer is then
+        ignored)."""
+        if not self._resident_sent:
+            return
+        limit = time.monotonic() - self.restart_timeout_s
+        for ref, t in list(self._resident_sent.items()):
+            if t < limit:
+                del self._resident_sent[ref]
+                entry = self._pending.pop(ref, None)
+                if entry is not None:
+                    _, key, src, seq = entry
+                    log.warning("resident batch %d: the executor of source %d did not "
+                                "answer in %.0f s; its pieces are sent again", seq,
+                                -1 - src, self.restart_timeout_s)
+                    self._resend_source(key, -1 - src, seq)
 
     def _save_durable(self, key: int, i: int, val: tuple[int, Any]) -> None:
         g = self.reducers[key]
@@ -578,6 +609,7 @@ class MicroBatchStream:
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
                 if not ready:  # a stall: a node may have died unseen
                     self._note_failures(ray_patch.node_failed())
+                    self._resident_stalls()
                 self._poll(timeout=0)
                 continue
             rec = f.record
