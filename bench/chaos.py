@@ -209,7 +209,16 @@ def _wait_gone(pid: int) -> float:
 
 
 def _reducer_pid(h: Any) -> int:
-    return ray.get(h.pid.remote(), timeout=EFFECT_TIMEOUT_S)
+    """The reducer's pid; a reducer still coming back from an earlier fault is asked
+    again until it answers (the fault then lands right after its restart)."""
+    deadline = time.monotonic() + EFFECT_TIMEOUT_S
+    while True:
+        try:
+            return ray.get(h.pid.remote(), timeout=EFFECT_TIMEOUT_S)
+        except ray.exceptions.RayActorError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def fault_reducer_kill(tg: Target, f: Fault, rng: random.Random) -> None:

@@ -9,6 +9,7 @@ Seeded: ``IRF_CHAOS_SEED=N pytest tests/test_chaos.py`` replays seed N (default 
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -28,8 +29,11 @@ PLAN = chaos.short_plan(SEED)
 @pytest.fixture(autouse=True)
 def locality(cluster, scheduler_mode):
     import irfront
+    import ray_patch
     irfront.init(scheduler="locality")
     yield
+    gc.collect()  # a run's nodes (closures in its batches) go, and their groups with them
+    assert ray_patch.group_count() == 0, "a run left groups behind"
 
 
 def test_the_short_matrix_covers_every_configuration_and_fault_kind():
