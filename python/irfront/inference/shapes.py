@@ -46,22 +46,14 @@ IR_SHAPE = "ir"  # the object last and positional, no keywords: the task as it i
 def read_call(args: tuple, kwargs: dict) -> tuple[str, tuple, Any, bool, Any]:
     """(why not a Map call or "", lead, obj, whether obj is a reference, shape)."""
     ref_at = None
-    for i, a in enumerate(args):
+    # positional places are indices, keyword places their names
+    for at, a in [*enumerate(args), *kwargs.items()]:
         why = _plain_value(a)
         if why == "ref":
             if ref_at is not None:
                 return "more than one reference among its arguments (a join)", (), None, \
                     False, None
-            ref_at = i
-        elif why:
-            return why, (), None, False, None
-    for k, a in kwargs.items():
-        why = _plain_value(a)
-        if why == "ref":
-            if ref_at is not None:
-                return "more than one reference among its arguments (a join)", (), None, \
-                    False, None
-            ref_at = k
+            ref_at = at
         elif why:
             return why, (), None, False, None
     is_ref = ref_at is not None

@@ -50,14 +50,18 @@ class CheckpointedReducer:
             self._irf_skipped = 0
             self._irf_stale = _reconstructed()
 
-    # ---- what the driver calls ---------------------------------------------------------
-    def apply_batch(self, seq: int, method: str, *args: Any) -> Any:
-        """Runs ``method(*args)`` as call ``seq`` once, in order; returns its result
-        (None for a call already applied)."""
+    def _irf_ready_for(self, seq: int) -> None:
+        """Raises ``NeedsRestore`` for call ``seq`` while restarted and not restored."""
         self._irf_init()
         if self._irf_stale:
             raise NeedsRestore(f"reducer restarted by Ray: refusing call {seq} until "
                                "restored from a checkpoint")
+
+    # ---- what the driver calls ---------------------------------------------------------
+    def apply_batch(self, seq: int, method: str, *args: Any) -> Any:
+        """Runs ``method(*args)`` as call ``seq`` once, in order; returns its result
+        (None for a call already applied)."""
+        self._irf_ready_for(seq)
         if seq <= self._irf_last:
             self._irf_skipped += 1
             return None
@@ -78,10 +82,7 @@ class CheckpointedReducer:
         every call until restored), and every complete call waiting on it follows. A
         call with a ``failed`` piece (its node task raised) is passed over, not applied.
         Returns the last applied call (pieces arrive in any order, from many senders)."""
-        self._irf_init()
-        if self._irf_stale:
-            raise NeedsRestore(f"reducer restarted by Ray: refusing call {seq} until "
-                               "restored from a checkpoint")
+        self._irf_ready_for(seq)
         if seq <= self._irf_last:
             return self._irf_last
         parts = self.__dict__.setdefault("_irf_parts", {})
