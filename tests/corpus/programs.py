@@ -300,7 +300,12 @@ def prog_cancel():
         except ray.exceptions.GetTimeoutError:
             continue
         except (ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError) as e:
-            return [type(e).__name__]
+            # Ray raises TaskCancelledError for a task cancelled before it started and
+            # RayTaskError(TaskCancelledError) (a subclass of both) for one cancelled
+            # while running: which one depends on the moment, in plain Ray as under
+            # infer. What Ray documents, and a program relies on, is the first check.
+            cancelled = isinstance(e, ray.exceptions.TaskCancelledError)
+            return ["TaskCancelledError" if cancelled else type(e).__name__]
     return ["still running"]
 
 
