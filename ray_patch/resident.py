@@ -41,7 +41,7 @@ import ray
 from ray import cloudpickle
 from ray.remote_function import RemoteFunction
 
-from ray_patch import executors as executors_, shipping
+from ray_patch import channel, executors as executors_, shipping
 from ray_patch.options import effective_options, pinned_actor_options, resource_demand
 from ray_patch.runtime import GroupRecord, get_runtime
 from ray_patch.submit import _inputs_of, place
@@ -64,8 +64,14 @@ def _gather_fn():
         skipped); returns the last applied call number. The arguments come as one tuple
         from an executor (Ray serialises each argument on its own: one is cheaper), or
         spread out (a replay from the driver, whose piece is a ref Ray resolves)."""
+        import threading
         seq, source, nsources, method, prefix, partial, failed = \
             args[0] if len(args) == 1 else args
+        with self.__dict__.setdefault("_irf_lock", threading.RLock()):
+            return _gather_locked(self, seq, source, nsources, method, prefix, partial,
+                                  failed)
+
+    def _gather_locked(self, seq, source, nsources, method, prefix, partial, failed):
         st = self.__dict__.get("_irf_gather")
         if st is None:
             st = self.__dict__["_irf_gather"] = {"last": -1, "parts": {}}
@@ -89,6 +95,16 @@ def _gather_fn():
 GATHER = gather = _gather_fn()
 
 
+def _apply_partial_fn():
+    # By value, as GATHER: what a channel frame runs on an exactly-once reducer.
+    def apply_partial(self, args):
+        return self.apply_partial(*args)
+    return apply_partial
+
+
+APPLY_PARTIAL = _apply_partial_fn()
+
+
 def _executor_class() -> type:
     # Built in a function so that cloudpickle ships the class by value.
     import asyncio
@@ -110,28 +126,53 @@ def _executor_class() -> type:
 
         def __init__(self, threads: int):
             self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
-            self.routes: dict = {}  # route key -> (per reducer: method to call)
+            self.routes: dict = {}  # route key -> the reducers' handles
+            self.conns: dict = {}  # reducer's actor id -> task: its open channel
             self.gather = _Blob(GATHER)
+            self.apply_partial = _Blob(APPLY_PARTIAL)
 
-        def _senders(self, key, blob, checkpointed):
+        def _reducers(self, key, blob):
             hit = self.routes.get(key)
             if hit is None:
                 if len(self.routes) > 64:  # bounded: shapes come and go
                     self.routes.clear()
-                handles = cloudpickle.loads(blob)
-                if checkpointed:
-                    hit = [h.apply_partial.remote for h in handles]
-                else:
-                    g = self.gather
-                    hit = [(lambda h: lambda *a: h.__ray_call__.remote(g, a))(h)
-                           for h in handles]
-                self.routes[key] = hit
+                hit = self.routes[key] = cloudpickle.loads(blob)
             return hit
+
+        def _conn(self, handle, checkpointed):
+            """The open channel to this reducer (a task that connects on first use, or
+            again after the channel broke: the actor may be a restarted process)."""
+            aid = handle._actor_id.binary()
+            task = self.conns.get(aid)
+            if task is not None and task.done() and (
+                    task.exception() is not None or task.result().broken is not None):
+                task = None
+            if task is None:
+                if len(self.conns) > 4096:  # bounded: reducers come and go
+                    for t in self.conns.values():
+                        if t.done() and t.exception() is None:
+                            t.result().close(channel.ChannelError("dropped"))
+                    self.conns.clear()
+                apply = self.apply_partial if checkpointed else self.gather
+
+                async def open_():
+                    addr = await handle.__ray_call__.remote(channel.OPEN_CHANNEL, apply)
+                    return await channel.connect(addr)
+                task = self.conns[aid] = asyncio.ensure_future(open_())
+            return task
+
+        async def _send(self, handle, checkpointed, frame):
+            try:
+                conn = await self._conn(handle, checkpointed)
+            except Exception as e:  # noqa: BLE001 - the actor died, it did not answer
+                return e if isinstance(e, ray.exceptions.RayError) else \
+                    channel.ChannelError(f"no channel to the reducer: {e!r}")
+            return await conn.call(frame)
 
         async def run(self, route, fn, spec, *refs):
             key, blob, checkpointed, seq, source, nsources, method, prefixes, targets, \
                 timeout_s = route
-            send = self._senders(key, blob, checkpointed)
+            handles = self._reducers(key, blob)
             error = None
             try:
                 if INLINE_COMPUTE:  # on the event loop: no thread hop before the sends
@@ -142,17 +183,16 @@ def _executor_class() -> type:
             except Exception as e:  # every reducer hears of it, then it is raised
                 error, out = e, None
             if targets is None:
-                targets = range(len(send))
-            single = len(send) == 1
-            calls = [send[i](seq, source, nsources, method, prefixes[i],
-                             None if error is not None else (out if single else out[i]),
-                             error is not None) for i in targets]
-            try:
-                got = await asyncio.wait_for(
-                    asyncio.gather(*calls, return_exceptions=True), timeout_s)
-            except asyncio.TimeoutError:
-                got = [TimeoutError(f"reducer did not answer call {seq} within "
-                                    f"{timeout_s} s")] * len(calls)
+                targets = range(len(handles))
+            single = len(handles) == 1
+            calls = [asyncio.ensure_future(self._send(
+                handles[i], checkpointed, channel.dumps((
+                    seq, source, nsources, method, prefixes[i],
+                    None if error is not None else (out if single else out[i]),
+                    error is not None)))) for i in targets]
+            done, _ = await asyncio.wait(calls, timeout=timeout_s)
+            late = TimeoutError(f"reducer did not answer call {seq} within {timeout_s} s")
+            got = [c.result() if c in done else late for c in calls]
             if error is not None:
                 raise error
             if not checkpointed:  # no driver-side recovery: the batch fails

@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import ray
 
 import ray_patch
+from ray_patch.channel import ChannelError
 from irfront.drivers.backpressure import InFlightWindow
 from irfront.drivers.checkpoints import CheckpointStore, DirectoryStore
 from irfront.drivers.durable import DurableStreamState
@@ -429,7 +430,10 @@ class MicroBatchStream:
             if seq <= g.horizon[i] or (key, i) in broken:
                 continue
             if isinstance(v, BaseException):
-                if not (_is_failure(v) or isinstance(v, TimeoutError)):
+                # a channel's own failures: the reducer broke it (died, restarted) or
+                # refused the call (restarted, not yet restored)
+                if not (_is_failure(v) or isinstance(v, (TimeoutError, NeedsRestore,
+                                                          ChannelError))):
                     raise v
                 broken[(key, i)] = v
             else:

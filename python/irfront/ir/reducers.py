@@ -20,6 +20,9 @@ method must be deterministic for a replay to give the state the first run gave.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import threading
 import warnings
 from typing import Any, Optional
 
@@ -40,8 +43,46 @@ def _reconstructed() -> bool:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
+def _locked(method: Any) -> Any:
+    """``method`` run under the actor's ``_irf_lock`` (see ``CheckpointedReducer``)."""
+    @functools.wraps(method)
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        with _lock_of(self):
+            return method(self, *args, **kwargs)
+    return run
+
+
+def _lock_methods(cls: type) -> None:
+    """Wraps the methods ``cls`` itself defines with ``_locked`` (not dunders, not the
+    ``_irf_`` helpers, not coroutine or generator functions)."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith(("__", "_irf_")) or not inspect.isfunction(fn) or getattr(
+                fn, "_irf_locked", False) or inspect.iscoroutinefunction(fn) or \
+                inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            continue
+        wrapped = _locked(fn)
+        wrapped._irf_locked = True
+        setattr(cls, name, wrapped)
+
+
+def _lock_of(actor: Any) -> Any:
+    lock = actor.__dict__.get("_irf_lock")
+    if lock is None:  # setdefault: two threads asking first get the same lock
+        lock = actor.__dict__.setdefault("_irf_lock", threading.RLock())
+    return lock
+
+
 class CheckpointedReducer:
-    """Base of exactly-once reducer actors (see the module's docstring)."""
+    """Base of exactly-once reducer actors (see the module's docstring).
+
+    Every method, the subclass's included, runs under one re-entrant lock per actor
+    (``_irf_lock``): the resident path applies calls on the reducer's channel threads
+    (ray_patch/channel.py), and a user's method (a ``get_total``, a ``take_records``)
+    must never interleave with one. Coroutine and generator methods are not wrapped."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _lock_methods(cls)
 
     def _irf_init(self) -> None:
         if "_irf_last" not in self.__dict__:
@@ -147,6 +188,9 @@ class CheckpointedReducer:
         for k in [k for k in self.__dict__ if not k.startswith("_irf_")]:
             del self.__dict__[k]
         self.__dict__.update(copy.deepcopy(state))
+
+
+_lock_methods(CheckpointedReducer)
 
 
 class SumReducerBase(CheckpointedReducer):
