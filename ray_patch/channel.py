@@ -61,6 +61,9 @@ def _open_channel_fn():
         st = self.__dict__.get("_irf_chan")
         if st is not None:
             return st[0]
+        init = getattr(self, "_irf_init", None)
+        if init is not None:  # an exactly-once reducer: its state read on Ray's thread
+            init()
         import pickle as pickle_
         import socket
         import struct as struct_

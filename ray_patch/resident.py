@@ -95,10 +95,22 @@ def _gather_fn():
 GATHER = gather = _gather_fn()
 
 
+STALE = "irf-stale-epoch"  # a reducer's answer to a piece fenced off (see below)
+
+
 def _apply_partial_fn():
     # By value, as GATHER: what a channel frame runs on an exactly-once reducer.
     def apply_partial(self, args):
-        return self.apply_partial(*args)
+        """The frame's last field is the epoch the driver last restored this reducer
+        with. A process that has another one is not the reducer the driver restored: a
+        process Ray already replaced (its node's raylet died and it lives on for a
+        while), or one restored since the piece was sent. It answers ``STALE`` and
+        applies nothing."""
+        *call, epoch = args
+        self._irf_init()
+        if epoch != self._irf_epoch and not self._irf_stale:
+            return STALE
+        return self.apply_partial(*call)
     return apply_partial
 
 
@@ -162,16 +174,25 @@ def _executor_class() -> type:
             return task
 
         async def _send(self, handle, checkpointed, frame):
-            try:
-                conn = await self._conn(handle, checkpointed)
-            except Exception as e:  # noqa: BLE001 - the actor died, it did not answer
-                return e if isinstance(e, ray.exceptions.RayError) else \
-                    channel.ChannelError(f"no channel to the reducer: {e!r}")
-            return await conn.call(frame)
+            """The reducer's answer to one frame. A fenced-off answer (``STALE``) drops
+            the connection and tries once more on a new one, to the process Ray now
+            routes the actor's calls to."""
+            for attempt in (0, 1):
+                try:
+                    conn = await self._conn(handle, checkpointed)
+                except Exception as e:  # noqa: BLE001 - the actor died, did not answer
+                    return e if isinstance(e, ray.exceptions.RayError) else \
+                        channel.ChannelError(f"no channel to the reducer: {e!r}")
+                got = await conn.call(frame)
+                if not (isinstance(got, str) and got == STALE):
+                    return got
+                conn.close(channel.ChannelError("fenced off: another epoch"))
+            return channel.ChannelError("the reducer fenced the piece off: it was "
+                                        "restored since the piece was sent")
 
         async def run(self, route, fn, spec, *refs):
             key, blob, checkpointed, seq, source, nsources, method, prefixes, targets, \
-                timeout_s = route
+                timeout_s, epochs = route
             handles = self._reducers(key, blob)
             error = None
             try:
@@ -189,7 +210,8 @@ def _executor_class() -> type:
                 handles[i], checkpointed, channel.dumps((
                     seq, source, nsources, method, prefixes[i],
                     None if error is not None else (out if single else out[i]),
-                    error is not None)))) for i in targets]
+                    error is not None) + ((epochs[i],) if checkpointed else ()))))
+                for i in targets]
             done, _ = await asyncio.wait(calls, timeout=timeout_s)
             late = TimeoutError(f"reducer did not answer call {seq} within {timeout_s} s")
             got = [c.result() if c in done else late for c in calls]
@@ -304,6 +326,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                     prefixes: Sequence[tuple], num_returns: int,
                     group_id: int | None = None, group_dependency: int | None = None,
                     policy: str = "locality", plan_cache: bool = False,
+                    epochs: Sequence[int] | None = None,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[ResidentBatch, int]:
     """Places one task per argument tuple as a group (as ``submit_per_node``), then sends
     each node's share to that node's resident executor, which feeds the route's
@@ -324,6 +347,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         order = sorted(by_node)
         body = shipping.inline(fn._function)
         prefixes = tuple(tuple(p) for p in prefixes)
+        epochs = tuple(epochs) if epochs is not None else (0,) * len(route.handles)
         batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
                               num_returns, [rt.strategies[n] for n in order])
         try:
@@ -331,7 +355,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                 a = node_call(by_node[n])
                 spec, refs = shipping.pack(a)
                 r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
-                     method, prefixes, None, timeout_s)
+                     method, prefixes, None, timeout_s, epochs)
                 batch.node_args.append(a)
                 batch.refs.append(_executor(rt, n)(r, body, spec, *refs))
         except BaseException:

@@ -40,6 +40,7 @@ import ray_patch
 from irfront.drivers.checkpoints import CheckpointStore, check_key
 from irfront.ir.nodes import InitActors
 from irfront.lowering.context import DurableActors
+from irfront.lowering.evaluation import EVALUATOR
 
 __all__ = ["DurableStreamState", "StreamFinishedError"]
 
@@ -257,13 +258,14 @@ class DurableStreamState:
             ray_patch.update_actor_node(h, node)
         ckpts: list[tuple[int, Any]] = []
         refs = []
+        epochs = EVALUATOR.results.epochs(actors)  # the driver's tokens (0 when new)
         for i, h in enumerate(handles):
             rec = self.records.get((group, i))
             if rec is None:
                 ckpts.append((-1, None))
                 continue
             ckpts.append((rec["seq"], rec["state"]))
-            refs.append(h.restore.remote(rec["seq"], rec["state"]))
+            refs.append(h.restore.remote(rec["seq"], rec["state"], epochs[i]))
         ray.get(refs, timeout=max(1.0, deadline - time.monotonic()))
         self.seeded[id(actors)] = ckpts
 

@@ -47,6 +47,7 @@ docs/RELIABILITY.md).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -142,6 +143,9 @@ class _Reducers:
     # per actor: the last call sent before its last recovery; resident answers about
     # calls up to it are superseded by the replay (lowering/resident.py)
     horizon: list[int] = field(default_factory=list)
+    # per actor: the token of its last restore; a resident answer counts only if it
+    # carries it (an answer about a state lost in a fault says nothing of the restored one)
+    epoch: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -339,7 +343,8 @@ class MicroBatchStream:
                 ckpt = list(ray.get([h.checkpoint.remote() for h in handles]))
             g = _Reducers(list(handles), ckpt, [s for s, _ in ckpt],
                           [dict() for _ in range(n)], recoveries=[0] * n,
-                          name=c.actors.name, horizon=[-1] * n)
+                          name=c.actors.name, horizon=[-1] * n,
+                          epoch=EVALUATOR.results.epochs(c.actors))
             self.reducers[key] = g
             self._actor_nodes[key] = c.actors
         g.last = max(g.last, c.seq)
@@ -398,8 +403,11 @@ class MicroBatchStream:
             if kind == "apply":
                 g.confirmed[i] = max(g.confirmed[i], seq)
             elif kind == "rapply":  # a resident piece sent again: the last applied call
-                g.confirmed[i] = max(g.confirmed[i], val)
-            elif val is not None and val[0] > g.ckpt[i][0]:
+                self._resident_confirm(g, i, val)
+            elif val is None:  # restarted by Ray since its last restore: recover it
+                broken[(key, i)] = NeedsRestore(f"reducer {g.name}[{i}] answered a "
+                                                "checkpoint as restarted")
+            elif val[0] > g.ckpt[i][0]:
                 g.ckpt[i] = val
                 self.stats.checkpoints += 1
                 if self.durable is not None:
@@ -412,8 +420,9 @@ class MicroBatchStream:
     def _resident_answer(self, r: Any, key: int, source: int, seq: int,
                          broken: dict) -> None:
         """One source node's executor call of resident batch ``seq``: per reducer, its
-        last applied call (confirmed) or the error of its call (recovered). Answers
-        about calls before a reducer's last recovery are superseded by its replay. An
+        last applied call (confirmed if about the state last restored) or the error of
+        its call (recovered; an error about a call before the reducer's last recovery is
+        superseded by its replay). An
         executor that failed has its node's pieces sent again by the driver (plain
         tasks; reducers take a piece once)."""
         g = self.reducers[key]
@@ -427,17 +436,29 @@ class MicroBatchStream:
             self._resend_source(key, source, seq)
             return
         for i, v in enumerate(val):
-            if seq <= g.horizon[i] or (key, i) in broken:
+            if (key, i) in broken:
                 continue
-            if isinstance(v, BaseException):
-                # a channel's own failures: the reducer broke it (died, restarted) or
-                # refused the call (restarted, not yet restored)
-                if not (_is_failure(v) or isinstance(v, (TimeoutError, NeedsRestore,
-                                                          ChannelError))):
-                    raise v
-                broken[(key, i)] = v
-            else:
-                g.confirmed[i] = max(g.confirmed[i], v)
+            if not isinstance(v, BaseException):
+                self._resident_confirm(g, i, v)
+                continue
+            if seq <= g.horizon[i]:  # superseded by the replay
+                continue
+            # a channel's own failures: the reducer broke it (died, restarted) or
+            # refused the call (restarted, not yet restored)
+            if not (_is_failure(v) or isinstance(v, (TimeoutError, NeedsRestore,
+                                                      ChannelError))):
+                raise v
+            broken[(key, i)] = v
+
+    @staticmethod
+    def _resident_confirm(g: _Reducers, i: int, answer: tuple[int, int]) -> None:
+        """A reducer's answer to a resident piece: ``(last applied, epoch)``. It counts
+        when it is about the state the driver last restored (its epoch), whichever path
+        brought the piece: after a recovery, a piece an executor sent may complete a
+        replayed call as well as the driver's own replay can."""
+        last, epoch = answer
+        if epoch == g.epoch[i]:
+            g.confirmed[i] = max(g.confirmed[i], last)
 
     def _resend_source(self, key: int, source: int, seq: int) -> None:
         """Source ``source``'s pieces of resident batch ``seq`` sent again by the driver
@@ -505,7 +526,8 @@ class MicroBatchStream:
             if (k, j) == (key, i):  # superseded by the replay below
                 del self._pending[r]
         h = g.handles[i]
-        node = self._restore(h, g.ckpt[i], f"{g.name}[{i}]", cause)
+        g.epoch[i] = random.getrandbits(62)
+        node = self._restore(h, g.ckpt[i], f"{g.name}[{i}]", cause, g.epoch[i])
         ray_patch.update_actor_node(h, node)
         ck_seq = g.ckpt[i][0]
         g.confirmed[i] = ck_seq
@@ -531,14 +553,16 @@ class MicroBatchStream:
         log.info("reducer %s[%d] back on node %s after %.2f s, %d calls replayed", g.name, i,
                  node[:12], time.perf_counter() - t0, len(seqs))
 
-    def _restore(self, h: Any, ckpt: tuple[int, Any], name: str, cause: Any) -> str:
-        """Waits for Ray to restart the actor, restores ``ckpt``; returns its node."""
+    def _restore(self, h: Any, ckpt: tuple[int, Any], name: str, cause: Any,
+                 epoch: int) -> str:
+        """Waits for Ray to restart the actor, restores ``ckpt`` as ``epoch``; returns its
+        node."""
         deadline = time.monotonic() + self.restart_timeout_s
         while True:
             left = max(0.1, deadline - time.monotonic())
             try:
                 node, _ = ray.get(h.where.remote(), timeout=left)
-                ray.get(h.restore.remote(*ckpt), timeout=left)
+                ray.get(h.restore.remote(*ckpt, epoch), timeout=left)
                 return node
             except ray.exceptions.GetTimeoutError:
                 raise RecoveryError(f"reducer {name} did not come back within "

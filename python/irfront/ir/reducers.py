@@ -90,6 +90,7 @@ class CheckpointedReducer:
             self._irf_applied = 0
             self._irf_skipped = 0
             self._irf_stale = _reconstructed()
+            self._irf_epoch = 0  # set by each restore: which recovery this state is of
 
     def _irf_ready_for(self, seq: int) -> None:
         """Raises ``NeedsRestore`` for call ``seq`` while restarted and not restored."""
@@ -122,10 +123,12 @@ class CheckpointedReducer:
         ``apply_batch``'s rules (an applied call is skipped, a restarted reducer refuses
         every call until restored), and every complete call waiting on it follows. A
         call with a ``failed`` piece (its node task raised) is passed over, not applied.
-        Returns the last applied call (pieces arrive in any order, from many senders)."""
+        Returns ``(last applied call, epoch)``: pieces arrive in any order, from many
+        senders, and the epoch (the last ``restore``'s) tells the driver whether the
+        answer is about the state it restored or about one lost before."""
         self._irf_ready_for(seq)
         if seq <= self._irf_last:
-            return self._irf_last
+            return self._irf_last, self._irf_epoch
         parts = self.__dict__.setdefault("_irf_parts", {})
         got = parts.setdefault(seq, [nsources, prefix, {}, False])
         got[2][source] = partial  # a piece sent twice (a retry, a replay) counts once
@@ -133,7 +136,7 @@ class CheckpointedReducer:
         while True:
             nxt = parts.get(self._irf_last + 1)
             if nxt is None or len(nxt[2]) < nxt[0]:
-                return self._irf_last
+                return self._irf_last, self._irf_epoch
             del parts[self._irf_last + 1]
             n, pre, pieces, bad = nxt
             if not bad:
@@ -148,11 +151,14 @@ class CheckpointedReducer:
             return None
         return self._irf_last, self.checkpoint_state()
 
-    def restore(self, seq: int, state: Any) -> int:
+    def restore(self, seq: int, state: Any, epoch: int = 0) -> int:
+        """Back to ``state`` as of call ``seq``; ``epoch`` names this restore (the
+        driver's token for the recovery, see ``apply_partial``)."""
         self._irf_init()
         if state is not None:
             self.restore_state(state)
         self._irf_last = seq
+        self._irf_epoch = epoch
         parts = self.__dict__.get("_irf_parts")
         for s in [s for s in (parts or ()) if s <= seq]:  # pieces of applied calls
             del parts[s]

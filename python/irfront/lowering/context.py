@@ -78,6 +78,9 @@ class ActorGroupState:
     """Driver-side bookkeeping of an evaluated InitActors of exactly-once reducers."""
 
     next_seq: int = 0
+    # per actor, the token of its last restore (0: never restored); the stream driver
+    # sets it, the resident lowering sends it with every piece (ray_patch/channel.py)
+    epochs: list[int] = field(default_factory=list)
 
 
 class _DriverScope(threading.local):
@@ -153,6 +156,16 @@ class Results:
         seq = st.next_seq
         st.next_seq += 1
         return seq
+
+    def epochs(self, actors: InitActors) -> list[int]:
+        """The group's restore tokens, one per actor: the list itself, which the stream
+        driver updates when it restores an actor."""
+        st = self._actor_state.get(actors)
+        if st is None:
+            st = self._actor_state[actors] = ActorGroupState()
+        if len(st.epochs) != actors.n:
+            st.epochs[:] = [0] * actors.n
+        return st.epochs
 
     def set_next_seq(self, actors: InitActors, seq: int) -> None:
         """Numbers the group's next call ``seq`` (a driver resuming a stream)."""

@@ -68,7 +68,8 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
     batch, _ = resident_.submit_resident(
         fn, calls, node_call, route=route, seq=seq, method=red.method, prefixes=prefixes,
         num_returns=n, group_id=gid, group_dependency=depends_on,
-        policy=opts.scheduler, plan_cache=opts.enabled("plan_cache"))
+        policy=opts.scheduler, plan_cache=opts.enabled("plan_cache"),
+        epochs=ctx.results.epochs(actors) if actors.checkpointed else None)
     if actors.checkpointed:
         log.append(ResidentCall(actors, seq, batch))
     else:
