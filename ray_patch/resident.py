@@ -190,7 +190,8 @@ def _executor_class() -> type:
             return channel.ChannelError("the reducer fenced the piece off: it was "
                                         "restored since the piece was sent")
 
-        async def run(self, route, fn, spec, *refs):
+        async def run(self, packed, *refs):
+            route, fn, spec = packed  # one argument: Ray serialises each on its own
             key, blob, checkpointed, seq, source, nsources, method, prefixes, targets, \
                 timeout_s, epochs = route
             handles = self._reducers(key, blob)
@@ -357,7 +358,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                 r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
                      method, prefixes, None, timeout_s, epochs)
                 batch.node_args.append(a)
-                batch.refs.append(_executor(rt, n)(r, body, spec, *refs))
+                batch.refs.append(_executor(rt, n)((r, body, spec), *refs))
         except BaseException:
             rt.scheduler.free_group(gid)
             raise

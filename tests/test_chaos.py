@@ -59,3 +59,14 @@ def test_durable_driver_sigkilled_three_times_then_resumed(cluster, tmp_path):
                             batches=24)
     assert not res.problems(), (res.problems(), res.faults)
     assert res.injected >= 2, res.faults  # at least two drivers died mid-stream
+
+
+def test_resident_reducers_on_a_killed_raylet(cluster):
+    """A raylet SIGKILLed under the resident path: its reducer's process outlives it for
+    a while, and executors' channels still reach it after Ray restarted the reducer
+    elsewhere. Found by the long matrix (a hang: the restored reducer's later calls were
+    never confirmed); the restore epochs fence the old process off."""
+    cfg = chaos.CONFIG_BY_NAME["resident"]
+    res = chaos.run_one(cluster, cfg, ["raylet-kill"], SEED * 1000 + 8, batches=30)
+    assert not res.problems(), (res.problems(), res.faults)
+    assert res.injected == 1, res.faults

@@ -181,3 +181,61 @@ def test_an_executor_that_does_not_answer_is_bypassed(cluster, tmp_path, caplog)
 @ray.remote
 def _split4(part):
     return tuple(np.array_split(part, 4))
+
+
+def _frames(sock, *frames) -> list:
+    """Sends channel frames on a plain socket; returns the reducer's replies."""
+    import pickle
+    from ray_patch import channel
+    out = []
+    f = sock.makefile("rb")
+    for args in frames:
+        sock.sendall(channel.dumps(args))
+        n = channel.HEADER.unpack(f.read(channel.HEADER.size))[0]
+        out.append(pickle.loads(f.read(n)))
+    return out
+
+
+def test_a_channel_applies_pieces_once_and_fences_off_other_epochs(cluster):
+    """The reducer side of a channel, driven by hand: pieces are buffered until every
+    source sent one, applied once (a piece sent twice counts once), and a piece that
+    carries another restore token than the reducer's is answered STALE and not applied
+    (a process Ray replaced must not take pieces meant for the restored one)."""
+    import socket
+    from ray_patch import channel, resident
+    h = SumReducer.remote(0)
+    addr = ray.get(h.__ray_call__.remote(channel.OPEN_CHANNEL, resident.APPLY_PARTIAL))
+    assert addr == ray.get(h.__ray_call__.remote(channel.OPEN_CHANNEL,
+                                                 resident.APPLY_PARTIAL))  # one listener
+    with socket.create_connection(tuple(addr), timeout=30) as s:
+        # (seq, source, nsources, method, prefix, partial, failed, epoch)
+        got = _frames(s, (0, 0, 2, "reduce", (), 5, False, 0),
+                      (0, 0, 2, "reduce", (), 5, False, 0),   # sent twice: once
+                      (0, 1, 2, "reduce", (), 7, False, 0))
+        assert got == [(True, (-1, 0)), (True, (-1, 0)), (True, (0, 0))]
+        assert ray.get(h.get_total.remote()) == 12
+        ray.get(h.restore.remote(0, {"index": 0, "total": 12}, 99))
+        got = _frames(s, (1, 0, 1, "reduce", (), 100, False, 0),   # an old epoch
+                      (1, 0, 1, "reduce", (), 1, False, 99))
+        assert got == [(True, resident.STALE), (True, (1, 99))]
+    assert ray.get(h.get_total.remote()) == 13
+    assert ray.get(h.applied_status.remote()) == (1, True)
+
+
+def test_a_reducers_own_methods_never_run_beside_a_piece():
+    """Every method of a CheckpointedReducer class, its subclass's included, holds the
+    actor's lock, which the channel threads take to apply a piece."""
+    from irfront import CheckpointedReducer, SumReducerBase
+
+    class R(SumReducerBase):
+        def take(self):
+            return self.total
+
+        async def later(self):  # coroutines are left alone
+            return 0
+
+    assert R.take._irf_locked and R.reduce._irf_locked and R.get_total._irf_locked
+    assert CheckpointedReducer.apply_partial._irf_locked
+    assert not getattr(R.later, "_irf_locked", False)
+    import inspect
+    assert list(inspect.signature(R.take).parameters) == ["self"]
