@@ -178,3 +178,84 @@ async def connect(addr: tuple[str, int]) -> Conn:
         import socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Conn(reader, writer)
+
+
+class CacheMiss(ChannelError):
+    """A fed batch named a function, a route or an input the executor no longer holds
+    (it restarted, or dropped an entry unused for a while): the driver sends the batch
+    the other way (and the next one through Ray, which fills the executor's caches)."""
+
+
+def dumps_reply(call_id: int, ok: bool, value: Any) -> bytes:
+    """A fed batch's answer; an exception that does not pickle travels as its text."""
+    try:
+        return dumps((call_id, ok, value))
+    except Exception:  # noqa: BLE001
+        return dumps((call_id, False, RuntimeError(repr(value))))
+
+
+class FeedClient:
+    """The driver's end of an executor's feed: frames out on a blocking socket, answers
+    read by one thread per executor into ``concurrent.futures.Future``s. A broken
+    connection fails every waiting future with a ``ChannelError`` (the driver sends
+    those batches again through its fallback) and marks the client ``broken``."""
+
+    def __init__(self, addr: tuple[str, int], timeout_s: float = 5.0):
+        import socket
+        import threading
+        self.sock = socket.create_connection(tuple(addr), timeout=timeout_s)
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.waiting: dict[int, Any] = {}
+        self.broken: ChannelError | None = None
+        self._lock = threading.Lock()
+        self._ids = iter(range(1 << 62))
+        threading.Thread(target=self._answers, daemon=True, name="irf-feed").start()
+
+    def send(self, frame: Any) -> Any:
+        """One frame; returns the future of its answer."""
+        import concurrent.futures
+        fut: Any = concurrent.futures.Future()
+        with self._lock:
+            if self.broken is not None:
+                fut.set_exception(self.broken)
+                return fut
+            call_id = next(self._ids)
+            self.waiting[call_id] = fut
+            try:
+                self.sock.sendall(dumps((call_id, frame)))
+            except OSError as e:
+                self._break(ChannelError(f"feed to the executor broke: {e!r}"))
+        return fut
+
+    def _answers(self) -> None:
+        f = self.sock.makefile("rb")
+        try:
+            while True:
+                head = f.read(HEADER.size)
+                if len(head) < HEADER.size:
+                    raise ChannelError("the executor closed its feed")
+                call_id, ok, value = pickle.loads(f.read(HEADER.unpack(head)[0]))
+                with self._lock:
+                    fut = self.waiting.pop(call_id, None)
+                if fut is not None:
+                    (fut.set_result if ok else fut.set_exception)(value)
+        except Exception as e:  # noqa: BLE001 - every waiting batch hears of it
+            with self._lock:
+                self._break(e if isinstance(e, ChannelError) else
+                            ChannelError(f"feed to the executor broke: {e!r}"))
+
+    def _break(self, why: ChannelError) -> None:  # under self._lock
+        if self.broken is None:
+            self.broken = why
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        for fut in self.waiting.values():
+            fut.set_exception(why)
+        self.waiting.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self._break(ChannelError("closed"))

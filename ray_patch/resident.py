@@ -53,7 +53,11 @@ DEFAULT_TIMEOUT_S = 60.0
 # batches and delays the reducers' answers behind a long computation. At 16 MB per
 # partition its p50 was 4.9x locality's (default path), the thread pool's 2.9x, each in
 # its own run (docs/BENCHMARKS.md, "The resident path").
-INLINE_COMPUTE = False  # an executor's wait for the reducers' answers to one batch
+INLINE_COMPUTE = False
+# Batches after the first of their shape go to the executors through their feeds (one
+# frame per node, no Ray call); False: every batch is a Ray actor call.
+FEED = True
+INPUT_TTL_S = 60.0  # an executor drops an input no fed batch used for this long
 
 
 def _gather_fn():
@@ -142,6 +146,81 @@ def _executor_class() -> type:
             self.conns: dict = {}  # reducer's actor id -> task: its open channel
             self.gather = _Blob(GATHER)
             self.apply_partial = _Blob(APPLY_PARTIAL)
+            self.fns: dict = {}  # function key -> the node's fused function
+            self.inputs: dict = {}  # ref id -> [value, or ("pickled", bytes); last use]
+            self.feed = None  # (address, server): the driver's frames come in here
+
+        # ---- what the executor keeps between batches (fed batches name them) ------
+        def _remember(self, fn_key, fn, ids, values):
+            import pickle as pickle_
+            import time as time_
+            now = time_.monotonic()
+            if len(self.fns) > 256:
+                self.fns.clear()
+            self.fns[fn_key] = fn
+            if len(self.inputs) > 1024 or any(
+                    now - e[1] > INPUT_TTL_S for e in self.inputs.values()):
+                self.inputs = {k: e for k, e in self.inputs.items()
+                               if now - e[1] <= INPUT_TTL_S}
+                if len(self.inputs) > 1024:
+                    self.inputs.clear()
+            for i, v in zip(ids, values):
+                if not _shareable(v):  # each batch gets its own copy, as from Ray
+                    v = ("pickled", pickle_.dumps(v, protocol=5))
+                self.inputs[i] = [v, now]
+
+        def _input(self, i, now):
+            import pickle as pickle_
+            e = self.inputs.get(i)
+            if e is None:
+                raise channel.CacheMiss(f"input {i.hex()[:16]} is not held here")
+            e[1] = now
+            v = e[0]
+            if isinstance(v, tuple) and len(v) == 2 and v[0] == "pickled":
+                return pickle_.loads(v[1])
+            return v
+
+        async def open_feed(self):
+            """The address of this executor's feed (started on first call)."""
+            if self.feed is None:
+                server = await asyncio.start_server(
+                    self._feed_conn, ray.util.get_node_ip_address(), 0)
+                self.feed = (server.sockets[0].getsockname()[:2], server)
+            return self.feed[0]
+
+        async def _feed_conn(self, reader, writer):
+            import pickle as pickle_
+            import socket
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                while True:
+                    head = await reader.readexactly(channel.HEADER.size)
+                    call_id, frame = pickle_.loads(
+                        await reader.readexactly(channel.HEADER.unpack(head)[0]))
+                    asyncio.ensure_future(self._fed(call_id, frame, writer))
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def _fed(self, call_id, frame, writer):
+            import time as time_
+            try:
+                route, fn_key, spec, ids = frame
+                fn = self.fns.get(fn_key)
+                handles = self.routes.get(route[0])
+                if fn is None or handles is None:
+                    raise channel.CacheMiss("the batch's function or route is not "
+                                            "held here")
+                now = time_.monotonic()
+                values = [self._input(i, now) for i in ids]
+                reply = channel.dumps_reply(
+                    call_id, True, await self._run(route, handles, fn, spec, values))
+            except Exception as e:  # noqa: BLE001 - the driver falls back
+                reply = channel.dumps_reply(call_id, False, e)
+            writer.write(reply)
 
         def _reducers(self, key, blob):
             hit = self.routes.get(key)
@@ -191,10 +270,17 @@ def _executor_class() -> type:
                                         "restored since the piece was sent")
 
         async def run(self, packed, *refs):
-            route, fn, spec = packed  # one argument: Ray serialises each on its own
-            key, blob, checkpointed, seq, source, nsources, method, prefixes, targets, \
+            """A batch sent through Ray (the first of its shape on this node): the
+            inputs, the function and the route are kept for fed batches."""
+            route, fn, spec, ids, fn_key = packed  # one argument: Ray serialises each
+            handles = self._reducers(route[0], route[1])
+            if ids is not None:
+                self._remember(fn_key, fn, ids, refs)
+            return await self._run(route, handles, fn, spec, refs)
+
+        async def _run(self, route, handles, fn, spec, refs):
+            _, _, checkpointed, seq, source, nsources, method, prefixes, targets, \
                 timeout_s, epochs = route
-            handles = self._reducers(key, blob)
             error = None
             try:
                 if INLINE_COMPUTE:  # on the event loop: no thread hop before the sends
@@ -303,8 +389,102 @@ def route_for(handles: Sequence[Any], checkpointed: bool) -> Route:
         return r
 
 
+def _shareable(v: Any) -> bool:
+    """Whether one copy of an input may serve every fed batch: immutable values, and
+    numpy arrays Ray maps read-only from the object store. Others are kept pickled and
+    each batch gets its own copy, as each Ray task would."""
+    if v is None or isinstance(v, (bool, int, float, complex, str, bytes)):
+        return True
+    if isinstance(v, np.ndarray):
+        return not v.flags.writeable
+    if isinstance(v, tuple):
+        return all(_shareable(x) for x in v)
+    return False
+
+
+@dataclass
+class _Feed:
+    """The driver's view of one executor's feed: what the executor holds (confirmed by
+    a finished call through Ray that carried it), and the connection."""
+
+    ids: set = field(default_factory=set)  # inputs, by ref id
+    fns: set = field(default_factory=set)  # function keys
+    routes: set = field(default_factory=set)  # route keys
+    seeding: list = field(default_factory=list)  # (ref, ids, fn key, route key)
+    addr: Any = None  # the open_feed call's ref
+    client: Any = None  # channel.FeedClient
+    missed: bool = False  # the executor answered a CacheMiss: start over
+
+    def answered(self, fut: Any) -> None:  # a fed batch's done-callback
+        if isinstance(fut.exception(), channel.CacheMiss):
+            self.missed = True
+
+    def reset(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.ids.clear(), self.fns.clear(), self.routes.clear(), self.seeding.clear()
+        self.addr = self.client = None
+
+    def ready(self, handle: Any, ids: tuple, fn_key: int, route_key: int) -> bool:
+        """Whether this batch can be fed (everything it names is held, the feed is up);
+        starts the feed and takes in finished seeding calls on the way."""
+        if self.missed or (self.client is not None and self.client.broken is not None):
+            self.reset()
+            self.missed = False
+        if self.seeding:
+            done, _ = ray.wait([r for r, *_ in self.seeding], timeout=0,
+                               num_returns=len(self.seeding), fetch_local=False)
+            if done:
+                done = set(done)
+                for r, i, f, k in [e for e in self.seeding if e[0] in done]:
+                    self.ids.update(i), self.fns.add(f), self.routes.add(k)
+                self.seeding = [e for e in self.seeding if e[0] not in done]
+        if self.client is None:
+            if self.addr is None:
+                self.addr = handle.open_feed.remote()
+                return False
+            if not ray.wait([self.addr], timeout=0, fetch_local=True)[0]:
+                return False
+            try:
+                self.client = channel.FeedClient(ray.get(self.addr))
+            except Exception:  # noqa: BLE001 - the executor restarted: ask again later
+                self.addr = None
+                return False
+        return fn_key in self.fns and route_key in self.routes and self.ids.issuperset(ids)
+
+
+_FEEDS: dict[tuple, _Feed] = {}
+_FN_KEYS: dict[int, tuple[Any, int]] = {}  # id(Inline) -> (it, key): kept alive
+_fn_ids = itertools.count()
+
+
+def _fn_key(body: Any) -> int:
+    hit = _FN_KEYS.get(id(body))
+    if hit is None or hit[0] is not body:
+        if len(_FN_KEYS) > 10_000:
+            _FN_KEYS.clear()
+        hit = _FN_KEYS[id(body)] = (body, next(_fn_ids))
+    return hit[1]
+
+
+def _feed(rt: Any, node: int) -> _Feed:
+    key = (rt.token, ("resident", node))
+    st = _FEEDS.get(key)
+    if st is None:
+        st = _FEEDS[key] = _Feed()
+    return st
+
+
+def forget_feeds() -> None:
+    """Closes every feed (at shutdown, beside ``executors.forget``)."""
+    with _lock:
+        for st in _FEEDS.values():
+            st.reset()
+        _FEEDS.clear()
+
+
 def _executor(rt: Any, node: int) -> Any:
-    """``run.remote`` of node ``node``'s resident executor (created on first use). They
+    """Node ``node``'s resident executor (created on first use). They
     live in ray_patch.executors' table (key ``(token, ("resident", node))``), so
     ``executors.forget`` drops them with the stage executors at shutdown and
     ``executors.executor_nodes`` lists them."""
@@ -319,7 +499,7 @@ def _executor(rt: Any, node: int) -> Any:
                 name=f"ResidentExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}"
             ).remote(cpus)
             hit = executors_._EXECUTORS[key] = (rt.hex_of[node], h, {0: h.run.remote})
-    return hit[2][0]
+    return hit[1]
 
 
 def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
@@ -351,20 +531,35 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         epochs = tuple(epochs) if epochs is not None else (0,) * len(route.handles)
         batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
                               num_returns, [rt.strategies[n] for n in order])
+        fn_key = _fn_key(body)
         try:
             for source, n in enumerate(order):
                 a = node_call(by_node[n])
                 spec, refs = shipping.pack(a)
+                ids = tuple(x.binary() for x in refs)
+                batch.node_args.append(a)
+                handle, st = _executor(rt, n), _feed(rt, n)
+                if FEED and st.ready(handle, ids, fn_key, route.key):
+                    r = (route.key, None, route.checkpointed, seq, source, len(order),
+                         method, prefixes, None, timeout_s, epochs)
+                    fut = st.client.send((r, fn_key, spec, ids))
+                    fut.add_done_callback(st.answered)
+                    batch.refs.append(fut)
+                    continue
                 r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
                      method, prefixes, None, timeout_s, epochs)
-                batch.node_args.append(a)
-                batch.refs.append(_executor(rt, n)((r, body, spec), *refs))
+                ref = handle.run.remote((r, body, spec, ids if FEED else None, fn_key),
+                                        *refs)
+                if FEED:
+                    st.seeding.append((ref, ids, fn_key, route.key))
+                batch.refs.append(ref)
         except BaseException:
             rt.scheduler.free_group(gid)
             raise
         rec = GroupRecord(gid, f"{fn._function.__name__}@resident", dep, policy, nodes,
                           in_core=True)
-        rt.record(rec, ((by_node[n][0], ref) for n, ref in zip(order, batch.refs)))
+        rt.record(rec, ((by_node[n][0], ref) for n, ref in zip(order, batch.refs)
+                        if isinstance(ref, ray.ObjectRef)))
     return batch, gid
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -174,6 +175,33 @@ def _sleep_until(t: float) -> None:
     delay = t - time.time()
     if delay > 0:
         time.sleep(delay)
+
+
+def _wait(items: list, num_returns: int, timeout: float) -> list:
+    """``ray.wait`` over refs and the futures of fed resident batches (``Future``,
+    ray_patch/channel.py) together: the ready ones, at least ``num_returns`` of them
+    unless ``timeout`` passed first. With both kinds, it looks at the refs every 2 ms."""
+    futs = [x for x in items if isinstance(x, Future)]
+    if not futs:
+        return ray.wait(items, num_returns=num_returns, timeout=timeout)[0] if items \
+            else []
+    refs = [x for x in items if not isinstance(x, Future)]
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = [f for f in futs if f.done()]
+        if refs:
+            ready += ray.wait(refs, num_returns=len(refs), timeout=0)[0]
+        left = deadline - time.monotonic()
+        if len(ready) >= num_returns or left <= 0:
+            return ready
+        futures_wait([f for f in futs if not f.done()],
+                     timeout=min(left, 0.002) if refs else left,
+                     return_when=FIRST_COMPLETED)
+
+
+def _value(x: Any) -> Any:
+    """``ray.get`` of a ref, or a fed batch's answer (raising its error)."""
+    return x.result() if isinstance(x, Future) else ray.get(x)
 
 
 def _is_failure(e: BaseException) -> bool:
@@ -308,7 +336,7 @@ class MicroBatchStream:
             out = b.submit(arg)
             if isinstance(out, Node):
                 refs = [r for r in flat_objects(out, out.eval())
-                        if isinstance(r, ray.ObjectRef)]
+                        if isinstance(r, (ray.ObjectRef, Future))]
             else:
                 refs = list(out or ())
         finally:
@@ -377,13 +405,13 @@ class MicroBatchStream:
         if not self._pending:
             return
         refs = list(self._pending)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        ready = _wait(refs, 1, timeout)
         if not ready:
             if timeout > 0:  # a stall: a node may have died unseen
                 self._note_failures(ray_patch.node_failed())
                 self._resident_stalls()
             return
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready = _wait(refs, len(refs), 0)
         broken: dict[tuple[int, int], Any] = {}
         for r in ready:
             kind, key, i, seq = self._pending.pop(r)
@@ -428,10 +456,10 @@ class MicroBatchStream:
         g = self.reducers[key]
         self._resident_sent.pop(r, None)
         try:
-            val = ray.get(r)
-        except ray.exceptions.RayError as e:
-            if not _is_failure(e):
-                raise
+            val = _value(r)
+        except (ray.exceptions.RayError, ChannelError) as e:  # a fed batch: its feed
+            if not (_is_failure(e) or isinstance(e, ChannelError)):  # broke, or the
+                raise  # executor no longer held what the batch named
             self._note_failures(ray_patch.node_failed())
             self._resend_source(key, source, seq)
             return
@@ -618,10 +646,11 @@ class MicroBatchStream:
             if self.reducers[key].confirmed[i] < seq:
                 return False
         if f.refs:
-            ready, _ = ray.wait(f.refs, num_returns=len(f.refs), timeout=0)
+            ready = _wait(f.refs, len(f.refs), 0)
             if len(ready) < len(f.refs):
                 return False
-            ray.get(f.refs)  # raises if the batch failed
+            for r in f.refs:  # raises if the batch failed
+                _value(r)
         return True
 
     def _retire(self, in_flight: dict[int, _InFlight], block: bool) -> None:
@@ -634,7 +663,7 @@ class MicroBatchStream:
                 if not block:
                     return
                 waiting = list(self._pending) + list(f.refs)
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+                ready = _wait(waiting, 1, 1.0)
                 if not ready:  # a stall: a node may have died unseen
                     self._note_failures(ray_patch.node_failed())
                     self._resident_stalls()
