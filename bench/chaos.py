@@ -71,6 +71,10 @@ def _build_remote() -> tuple[Any, Any, Any]:
         return part * 3
 
     @ray.remote
+    def scale(k, part):
+        return part * k
+
+    @ray.remote
     def split(n, part):
         return tuple(np.array_split(part, n))
 
@@ -94,10 +98,10 @@ def _build_remote() -> tuple[Any, Any, Any]:
     # Its name as a top-level class: what Ray shows (ray::ChaosReducer.reduce) and the
     # durable stream's actor names are built from it.
     ChaosReducer.__qualname__ = "ChaosReducer"
-    return triple, split, ray.remote(**REDUCER_OPTIONS)(ChaosReducer)
+    return triple, scale, split, ray.remote(**REDUCER_OPTIONS)(ChaosReducer)
 
 
-triple, split, ChaosReducer = _build_remote()
+triple, scale, split, ChaosReducer = _build_remote()
 # Processes under a raylet that a task-worker fault must spare (it aims at tasks): the
 # actors' workers, and the node's agents and I/O workers (a raylet dies with its agent).
 SPARED_TITLES = ("ray::ChaosReducer", "ray::StageExecutor", "ray::Gate",
@@ -111,22 +115,28 @@ def source(seed: int, batches: int) -> list[list[np.ndarray]]:
             for _ in range(batches)]
 
 
-def expected(data: list[list[np.ndarray]], n: int) -> list[int]:
-    """What each reducer must hold, computed without Ray."""
+def expected(data: list[list[np.ndarray]], n: int,
+             factors: Optional[list[int]] = None) -> list[int]:
+    """What each reducer must hold, computed without Ray (batch k's parts times
+    ``factors[k]``; ``triple``'s 3 by default)."""
     totals = [0] * n
-    for parts in data:
+    for k, parts in enumerate(data):
         for p in parts:
-            for i, c in enumerate(np.array_split(p * 3, n)):
+            for i, c in enumerate(np.array_split(p * (3 if factors is None else
+                                                      factors[k]), n)):
                 totals[i] += int(c.sum())
     return totals
 
 
 def make_batch(parts: list, reducers: InitActors, combine: Any, ahead: bool,
-               label: int) -> Batch:
+               label: int, factor: Optional[int] = None) -> Batch:
+    """One batch: its parts tripled, or (``factor``: the same parts in every batch, the
+    resident feed's case) scaled by the batch's own factor."""
     n = reducers.n
 
     def submit(_start):
-        x = Map(triple, Objects(list(parts)))
+        x = Map(triple, Objects(list(parts))) if factor is None else \
+            Map(scale, Objects(list(parts)), [(factor,)] * len(parts))
         sh = Map(split, x, [(n,)] * len(parts), num_returns=n)
         return ReduceActors("reduce", reducers, sh, combine=combine)
 
@@ -140,6 +150,7 @@ class Config:
     options: str  # a series name for irfront.lowering.options_for
     combine: bool = False  # the reduce declares combine=operator.add
     ahead: bool = False  # batches submitted ahead of their start (pre-scheduling)
+    shared: bool = False  # every batch reads the same inputs (refs), scaled per batch
 
 
 CONFIGS = [
@@ -156,6 +167,7 @@ CONFIGS = [
     Config("spread", "spread", combine=True),
     Config("ahead", "locality+ahead", combine=True, ahead=True),
     Config("resident", "locality+resident", combine=True),
+    Config("resident-fed", "locality+resident", combine=True, shared=True),
 ]
 CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 
@@ -429,7 +441,12 @@ def run_one(cluster: Any, cfg: Config, kinds: list[str], seed: int, batches: int
     ray_patch.refresh_nodes()
     n = sum(1 for nd in ray.nodes() if nd["Alive"])  # one reducer per node
     data = source(seed, batches)
-    res.expected = expected(data, n)
+    factors = None
+    if cfg.shared:  # one set of parts, put once: batches after the first are fed
+        data = [data[0]] * batches
+        factors = [2 + k % 7 for k in range(batches)]
+    res.expected = expected(data, n, factors)
+    inputs = [[ray.put(p) for p in data[0]]] * batches if cfg.shared else data
     reducers = InitActors(ChaosReducer, n, [(i,) for i in range(n)])
     tg = Target(cluster, reducers, extra)
     order = list(kinds)
@@ -454,8 +471,9 @@ def run_one(cluster: Any, cfg: Config, kinds: list[str], seed: int, batches: int
     inj.start()
     try:
         with lowering_options(options_for(cfg.options)):
-            stream.run((make_batch(p, reducers, combine, cfg.ahead, k)
-                        for k, p in enumerate(data)), on_submit=on_submit)
+            stream.run((make_batch(p, reducers, combine, cfg.ahead, k,
+                                   None if factors is None else factors[k])
+                        for k, p in enumerate(inputs)), on_submit=on_submit)
         got = ray.get([h.totals.remote() for h in reducers.eval()], timeout=120)
         res.totals = [t for t, _ in got]
         res.calls = [c for _, c in got]

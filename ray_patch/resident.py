@@ -411,9 +411,11 @@ class _Feed:
     fns: set = field(default_factory=set)  # function keys
     routes: set = field(default_factory=set)  # route keys
     seeding: list = field(default_factory=list)  # (ref, ids, fn key, route key)
+    last: tuple = ()  # the previous batch's inputs: only inputs that repeat are kept
     addr: Any = None  # the open_feed call's ref
     client: Any = None  # channel.FeedClient
     missed: bool = False  # the executor answered a CacheMiss: start over
+    fed: int = 0  # batches sent through the feed
 
     def answered(self, fut: Any) -> None:  # a fed batch's done-callback
         if isinstance(fut.exception(), channel.CacheMiss):
@@ -543,14 +545,19 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                     r = (route.key, None, route.checkpointed, seq, source, len(order),
                          method, prefixes, None, timeout_s, epochs)
                     fut = st.client.send((r, fn_key, spec, ids))
+                    st.fed += 1
                     fut.add_done_callback(st.answered)
                     batch.refs.append(fut)
                     continue
                 r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
                      method, prefixes, None, timeout_s, epochs)
-                ref = handle.run.remote((r, body, spec, ids if FEED else None, fn_key),
+                # The executor keeps the inputs only when they repeat (a broadcast read
+                # by every batch), not each batch's own data.
+                keep = FEED and set(ids).issubset(st.last)
+                st.last = ids
+                ref = handle.run.remote((r, body, spec, ids if keep else None, fn_key),
                                         *refs)
-                if FEED:
+                if keep:
                     st.seeding.append((ref, ids, fn_key, route.key))
                 batch.refs.append(ref)
         except BaseException:
