@@ -356,6 +356,11 @@ DURABLE = "driver-sigkill"
 ALL_KINDS = tuple(FAULTS) + (DURABLE,)
 
 
+def _fed() -> int:
+    import ray_patch.resident as resident_
+    return sum(f.fed for f in resident_._FEEDS.values())
+
+
 def applicable(cfg: Config, kind: str) -> bool:
     """Whether the configuration has what the fault kind hits."""
     opts = options_for(cfg.options)
@@ -386,6 +391,7 @@ class RunResult:
     totals: list[int] = field(default_factory=list)
     expected: list[int] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)
+    fed: int = 0  # batches (per node) the resident executors got through their feeds
 
     @property
     def injected(self) -> int:
@@ -468,6 +474,7 @@ def run_one(cluster: Any, cfg: Config, kinds: list[str], seed: int, batches: int
                               checkpoint_every=checkpoint_every, restart_timeout_s=60,
                               max_recoveries=10, name=f"chaos-{cfg.name}")
     t0 = time.perf_counter()
+    fed0 = _fed()
     inj.start()
     try:
         with lowering_options(options_for(cfg.options)):
@@ -478,6 +485,7 @@ def run_one(cluster: Any, cfg: Config, kinds: list[str], seed: int, batches: int
         res.totals = [t for t, _ in got]
         res.calls = [c for _, c in got]
         res.exact = res.totals == res.expected
+        res.fed = _fed() - fed0
         res.calls_ok = res.calls == [batches] * n
         res.lost_calls = stream.stats.lost_calls
     except Exception as e:

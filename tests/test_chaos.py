@@ -48,6 +48,8 @@ def test_exact_under_random_faults(cluster, cfg, kinds):
     assert not res.problems(), (res.problems(), res.faults)
     # The faults really happened (an injector that hit nothing would prove nothing).
     assert res.injected == len(kinds), [f["skipped"] for f in res.faults]
+    if cfg.shared:  # the faults hit batches the resident executors were fed
+        assert res.fed > 0
     # A fault aimed at a reducer brought it back from a checkpoint and a replay.
     for f in res.faults:
         if f["kind"] in chaos.REDUCER_FAULTS:
