@@ -166,7 +166,7 @@ CONFIGS = [
     Config("pack", "pack", combine=True),
     Config("spread", "spread", combine=True),
     Config("ahead", "locality+ahead", combine=True, ahead=True),
-    Config("resident", "locality+resident", combine=True),
+    Config("noresident", "locality-noresident", combine=True),
     Config("resident-fed", "locality+resident", combine=True, shared=True),
 ]
 CONFIG_BY_NAME = {c.name: c for c in CONFIGS}

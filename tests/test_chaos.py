@@ -68,7 +68,7 @@ def test_resident_reducers_on_a_killed_raylet(cluster):
     a while, and executors' channels still reach it after Ray restarted the reducer
     elsewhere. Found by the long matrix (a hang: the restored reducer's later calls were
     never confirmed); the restore epochs fence the old process off."""
-    cfg = chaos.CONFIG_BY_NAME["resident"]
+    cfg = chaos.CONFIG_BY_NAME["default+combine"]  # resident: the default
     res = chaos.run_one(cluster, cfg, ["raylet-kill"], SEED * 1000 + 8, batches=30)
     assert not res.problems(), (res.problems(), res.faults)
     assert res.injected == 1, res.faults

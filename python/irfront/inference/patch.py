@@ -24,6 +24,7 @@ from ray.remote_function import RemoteFunction
 
 from irfront.inference.quiet import is_quiet
 from irfront.inference.refs import has_deferred, realise
+from irfront.lowering.options import lowering_options
 from ray_patch.ray_private import merged_task_options
 
 _local = threading.local()
@@ -133,7 +134,11 @@ def _kill(actor, *args, **kwargs):
 
 
 def _cancel(ref, *args, **kwargs):
-    _evaluation_point("ray.cancel")
+    if has_deferred(ref, 0):  # about to be cancelled: lowered as Ray tasks, not as calls
+        with lowering_options(executors=False):  # to a persistent executor (an actor
+            _evaluation_point("ray.cancel")  # call that has started cannot be cancelled)
+    else:
+        _evaluation_point("ray.cancel")
     return ORIGINAL["cancel"](realise(ref, 0), *args, **kwargs)
 
 

@@ -25,7 +25,7 @@ SCHEDULERS = (VANILLA,) + tuple(p for p in POLICIES if p != "actors")
 SWITCHES = ("fuse", "shuffle_by_node", "batch_tasks", "preschedule", "executors",
             "plan_cache", "combine", "resident")
 DEFAULT_ON = ("fuse", "shuffle_by_node", "batch_tasks", "executors",
-              "plan_cache", "combine")  # under locality
+              "plan_cache", "combine", "resident")  # under locality
 DEFAULT_GROUP_RETRIES = 3  # Ray's own default, made explicit for group tasks
 
 
@@ -57,8 +57,9 @@ class LoweringOptions:
     # per source node reaches each actor instead of one per partition).
     combine: bool | None = None
     # With batch_tasks and combine, inside a stream driver: each node's resident
-    # executor sends its merged partials straight to the reducers (no reducer call
-    # submitted by the driver; lowering/resident.py, ray_patch/resident.py).
+    # executor sends its merged partials straight to the reducers over channels, and
+    # gets the batches of a shape it has seen through its feed (no Ray call per batch;
+    # lowering/resident.py, ray_patch/resident.py). On by default under locality.
     resident: bool | None = None
     # Ray task retries of lowered tasks (a crashed worker; an output lost with its node is
     # rebuilt from lineage). None: 3 for groups; under vanilla nothing is passed (plain
