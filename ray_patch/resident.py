@@ -1,32 +1,44 @@
 """The resident path of a grouped shuffle into reducers: each node's executor sends its
-(combined) partials straight to the reducers, so the driver submits one call per node
-per batch and no reducer call at all.
+(combined) partials straight to the reducers, and once a batch's shape is known the
+driver hands each node's share to its executor as one frame on a TCP connection: no Ray
+task or actor call per batch.
 
     batch = submit_resident(fn, calls, node_call, route=route_for(handles, True), seq=7,
                             method="reduce", prefixes=[(start, tag)] * n, ...)
-    batch.refs      # one ref per source node: per reducer, its last applied call
+    batch.refs      # per source node: a ref (a call through Ray) or a Future (fed);
+                    # either gives, per reducer, (last applied call, epoch) or an error
 
 Per batch the core places the per-partition group as ``submit_per_node`` does (cached
-plans included); then each source node's resident executor (one async actor per node,
-``num_cpus=0``, pinned like ``ray_patch.executors``) runs the node's fused work in its
-thread pool and calls every reducer with its piece:
+plans included). Each source node's resident executor (one async actor per node,
+``num_cpus=0``, pinned like ``ray_patch.executors``) gets its share:
+
+- through Ray (``run``) for the first batches of a shape on that node: the call carries
+  the node's fused function, the route (the reducers' handles, pickled once per route)
+  and the inputs, and tells the executor to keep them when the inputs repeat from the
+  node's previous batch (``_Feed``: what the driver knows the executor holds);
+- then through the executor's feed (``channel.FeedClient``): the batch's plain values and
+  the ids of the function, route and inputs it holds. A cache miss or a broken feed
+  fails the batch's future; the driver sends it through the fallback below and the next
+  batch through Ray again.
+
+The executor runs the node's fused work in its thread pool and sends every reducer its
+piece on a channel of its own (``ray_patch.channel``: one TCP connection per executor
+and reducer):
 
 - exactly-once reducers (``checkpointed``): ``apply_partial(seq, source, nsources,
-  method, prefix, partial, failed)``, which buffers the pieces of call ``seq`` until all
-  ``nsources`` arrived, then runs ``method(*prefix, *pieces)`` once and in order;
-- other actors: the same buffering in a function run on the actor (``GATHER`` through
-  ``__ray_call__``, its state in the actor's ``_irf_gather``), numbered per route.
+  method, prefix, partial, failed)`` (through ``APPLY_PARTIAL``, which fences off a
+  piece of another restore epoch: ``STALE``), which buffers the pieces of call ``seq``
+  until all ``nsources`` arrived, then runs ``method(*prefix, *pieces)`` once and in order;
+- other actors: the same buffering in a function run on the actor (``GATHER``, its
+  state in the actor's ``_irf_gather``), numbered per route.
 
-The executor awaits those calls (``timeout_s``) and returns, per reducer, the reducer's
-last applied call number or the exception its call raised (its actor died, it refused a
-call after a restart, a timeout): the driver confirms, recovers and replays from that.
-A failing node task still sends every reducer a ``failed`` piece (the reducer skips the
-call: later calls are not held back), then raises its error.
-
-The reducers' handles travel as one blob pickled once per route (``Route``); an executor
-unpickles it once per route and keeps it (bounded), so a restarted executor needs no
-set-up call. ``replay_source`` is the fallback when an executor cannot be used: the
-node's work as a plain pinned task, its pieces sent by the driver.
+The executor waits for the reducers' answers (``timeout_s``) and returns, per reducer,
+the reducer's last applied call number and epoch, or the exception it raised (its
+channel broke, it refused a call after a restart, a timeout): the driver confirms,
+recovers and replays from that. A failing node task still sends every reducer a
+``failed`` piece (the reducer skips the call: later calls are not held back), then
+raises its error. ``replay_source`` is the fallback when an executor cannot be used: the
+node's work as a plain pinned task, its pieces sent by the driver through Ray.
 """
 from __future__ import annotations
 
@@ -50,14 +62,13 @@ from ray_patch.validate import as_tuples, check_remote_function
 DEFAULT_TIMEOUT_S = 60.0
 # The node's work on the executor's event loop (True) or in its thread pool of one thread
 # per CPU (False). Inline saves a thread hop before the sends but serialises a node's
-# batches and delays the reducers' answers behind a long computation. At 16 MB per
-# partition its p50 was 4.9x locality's (default path), the thread pool's 2.9x, each in
-# its own run (docs/BENCHMARKS.md, "The resident path").
+# batches; with the feed its p50 was 8.3 ms against the pool's 6.8 (floor data, quiet
+# machine; docs/BENCHMARKS.md, "The resident path").
 INLINE_COMPUTE = False
-# Batches after the first of their shape go to the executors through their feeds (one
-# frame per node, no Ray call); False: every batch is a Ray actor call.
+# Batches after the first two of their shape on a node go to its executor through its
+# feed (one frame, no Ray call); False: every batch is a Ray actor call.
 FEED = True
-INPUT_TTL_S = 60.0  # an executor drops an input no fed batch used for this long
+INPUT_TTL_S = 60.0  # an executor drops a kept input unused this long (checked as often)
 
 
 def _gather_fn():
@@ -149,6 +160,7 @@ def _executor_class() -> type:
             self.fns: dict = {}  # function key -> the node's fused function
             self.inputs: dict = {}  # ref id -> [value, or ("pickled", bytes); last use]
             self.feed = None  # (address, server): the driver's frames come in here
+            self.evicting = False  # an eviction of unused inputs is scheduled
 
         # ---- what the executor keeps between batches (fed batches name them) ------
         def _remember(self, fn_key, fn, ids, values):
@@ -168,6 +180,20 @@ def _executor_class() -> type:
                 if not _shareable(v):  # each batch gets its own copy, as from Ray
                     v = ("pickled", pickle_.dumps(v, protocol=5))
                 self.inputs[i] = [v, now]
+            if self.inputs and not self.evicting:  # an idle executor lets go too
+                self.evicting = True
+                asyncio.get_running_loop().call_later(INPUT_TTL_S, self._evict)
+
+        def _evict(self):
+            """Drops the inputs unused for ``INPUT_TTL_S`` (they may pin objects their
+            owner freed); runs again while some are kept."""
+            import time as time_
+            now = time_.monotonic()
+            self.inputs = {k: e for k, e in self.inputs.items()
+                           if now - e[1] <= INPUT_TTL_S}
+            self.evicting = bool(self.inputs)
+            if self.evicting:
+                asyncio.get_running_loop().call_later(INPUT_TTL_S, self._evict)
 
         def _input(self, i, now):
             import pickle as pickle_
