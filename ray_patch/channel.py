@@ -132,8 +132,9 @@ OPEN_CHANNEL = _open_channel_fn()
 class Conn:
     """One open connection to a reducer, in an executor's event loop."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 addr: tuple = ()):
+        self.reader, self.writer, self.addr = reader, writer, tuple(addr)
         self.waiting: collections.deque = collections.deque()
         self.broken: ChannelError | None = None
         self.task = asyncio.ensure_future(self._replies())
@@ -177,7 +178,7 @@ async def connect(addr: tuple[str, int]) -> Conn:
     if sock is not None:
         import socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return Conn(reader, writer)
+    return Conn(reader, writer, addr)
 
 
 class CacheMiss(ChannelError):

@@ -279,21 +279,35 @@ def _executor_class() -> type:
             return task
 
         async def _send(self, handle, checkpointed, frame):
-            """The reducer's answer to one frame. A fenced-off answer (``STALE``) drops
-            the connection and tries once more on a new one, to the process Ray now
-            routes the actor's calls to."""
-            for attempt in (0, 1):
-                try:
-                    conn = await self._conn(handle, checkpointed)
-                except Exception as e:  # noqa: BLE001 - the actor died, did not answer
-                    return e if isinstance(e, ray.exceptions.RayError) else \
-                        channel.ChannelError(f"no channel to the reducer: {e!r}")
+            """The reducer's answer to one frame. A fenced-off answer (``STALE``) comes
+            from a process Ray replaced (its raylet died), or is about a piece sent
+            before the reducer's last restore. Ray is asked where the actor is now: at
+            another address the piece is sent again there, and that connection serves
+            the later pieces; at the same one the piece is old (the driver's replay
+            covers it). The connection stays open either way: other pieces on it may
+            be current."""
+            try:
+                conn = await self._conn(handle, checkpointed)
                 got = await conn.call(frame)
                 if not (isinstance(got, str) and got == STALE):
                     return got
-                conn.close(channel.ChannelError("fenced off: another epoch"))
-            return channel.ChannelError("the reducer fenced the piece off: it was "
-                                        "restored since the piece was sent")
+                apply = self.apply_partial if checkpointed else self.gather
+                addr = tuple(await handle.__ray_call__.remote(channel.OPEN_CHANNEL,
+                                                              apply))
+                if addr == conn.addr:
+                    return channel.ChannelError("the reducer fenced the piece off: it "
+                                                "was restored since the piece was sent")
+                fresh = await channel.connect(addr)
+                done = asyncio.get_running_loop().create_future()
+                done.set_result(fresh)
+                self.conns[handle._actor_id.binary()] = done
+                got = await fresh.call(frame)
+                if isinstance(got, str) and got == STALE:
+                    return channel.ChannelError("the reducer fenced the piece off")
+                return got
+            except Exception as e:  # noqa: BLE001 - the actor died, did not answer
+                return e if isinstance(e, ray.exceptions.RayError) else \
+                    channel.ChannelError(f"no channel to the reducer: {e!r}")
 
         async def run(self, packed, *refs):
             """A batch sent through Ray (the first of its shape on this node): the
