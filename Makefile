@@ -120,8 +120,9 @@ check-wheel: build
 # Every streaming series (long); vanilla and pack, saturated at one
 # batch per 100 ms here, run in phases of their own at the rate each sustains.
 bench-stream: build
-	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,vanilla+fuse,pack,locality,locality-nofuse,locality-noshuffle,locality-nobatch,locality+ahead,locality-plain \
+	$(PY) bench/stream.py --sizes 1,2,4,8,16 --schedulers vanilla,vanilla+fuse,pack,locality,locality-noresident,locality-nofuse,locality-noshuffle,locality-nobatch,locality+ahead,locality-plain \
 		--alone vanilla,pack --json bench/results/stream.json --plots bench/results/stream
+	$(PY) bench/resident_rebuild.py --json bench/results/resident_rebuild.json
 
 # A 4-host Ray cluster of network namespaces on this machine (root; scripts/netcluster.py,
 # docs/NETCLUSTER.md), links shaped to 1 Gbit/s: the streaming benchmark and the data-moving
