@@ -53,8 +53,26 @@ def dumps(obj: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def read_frame(f: Any) -> bytes | None:
+    """The next frame's body from a blocking file, or None at the end."""
+    head = f.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    return f.read(HEADER.unpack(head)[0])
+
+
+def dumps_answer(head: tuple, ok: bool, value: Any) -> bytes:
+    """An answer frame ``head + (ok, value)``; an exception that does not pickle travels
+    as its text."""
+    try:
+        return dumps(head + (ok, value))
+    except Exception:  # noqa: BLE001
+        return dumps(head + (False, RuntimeError(repr(value))))
+
+
 def _open_channel_fn():
-    # Built in a function so that cloudpickle ships it by value (no import on workers).
+    # Built in a function so that cloudpickle ships it by value to any actor; what it
+    # calls comes from this module (workers import ray_patch, docs/NETCLUSTER.md).
     def open_channel(self, apply: Any) -> tuple[str, int]:
         """On any actor: the address of its channel listener (started on first call).
         Each frame is ``args``; it runs ``apply(self, args)`` under ``self._irf_lock``."""
@@ -64,15 +82,11 @@ def _open_channel_fn():
         init = getattr(self, "_irf_init", None)
         if init is not None:  # an exactly-once reducer: its state read on Ray's thread
             init()
-        import pickle as pickle_
         import socket
-        import struct as struct_
         import threading
 
         import ray as ray_
-        from ray import cloudpickle as cp
 
-        header = struct_.Struct("!Q")
         lock = self.__dict__.setdefault("_irf_lock", threading.RLock())
         ip = ray_.util.get_node_ip_address()
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -80,32 +94,21 @@ def _open_channel_fn():
         srv.listen(64)
         addr = (ip, srv.getsockname()[1])
 
-        def reply(conn, ok, val):
-            try:
-                body = pickle_.dumps((ok, val), protocol=5)
-            except Exception:  # an exception that does not pickle: its text
-                try:
-                    body = cp.dumps((ok, val))
-                except Exception:
-                    body = pickle_.dumps((False, RuntimeError(repr(val))), protocol=5)
-            conn.sendall(header.pack(len(body)) + body)
-
         def serve(conn):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             f = conn.makefile("rb")
             try:
                 while True:
-                    head = f.read(header.size)
-                    if len(head) < header.size:
+                    body = read_frame(f)
+                    if body is None:
                         return
-                    body = f.read(header.unpack(head)[0])
                     try:
-                        args = pickle_.loads(body)
+                        args = pickle.loads(body)
                         with lock:
                             out = (True, apply(self, args))
                     except BaseException as e:  # noqa: BLE001 - it travels back
                         out = (False, e)
-                    reply(conn, *out)
+                    conn.sendall(dumps_answer((), *out))
             except OSError:
                 return
             finally:
@@ -187,14 +190,6 @@ class CacheMiss(ChannelError):
     the other way (and the next one through Ray, which fills the executor's caches)."""
 
 
-def dumps_reply(call_id: int, ok: bool, value: Any) -> bytes:
-    """A fed batch's answer; an exception that does not pickle travels as its text."""
-    try:
-        return dumps((call_id, ok, value))
-    except Exception:  # noqa: BLE001
-        return dumps((call_id, False, RuntimeError(repr(value))))
-
-
 class FeedClient:
     """The driver's end of an executor's feed: frames out on a blocking socket, answers
     read by one thread per executor into ``concurrent.futures.Future``s. A broken
@@ -233,10 +228,10 @@ class FeedClient:
         f = self.sock.makefile("rb")
         try:
             while True:
-                head = f.read(HEADER.size)
-                if len(head) < HEADER.size:
+                body = read_frame(f)
+                if body is None:
                     raise ChannelError("the executor closed its feed")
-                call_id, ok, value = pickle.loads(f.read(HEADER.unpack(head)[0]))
+                call_id, ok, value = pickle.loads(body)
                 with self._lock:
                     fut = self.waiting.pop(call_id, None)
                 if fut is not None:

@@ -132,6 +132,10 @@ def _apply_partial_fn():
 APPLY_PARTIAL = _apply_partial_fn()
 
 
+def _stale(answer: Any) -> bool:
+    return isinstance(answer, str) and answer == STALE
+
+
 def _executor_class() -> type:
     # Built in a function so that cloudpickle ships the class by value.
     import asyncio
@@ -170,10 +174,8 @@ def _executor_class() -> type:
             if len(self.fns) > 256:
                 self.fns.clear()
             self.fns[fn_key] = fn
-            if len(self.inputs) > 1024 or any(
-                    now - e[1] > INPUT_TTL_S for e in self.inputs.values()):
-                self.inputs = {k: e for k, e in self.inputs.items()
-                               if now - e[1] <= INPUT_TTL_S}
+            if len(self.inputs) > 1024:
+                self._drop_unused()
                 if len(self.inputs) > 1024:
                     self.inputs.clear()
             for i, v in zip(ids, values):
@@ -184,13 +186,16 @@ def _executor_class() -> type:
                 self.evicting = True
                 asyncio.get_running_loop().call_later(INPUT_TTL_S, self._evict)
 
-        def _evict(self):
+        def _drop_unused(self):
             """Drops the inputs unused for ``INPUT_TTL_S`` (they may pin objects their
-            owner freed); runs again while some are kept."""
+            owner freed)."""
             import time as time_
             now = time_.monotonic()
             self.inputs = {k: e for k, e in self.inputs.items()
                            if now - e[1] <= INPUT_TTL_S}
+
+        def _evict(self):  # on a timer while inputs are kept: an idle executor too
+            self._drop_unused()
             self.evicting = bool(self.inputs)
             if self.evicting:
                 asyncio.get_running_loop().call_later(INPUT_TTL_S, self._evict)
@@ -242,10 +247,10 @@ def _executor_class() -> type:
                                             "held here")
                 now = time_.monotonic()
                 values = [self._input(i, now) for i in ids]
-                reply = channel.dumps_reply(
-                    call_id, True, await self._run(route, handles, fn, spec, values))
+                reply = channel.dumps_answer(
+                    (call_id,), True, await self._run(route, handles, fn, spec, values))
             except Exception as e:  # noqa: BLE001 - the driver falls back
-                reply = channel.dumps_reply(call_id, False, e)
+                reply = channel.dumps_answer((call_id,), False, e)
             writer.write(reply)
 
         def _reducers(self, key, blob):
@@ -270,13 +275,17 @@ def _executor_class() -> type:
                         if t.done() and t.exception() is None:
                             t.result().close(channel.ChannelError("dropped"))
                     self.conns.clear()
-                apply = self.apply_partial if checkpointed else self.gather
-
                 async def open_():
-                    addr = await handle.__ray_call__.remote(channel.OPEN_CHANNEL, apply)
-                    return await channel.connect(addr)
+                    return await channel.connect(await self._address(handle,
+                                                                      checkpointed))
                 task = self.conns[aid] = asyncio.ensure_future(open_())
             return task
+
+        async def _address(self, handle, checkpointed):
+            """Where the reducer's channel listener is (Ray routes this to the actor's
+            current process, which starts one if it has none)."""
+            apply = self.apply_partial if checkpointed else self.gather
+            return tuple(await handle.__ray_call__.remote(channel.OPEN_CHANNEL, apply))
 
         async def _send(self, handle, checkpointed, frame):
             """The reducer's answer to one frame. A fenced-off answer (``STALE``) comes
@@ -289,11 +298,9 @@ def _executor_class() -> type:
             try:
                 conn = await self._conn(handle, checkpointed)
                 got = await conn.call(frame)
-                if not (isinstance(got, str) and got == STALE):
+                if not _stale(got):
                     return got
-                apply = self.apply_partial if checkpointed else self.gather
-                addr = tuple(await handle.__ray_call__.remote(channel.OPEN_CHANNEL,
-                                                              apply))
+                addr = await self._address(handle, checkpointed)
                 if addr == conn.addr:
                     return channel.ChannelError("the reducer fenced the piece off: it "
                                                 "was restored since the piece was sent")
@@ -302,9 +309,8 @@ def _executor_class() -> type:
                 done.set_result(fresh)
                 self.conns[handle._actor_id.binary()] = done
                 got = await fresh.call(frame)
-                if isinstance(got, str) and got == STALE:
-                    return channel.ChannelError("the reducer fenced the piece off")
-                return got
+                return channel.ChannelError("the reducer fenced the piece off") \
+                    if _stale(got) else got
             except Exception as e:  # noqa: BLE001 - the actor died, did not answer
                 return e if isinstance(e, ray.exceptions.RayError) else \
                     channel.ChannelError(f"no channel to the reducer: {e!r}")
@@ -496,17 +502,6 @@ class _Feed:
 
 
 _FEEDS: dict[tuple, _Feed] = {}
-_FN_KEYS: dict[int, tuple[Any, int]] = {}  # id(Inline) -> (it, key): kept alive
-_fn_ids = itertools.count()
-
-
-def _fn_key(body: Any) -> int:
-    hit = _FN_KEYS.get(id(body))
-    if hit is None or hit[0] is not body:
-        if len(_FN_KEYS) > 10_000:
-            _FN_KEYS.clear()
-        hit = _FN_KEYS[id(body)] = (body, next(_fn_ids))
-    return hit[1]
 
 
 def _feed(rt: Any, node: int) -> _Feed:
@@ -540,7 +535,7 @@ def _executor(rt: Any, node: int) -> Any:
                 scheduling_strategy=rt.strategies[node],
                 name=f"ResidentExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}"
             ).remote(cpus)
-            hit = executors_._EXECUTORS[key] = (rt.hex_of[node], h, {0: h.run.remote})
+            hit = executors_._EXECUTORS[key] = (rt.hex_of[node], h, {})
     return hit[1]
 
 
@@ -573,7 +568,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         epochs = tuple(epochs) if epochs is not None else (0,) * len(route.handles)
         batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
                               num_returns, [rt.strategies[n] for n in order])
-        fn_key = _fn_key(body)
+        fn_key = body.key
         try:
             for source, n in enumerate(order):
                 a = node_call(by_node[n])
@@ -581,16 +576,14 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                 ids = tuple(x.binary() for x in refs)
                 batch.node_args.append(a)
                 handle, st = _executor(rt, n), _feed(rt, n)
+                r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
+                     method, prefixes, None, timeout_s, epochs)
                 if FEED and st.ready(handle, ids, fn_key, route.key):
-                    r = (route.key, None, route.checkpointed, seq, source, len(order),
-                         method, prefixes, None, timeout_s, epochs)
-                    fut = st.client.send((r, fn_key, spec, ids))
+                    fut = st.client.send(((route.key, None) + r[2:], fn_key, spec, ids))
                     st.fed += 1
                     fut.add_done_callback(st.answered)
                     batch.refs.append(fut)
                     continue
-                r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
-                     method, prefixes, None, timeout_s, epochs)
                 # The executor keeps the inputs only when they repeat (a broadcast read
                 # by every batch), not each batch's own data.
                 keep = FEED and set(ids).issubset(st.last)

@@ -24,21 +24,26 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import itertools
 import threading
 
 import ray
 from ray import cloudpickle
 
 
+_inline_keys = itertools.count()
+
+
 class Inline:
     """``fn`` pickled once; unpickles to ``fn`` itself (not to an ``Inline``) wherever it
     is sent, so the receiver calls it as it would call ``fn``."""
 
-    __slots__ = ("fn", "blob")
+    __slots__ = ("fn", "blob", "key")
 
     def __init__(self, fn: Callable[..., Any]):
         self.fn = fn
         self.blob = cloudpickle.dumps(fn)
+        self.key = next(_inline_keys)  # names it where it is kept (resident executors)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # when called on the driver
         return self.fn(*args, **kwargs)

@@ -191,8 +191,7 @@ def _frames(sock, *frames) -> list:
     f = sock.makefile("rb")
     for args in frames:
         sock.sendall(channel.dumps(args))
-        n = channel.HEADER.unpack(f.read(channel.HEADER.size))[0]
-        out.append(pickle.loads(f.read(n)))
+        out.append(pickle.loads(channel.read_frame(f)))
     return out
 
 

@@ -72,9 +72,10 @@ __all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamR
 
 log = logging.getLogger("irfront.stream")
 
+# ChannelError: a resident channel or feed broke (ray_patch/channel.py)
 _FAILURES = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
              ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-             ray.exceptions.OwnerDiedError)
+             ray.exceptions.OwnerDiedError, ChannelError)
 
 
 class RecoveryError(RuntimeError):
@@ -205,7 +206,7 @@ def _value(x: Any) -> Any:
 
 
 def _is_failure(e: BaseException) -> bool:
-    if isinstance(e, _FAILURES):
+    if isinstance(e, (NeedsRestore, *_FAILURES)):  # bare: a resident reducer's answer
         return True
     return isinstance(e, ray.exceptions.RayTaskError) and isinstance(
         getattr(e, "cause", None), (NeedsRestore, *_FAILURES))
@@ -458,8 +459,8 @@ class MicroBatchStream:
         try:
             val = _value(r)
         except (ray.exceptions.RayError, ChannelError) as e:  # a fed batch: its feed
-            if not (_is_failure(e) or isinstance(e, ChannelError)):  # broke, or the
-                raise  # executor no longer held what the batch named
+            if not _is_failure(e):  # broke, or the executor no longer held what the
+                raise  # batch named
             self._note_failures(ray_patch.node_failed())
             self._resend_source(key, source, seq)
             return
@@ -471,10 +472,7 @@ class MicroBatchStream:
                 continue
             if seq <= g.horizon[i]:  # superseded by the replay
                 continue
-            # a channel's own failures: the reducer broke it (died, restarted) or
-            # refused the call (restarted, not yet restored)
-            if not (_is_failure(v) or isinstance(v, (TimeoutError, NeedsRestore,
-                                                      ChannelError))):
+            if not (_is_failure(v) or isinstance(v, TimeoutError)):
                 raise v
             broken[(key, i)] = v
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import ray
@@ -134,10 +135,9 @@ def _kill(actor, *args, **kwargs):
 
 
 def _cancel(ref, *args, **kwargs):
-    if has_deferred(ref, 0):  # about to be cancelled: lowered as Ray tasks, not as calls
-        with lowering_options(executors=False):  # to a persistent executor (an actor
-            _evaluation_point("ray.cancel")  # call that has started cannot be cancelled)
-    else:
+    # About to be cancelled: lowered as Ray tasks, not as calls to a persistent executor
+    # (an actor call that has started cannot be cancelled).
+    with lowering_options(executors=False) if has_deferred(ref, 0) else nullcontext():
         _evaluation_point("ray.cancel")
     return ORIGINAL["cancel"](realise(ref, 0), *args, **kwargs)
 
