@@ -1,9 +1,11 @@
 """Direct channels from resident executors to reducer actors: one TCP connection per
-(executor, reducer), set up once, carrying one frame per batch each way.
+(executor, reducer), set up once, carrying one frame per batch each way, every one of
+them authenticated (``ray_patch.wire``: a peer proves it holds the cluster's key before
+any byte it sends is unpickled).
 
-    addr = ray.get(handle.__ray_call__.remote(OPEN_CHANNEL, True))  # on the reducer
+    addr = ray.get(handle.__ray_call__.remote(open_channel, apply, "reduce"))
     conn = await connect(addr)          # in an executor's event loop
-    ack = await conn.call(frame_args)   # the reducer applied it: last applied call
+    ack = await conn.call(wire.dumps(piece))   # the reducer applied it
 
 Why not an actor call from the executor: each node's executor feeds every reducer, so a
 batch is 32 calls from 4 workers on the benchmark's shape, each one a Ray task (submit,
@@ -12,14 +14,16 @@ resident path's reducer arrival at 59 ms p50 (floor data), against 18 ms for the
 submitting the reducer calls itself (docs/BENCHMARKS.md). A frame on a connection that
 is already open is a ``sendall`` on one side and a blocking ``recv`` on the other.
 
-The reducer side (``OPEN_CHANNEL``, run on the actor through ``__ray_call__``, shipped by
-value): a listening socket on the node's IP, one thread per connection, each frame
-applied under the actor's ``_irf_lock`` (the lock ``CheckpointedReducer``'s methods take,
-so a frame never runs beside a checkpoint, a restore or a replayed call): an exactly-once
-reducer's ``apply_partial``, another actor's ``GATHER`` (ray_patch.resident). The reply is
-``(True, result)`` or ``(False, exception)``. It is idempotent: a second call returns the
-address of the listener already running in that actor process, and a restarted actor
-(a new process) opens a new one.
+The reducer side (``open_channel``, run on the actor through ``__ray_call__``): a
+listening socket on the node's IP (at most ``wire.MAX_CONNECTIONS`` connections, each on
+a thread of its own once it passed the handshake), each frame a ``Piece`` applied under
+the actor's ``_irf_lock`` (the lock every method of a reducer takes, so a frame never
+runs beside another method): ``apply(actor, piece)``, the function the ``open_channel``
+call named. The method a piece names must have been allowed by an ``open_channel`` call
+(through Ray): nothing off the wire picks what runs. The reply is ``(True, result)`` or
+``(False, exception)``. It is idempotent: a second call returns the address of the
+listener already running in that actor process, and a restarted actor (a new process)
+opens a new one.
 
 The executor side (``Conn``): frames are written in call order and replies read in the
 same order, so a batch's call resolves to its own reply; a broken connection (the reducer
@@ -30,13 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import pickle
-import struct
-from typing import Any
+import socket
+import threading
+from typing import Any, NamedTuple
 
-from ray import cloudpickle
-
-HEADER = struct.Struct("!Q")  # the frame's length
+from ray_patch import wire
+from ray_patch.wire import AuthError, RefInFrame, dumps  # noqa: F401 - re-exported
 
 
 class ChannelError(ConnectionError):
@@ -44,21 +47,19 @@ class ChannelError(ConnectionError):
     frames it carried may not have been applied."""
 
 
-def dumps(obj: Any) -> bytes:
-    """A frame: ``pickle`` (fast) when it can, ``cloudpickle`` otherwise (closures)."""
-    try:
-        body = pickle.dumps(obj, protocol=5)
-    except Exception:
-        body = cloudpickle.dumps(obj)
-    return HEADER.pack(len(body)) + body
+class Piece(NamedTuple):
+    """One source node's piece of call ``seq`` to one reducer."""
 
-
-def read_frame(f: Any) -> bytes | None:
-    """The next frame's body from a blocking file, or None at the end."""
-    head = f.read(HEADER.size)
-    if len(head) < HEADER.size:
-        return None
-    return f.read(HEADER.unpack(head)[0])
+    seq: int
+    source: int
+    nsources: int
+    method: str  # one the reducer's listener allowed through Ray
+    prefix: tuple
+    partial: Any
+    failed: bool  # the source's node task raised: the call is passed over
+    epoch: int = 0  # exactly-once reducers: the driver's last restore token
+    route: int = 0  # other actors: the route's nonce (its own call numbering)
+    base: int = 0  # other actors: every call of the route below it was answered
 
 
 def dumps_answer(head: tuple, ok: bool, value: Any) -> bytes:
@@ -66,70 +67,97 @@ def dumps_answer(head: tuple, ok: bool, value: Any) -> bytes:
     as its text."""
     try:
         return dumps(head + (ok, value))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any value the user's code returned or raised
         return dumps(head + (False, RuntimeError(repr(value))))
 
 
-def _open_channel_fn():
-    # Built in a function so that cloudpickle ships it by value to any actor; what it
-    # calls comes from this module (workers import ray_patch, docs/NETCLUSTER.md).
-    def open_channel(self, apply: Any) -> tuple[str, int]:
-        """On any actor: the address of its channel listener (started on first call).
-        Each frame is ``args``; it runs ``apply(self, args)`` under ``self._irf_lock``."""
-        st = self.__dict__.get("_irf_chan")
-        if st is not None:
-            return st[0]
-        init = getattr(self, "_irf_init", None)
-        if init is not None:  # an exactly-once reducer: its state read on Ray's thread
-            init()
-        import socket
-        import threading
+def lock_of(actor: Any) -> Any:
+    """The actor's ``_irf_lock`` (made on first use; ``setdefault``: two threads asking
+    first get the same lock)."""
+    lock = actor.__dict__.get("_irf_lock")
+    if lock is None:
+        lock = actor.__dict__.setdefault("_irf_lock", threading.RLock())
+    return lock
 
-        import ray as ray_
 
-        lock = self.__dict__.setdefault("_irf_lock", threading.RLock())
-        ip = ray_.util.get_node_ip_address()
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.bind((ip, 0))
-        srv.listen(64)
-        addr = (ip, srv.getsockname()[1])
+class _Listener:
+    """An actor's channel listener (one per actor process)."""
 
-        def serve(conn):
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            f = conn.makefile("rb")
+    def __init__(self, actor: Any, apply: Any):
+        import ray
+        self.actor, self.apply, self.key = actor, apply, wire.cluster_key()
+        self.lock = lock_of(actor)
+        self.methods: set[str] = set()
+        self.slots = threading.BoundedSemaphore(wire.MAX_CONNECTIONS)
+        self.refused = 0  # connections that failed the handshake or sent a bad frame
+        ip = ray.util.get_node_ip_address()
+        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.bind((ip, 0))
+        self.srv.listen(64)
+        self.addr = (ip, self.srv.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True,
+                         name="irf-channel-accept").start()
+
+    def _accept(self) -> None:
+        while True:
             try:
-                while True:
-                    body = read_frame(f)
-                    if body is None:
-                        return
-                    try:
-                        args = pickle.loads(body)
-                        with lock:
-                            out = (True, apply(self, args))
-                    except BaseException as e:  # noqa: BLE001 - it travels back
-                        out = (False, e)
-                    conn.sendall(dumps_answer((), *out))
+                conn, _ = self.srv.accept()
             except OSError:
                 return
-            finally:
+            if not self.slots.acquire(blocking=False):  # at the cap: refused at once
                 conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                             name="irf-channel").start()
 
-        def accept():
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            wire.server_handshake(conn, self.key)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            f = conn.makefile("rb")
             while True:
-                try:
-                    conn, _ = srv.accept()
-                except OSError:
+                body = wire.read_frame(f)
+                if body is None:
                     return
-                threading.Thread(target=serve, args=(conn,), daemon=True,
-                                 name="irf-channel").start()
+                conn.sendall(dumps_answer((), *self._apply(wire.loads(body))))
+        except (OSError, AuthError):  # a stranger, a bad frame, or the peer went away
+            self.refused += 1
+        finally:
+            conn.close()
+            self.slots.release()
 
-        threading.Thread(target=accept, daemon=True, name="irf-channel-accept").start()
-        self.__dict__["_irf_chan"] = (addr, srv)
-        return addr
-    return open_channel
+    def _apply(self, piece: Any) -> tuple[bool, Any]:
+        if not isinstance(piece, Piece) or piece.method not in self.methods:
+            return False, PermissionError(
+                f"{getattr(piece, 'method', piece)!r} was not allowed on this channel")
+        try:
+            with self.lock:
+                return True, self.apply(self.actor, piece)
+        except Exception as e:  # noqa: BLE001 - the user's method raised: it travels back
+            return False, e
 
 
-OPEN_CHANNEL = _open_channel_fn()
+def open_channel(actor: Any, apply: Any, method: str) -> tuple[str, int]:
+    """On any actor (through ``__ray_call__``): the address of its channel listener
+    (started on first call), whose frames run ``apply(actor, piece)``; allows ``method``
+    to be named by a piece."""
+    st = actor.__dict__.get("_irf_chan")
+    if st is None:
+        init = getattr(actor, "_irf_init", None)
+        if init is not None:  # an exactly-once reducer: its state read on Ray's thread
+            init()
+        st = actor.__dict__["_irf_chan"] = _Listener(actor, apply)
+    st.methods.add(method)
+    return st.addr
+
+
+def close_channel(actor: Any) -> bool:
+    """On any actor: stops its listener (a stream that closes lets go of it)."""
+    st = actor.__dict__.pop("_irf_chan", None)
+    if st is None:
+        return False
+    st.srv.close()
+    return True
 
 
 class Conn:
@@ -145,9 +173,7 @@ class Conn:
     async def _replies(self) -> None:
         try:
             while True:
-                head = await self.reader.readexactly(HEADER.size)
-                ok, val = pickle.loads(
-                    await self.reader.readexactly(HEADER.unpack(head)[0]))
+                ok, val = wire.loads(await wire.read_frame_async(self.reader))
                 fut = self.waiting.popleft()
                 if not fut.done():  # its caller may have stopped waiting (a timeout)
                     fut.set_result(val)
@@ -175,11 +201,17 @@ class Conn:
                 fut.set_result(why)
 
 
-async def connect(addr: tuple[str, int]) -> Conn:
+async def connect(addr: tuple[str, int], key: bytes) -> Conn:
+    """An authenticated connection to a reducer's listener (``AuthError`` if either
+    side does not hold ``key``)."""
     reader, writer = await asyncio.open_connection(addr[0], addr[1])
+    try:
+        await wire.async_client_handshake(reader, writer, key)
+    except BaseException:
+        writer.close()
+        raise
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        import socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Conn(reader, writer, addr)
 
@@ -196,11 +228,13 @@ class FeedClient:
     connection fails every waiting future with a ``ChannelError`` (the driver sends
     those batches again through its fallback) and marks the client ``broken``."""
 
-    def __init__(self, addr: tuple[str, int], timeout_s: float = 5.0):
-        import socket
-        import threading
+    def __init__(self, addr: tuple[str, int], key: bytes, timeout_s: float = 5.0):
         self.sock = socket.create_connection(tuple(addr), timeout=timeout_s)
-        self.sock.settimeout(None)
+        try:
+            wire.client_handshake(self.sock, key)
+        except BaseException:
+            self.sock.close()
+            raise
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.waiting: dict[int, Any] = {}
         self.broken: ChannelError | None = None
@@ -209,7 +243,8 @@ class FeedClient:
         threading.Thread(target=self._answers, daemon=True, name="irf-feed").start()
 
     def send(self, frame: Any) -> Any:
-        """One frame; returns the future of its answer."""
+        """One frame; returns the future of its answer. Raises ``RefInFrame`` (nothing
+        sent) when the frame holds an ObjectRef."""
         import concurrent.futures
         fut: Any = concurrent.futures.Future()
         with self._lock:
@@ -217,9 +252,10 @@ class FeedClient:
                 fut.set_exception(self.broken)
                 return fut
             call_id = next(self._ids)
+            data = dumps((call_id, frame))
             self.waiting[call_id] = fut
             try:
-                self.sock.sendall(dumps((call_id, frame)))
+                self.sock.sendall(data)
             except OSError as e:
                 self._break(ChannelError(f"feed to the executor broke: {e!r}"))
         return fut
@@ -228,10 +264,10 @@ class FeedClient:
         f = self.sock.makefile("rb")
         try:
             while True:
-                body = read_frame(f)
+                body = wire.read_frame(f)
                 if body is None:
                     raise ChannelError("the executor closed its feed")
-                call_id, ok, value = pickle.loads(body)
+                call_id, ok, value = wire.loads(body)
                 with self._lock:
                     fut = self.waiting.pop(call_id, None)
                 if fut is not None:

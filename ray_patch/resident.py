@@ -43,6 +43,7 @@ node's work as a plain pinned task, its pieces sent by the driver through Ray.
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ import ray
 from ray import cloudpickle
 from ray.remote_function import RemoteFunction
 
-from ray_patch import channel, executors as executors_, shipping
+from ray_patch import channel, executors as executors_, shipping, wire
 from ray_patch.options import effective_options, pinned_actor_options, resource_demand
 from ray_patch.runtime import GroupRecord, get_runtime
 from ray_patch.submit import _inputs_of, place
@@ -71,65 +72,75 @@ FEED = True
 INPUT_TTL_S = 60.0  # an executor drops a kept input unused this long (checked as often)
 
 
-def _gather_fn():
-    # Built in a function so that cloudpickle ships it by value (no import on workers).
-    def gather(self, *args):
-        """On any actor: buffers piece ``source`` of call ``seq``; runs every complete
-        call in order (``method(*prefix, *pieces)``; a call with a failed piece is
-        skipped); returns the last applied call number. The arguments come as one tuple
-        from an executor (Ray serialises each argument on its own: one is cheaper), or
-        spread out (a replay from the driver, whose piece is a ref Ray resolves)."""
-        import threading
-        seq, source, nsources, method, prefix, partial, failed = \
-            args[0] if len(args) == 1 else args
-        with self.__dict__.setdefault("_irf_lock", threading.RLock()):
-            return _gather_locked(self, seq, source, nsources, method, prefix, partial,
-                                  failed)
-
-    def _gather_locked(self, seq, source, nsources, method, prefix, partial, failed):
-        st = self.__dict__.get("_irf_gather")
-        if st is None:
-            st = self.__dict__["_irf_gather"] = {"last": -1, "parts": {}}
-        parts = st["parts"]
-        if seq > st["last"]:
-            got = parts.setdefault(seq, [nsources, prefix, {}, False])
-            got[2][source] = partial
-            got[3] = got[3] or failed
-        while True:
-            nxt = parts.get(st["last"] + 1)
-            if nxt is None or len(nxt[2]) < nxt[0]:
-                return st["last"]
-            del parts[st["last"] + 1]
-            n, pre, pieces, bad = nxt
-            st["last"] += 1
-            if not bad:
-                getattr(self, method)(*pre, *[pieces[k] for k in range(n)])
-    return gather
+# Other actors' calls are numbered per route (``Route.nonce``): a second driver, or a
+# route built again, numbers its own calls from 0. A state the actor has not seen yet (a
+# new route, or an actor Ray restarted: a new process) starts below the piece's ``base``:
+# every call of the route under it was answered before the piece was sent.
+GATHER_STALL_S = 30.0  # an incomplete call older than this fails later pieces (loudly)
 
 
-GATHER = gather = _gather_fn()
+def gather(actor: Any, *args: Any) -> int:
+    """On any actor: buffers piece ``source`` of call ``seq``; runs every complete call
+    in order (``method(*prefix, *pieces)``; a call with a failed piece is skipped);
+    returns the last applied call number. The piece comes as a ``channel.Piece`` (an
+    executor's channel, under the actor's lock) or spread out (a replay from the
+    driver through Ray, whose piece is a ref Ray resolves)."""
+    piece = args[0] if len(args) == 1 else channel.Piece(*args)
+    with channel.lock_of(actor):
+        return _gather_locked(actor, piece)
+
+
+def _gather_locked(actor: Any, p: "channel.Piece") -> int:
+    routes = actor.__dict__.setdefault("_irf_gather", {})
+    st = routes.get(p.route)
+    if st is None:
+        st = routes[p.route] = {"last": p.base - 1, "parts": {}, "since": None}
+    parts = st["parts"]
+    if p.seq > st["last"]:
+        got = parts.setdefault(p.seq, [p.nsources, p.prefix, {}, False])
+        got[2][p.source] = p.partial
+        got[3] = got[3] or p.failed
+    while True:
+        nxt = parts.get(st["last"] + 1)
+        if nxt is None or len(nxt[2]) < nxt[0]:
+            break
+        del parts[st["last"] + 1]
+        n, pre, pieces, bad = nxt
+        st["last"] += 1
+        if not bad:
+            getattr(actor, p.method)(*pre, *[pieces[k] for k in range(n)])
+    if not parts:
+        st["since"] = None
+    else:
+        now = time.monotonic()
+        st["since"] = st["since"] or now
+        if now - st["since"] > GATHER_STALL_S:
+            raise RuntimeError(
+                f"call {st['last'] + 1} of this reducer never completed: its pieces were "
+                "lost (the actor restarted while they were in flight)")
+    return st["last"]
+
+
+GATHER = gather
 
 
 STALE = "irf-stale-epoch"  # a reducer's answer to a piece fenced off (see below)
 
 
-def _apply_partial_fn():
-    # By value, as GATHER: what a channel frame runs on an exactly-once reducer.
-    def apply_partial(self, args):
-        """The frame's last field is the epoch the driver last restored this reducer
-        with. A process that has another one is not the reducer the driver restored: a
-        process Ray already replaced (its node's raylet died and it lives on for a
-        while), or one restored since the piece was sent. It answers ``STALE`` and
-        applies nothing."""
-        *call, epoch = args
-        self._irf_init()
-        if epoch != self._irf_epoch and not self._irf_stale:
-            return STALE
-        return self.apply_partial(*call)
-    return apply_partial
+def apply_partial(actor: Any, piece: "channel.Piece") -> Any:
+    """What a channel frame runs on an exactly-once reducer. ``piece.epoch`` is the
+    token the driver last restored this reducer with. A process that has another one is
+    not the reducer the driver restored: a process Ray already replaced (its node's
+    raylet died and it lives on for a while), or one restored since the piece was sent.
+    It answers ``STALE`` and applies nothing."""
+    actor._irf_init()
+    if piece.epoch != actor._irf_epoch and not actor._irf_stale:
+        return STALE
+    return actor.apply_partial(piece.seq, piece.source, piece.nsources, piece.method,
+                               piece.prefix, piece.partial, piece.failed)
 
 
-APPLY_PARTIAL = _apply_partial_fn()
+APPLY_PARTIAL = apply_partial
 
 
 def _stale(answer: Any) -> bool:
@@ -141,27 +152,17 @@ def _executor_class() -> type:
     import asyncio
     import concurrent.futures
 
-    class _Blob:
-        """A function pickled once: unpickles to the function wherever it is sent."""
-
-        __slots__ = ("blob",)
-
-        def __init__(self, fn):
-            self.blob = cloudpickle.dumps(fn)
-
-        def __reduce__(self):
-            return cloudpickle.loads, (self.blob,)
-
     class ResidentExecutor:
         """One per node: runs a node's share of a batch and feeds the reducers."""
 
         def __init__(self, threads: int):
             self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
             self.routes: dict = {}  # route key -> the reducers' handles
-            self.conns: dict = {}  # reducer's actor id -> task: its open channel
-            self.gather = _Blob(GATHER)
-            self.apply_partial = _Blob(APPLY_PARTIAL)
-            self.fns: dict = {}  # function key -> the node's fused function
+            self.conns: dict = {}  # (reducer's actor id, method) -> task: its channel
+            self.key = wire.cluster_key()  # every channel and the feed prove they hold it
+            self.fns: dict = {}  # (function key, method) -> the node's fused function
+            self.feeds = 0  # open feed connections (at most wire.MAX_CONNECTIONS)
+            self.refused = 0  # feed connections that failed the handshake or a frame
             self.inputs: dict = {}  # ref id -> [value, or ("pickled", bytes); last use]
             self.feed = None  # (address, server): the driver's frames come in here
             self.evicting = False  # an eviction of unused inputs is scheduled
@@ -220,31 +221,37 @@ def _executor_class() -> type:
             return self.feed[0]
 
         async def _feed_conn(self, reader, writer):
-            import pickle as pickle_
+            """One driver's feed: it proves it holds the cluster's key first; then
+            each frame is a batch (``_fed``)."""
             import socket
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.feeds >= wire.MAX_CONNECTIONS:
+                writer.close()
+                return
+            self.feeds += 1
             try:
+                await wire.async_server_handshake(reader, writer, self.key)
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 while True:
-                    head = await reader.readexactly(channel.HEADER.size)
-                    call_id, frame = pickle_.loads(
-                        await reader.readexactly(channel.HEADER.unpack(head)[0]))
+                    call_id, frame = wire.loads(await wire.read_frame_async(reader))
                     asyncio.ensure_future(self._fed(call_id, frame, writer))
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                pass
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+                self.refused += 1  # a stranger, a bad frame, or the driver went away
             finally:
+                self.feeds -= 1
                 writer.close()
 
         async def _fed(self, call_id, frame, writer):
             import time as time_
             try:
                 route, fn_key, spec, ids = frame
-                fn = self.fns.get(fn_key)
+                fn = self.fns.get(fn_key)  # with its method, both sent through Ray
                 handles = self.routes.get(route[0])
                 if fn is None or handles is None:
                     raise channel.CacheMiss("the batch's function or route is not "
                                             "held here")
+                route = route[:6] + (fn_key[1],) + route[7:]
                 now = time_.monotonic()
                 values = [self._input(i, now) for i in ids]
                 reply = channel.dumps_answer(
@@ -261,10 +268,11 @@ def _executor_class() -> type:
                 hit = self.routes[key] = cloudpickle.loads(blob)
             return hit
 
-        def _conn(self, handle, checkpointed):
-            """The open channel to this reducer (a task that connects on first use, or
-            again after the channel broke: the actor may be a restarted process)."""
-            aid = handle._actor_id.binary()
+        def _conn(self, handle, checkpointed, method):
+            """The open channel to this reducer for ``method`` (a task that connects on
+            first use, or again after the channel broke: the actor may be a restarted
+            process)."""
+            aid = (handle._actor_id.binary(), method)
             task = self.conns.get(aid)
             if task is not None and task.done() and (
                     task.exception() is not None or task.result().broken is not None):
@@ -276,18 +284,19 @@ def _executor_class() -> type:
                             t.result().close(channel.ChannelError("dropped"))
                     self.conns.clear()
                 async def open_():
-                    return await channel.connect(await self._address(handle,
-                                                                      checkpointed))
+                    return await channel.connect(
+                        await self._address(handle, checkpointed, method), self.key)
                 task = self.conns[aid] = asyncio.ensure_future(open_())
             return task
 
-        async def _address(self, handle, checkpointed):
+        async def _address(self, handle, checkpointed, method):
             """Where the reducer's channel listener is (Ray routes this to the actor's
-            current process, which starts one if it has none)."""
-            apply = self.apply_partial if checkpointed else self.gather
-            return tuple(await handle.__ray_call__.remote(channel.OPEN_CHANNEL, apply))
+            current process, which starts one if it has none), ``method`` allowed."""
+            apply = APPLY_PARTIAL if checkpointed else GATHER
+            return tuple(await handle.__ray_call__.remote(channel.open_channel, apply,
+                                                          method))
 
-        async def _send(self, handle, checkpointed, frame):
+        async def _send(self, handle, checkpointed, piece):
             """The reducer's answer to one frame. A fenced-off answer (``STALE``) comes
             from a process Ray replaced (its raylet died), or is about a piece sent
             before the reducer's last restore. Ray is asked where the actor is now: at
@@ -295,19 +304,24 @@ def _executor_class() -> type:
             the later pieces; at the same one the piece is old (the driver's replay
             covers it). The connection stays open either way: other pieces on it may
             be current."""
+            apply = APPLY_PARTIAL if checkpointed else GATHER
             try:
-                conn = await self._conn(handle, checkpointed)
+                try:
+                    frame = wire.dumps(piece)
+                except wire.RefInFrame:  # refs keep their owner: through Ray
+                    return await handle.__ray_call__.remote(apply, piece)
+                conn = await self._conn(handle, checkpointed, piece.method)
                 got = await conn.call(frame)
                 if not _stale(got):
                     return got
-                addr = await self._address(handle, checkpointed)
+                addr = await self._address(handle, checkpointed, piece.method)
                 if addr == conn.addr:
                     return channel.ChannelError("the reducer fenced the piece off: it "
                                                 "was restored since the piece was sent")
-                fresh = await channel.connect(addr)
+                fresh = await channel.connect(addr, self.key)
                 done = asyncio.get_running_loop().create_future()
                 done.set_result(fresh)
-                self.conns[handle._actor_id.binary()] = done
+                self.conns[(handle._actor_id.binary(), piece.method)] = done
                 got = await fresh.call(frame)
                 return channel.ChannelError("the reducer fenced the piece off") \
                     if _stale(got) else got
@@ -321,12 +335,12 @@ def _executor_class() -> type:
             route, fn, spec, ids, fn_key = packed  # one argument: Ray serialises each
             handles = self._reducers(route[0], route[1])
             if ids is not None:
-                self._remember(fn_key, fn, ids, refs)
+                self._remember((fn_key, route[6]), fn, ids, refs)
             return await self._run(route, handles, fn, spec, refs)
 
         async def _run(self, route, handles, fn, spec, refs):
             _, _, checkpointed, seq, source, nsources, method, prefixes, targets, \
-                timeout_s, epochs = route
+                timeout_s, epochs, nonce, base = route
             error = None
             try:
                 if INLINE_COMPUTE:  # on the event loop: no thread hop before the sends
@@ -340,10 +354,10 @@ def _executor_class() -> type:
                 targets = range(len(handles))
             single = len(handles) == 1
             calls = [asyncio.ensure_future(self._send(
-                handles[i], checkpointed, channel.dumps((
+                handles[i], checkpointed, channel.Piece(
                     seq, source, nsources, method, prefixes[i],
                     None if error is not None else (out if single else out[i]),
-                    error is not None) + ((epochs[i],) if checkpointed else ()))))
+                    error is not None, epochs[i] if checkpointed else 0, nonce, base)))
                 for i in targets]
             done, _ = await asyncio.wait(calls, timeout=timeout_s)
             late = TimeoutError(f"reducer did not answer call {seq} within {timeout_s} s")
@@ -382,6 +396,26 @@ class Route:
     handles: list
     built_s: float  # driver time it took to build (pickling the handles)
     next_seq: int = 0  # call numbers of actors without their own (not checkpointed)
+    # other actors' calls are numbered per route: the nonce tells routes apart on the
+    # actor (two drivers, a route built again), ``unanswered`` gives each piece its base
+    nonce: int = field(default_factory=lambda: secrets.randbits(62))
+    unanswered: dict = field(default_factory=dict)  # seq -> its executor calls
+
+    def base(self) -> int:
+        """The lowest call of this route that some source has not answered yet (the
+        next call when every one was): an actor that has no state for the route (Ray
+        restarted it) starts right below it, as a restarted Ray actor gets every call
+        made after its restart."""
+        if self.unanswered:
+            refs = [r for rs in self.unanswered.values() for r in rs
+                    if isinstance(r, ray.ObjectRef)]
+            done = set(ray.wait(refs, num_returns=len(refs), timeout=0,
+                                fetch_local=False)[0]) if refs else set()
+            for seq in [q for q, rs in self.unanswered.items() if all(
+                    (r in done) if isinstance(r, ray.ObjectRef) else r.done()
+                    for r in rs)]:
+                del self.unanswered[seq]
+        return min(self.unanswered, default=self.next_seq)
 
 
 @dataclass
@@ -398,6 +432,7 @@ class ResidentBatch:
     refs: list  # the executor calls' refs, one per source
     num_returns: int
     strategies: list = field(default_factory=list)
+    base: int = 0  # other actors: the route's base when the batch was sent
     _partials: dict = field(default_factory=dict)  # source -> plain task's refs
 
     def replay_source(self, source: int, reducer: int) -> Any:
@@ -416,7 +451,7 @@ class ResidentBatch:
                 refs[reducer], False)
         if self.route.checkpointed:
             return h.apply_partial.remote(*args)
-        return h.__ray_call__.remote(shipping.inline(GATHER), *args)
+        return h.__ray_call__.remote(GATHER, *args, 0, self.route.nonce, self.base)
 
 
 def route_for(handles: Sequence[Any], checkpointed: bool) -> Route:
@@ -494,8 +529,9 @@ class _Feed:
             if not ray.wait([self.addr], timeout=0, fetch_local=True)[0]:
                 return False
             try:
-                self.client = channel.FeedClient(ray.get(self.addr))
-            except Exception:  # noqa: BLE001 - the executor restarted: ask again later
+                self.client = channel.FeedClient(ray.get(self.addr), wire.cluster_key())
+            except (ray.exceptions.RayError, OSError):  # the executor restarted: ask
+                # again later (an AuthError is an OSError: a listener without the key)
                 self.addr = None
                 return False
         return fn_key in self.fns and route_key in self.routes and self.ids.issuperset(ids)
@@ -544,7 +580,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                     prefixes: Sequence[tuple], num_returns: int,
                     group_id: int | None = None, group_dependency: int | None = None,
                     policy: str = "locality", plan_cache: bool = False,
-                    epochs: Sequence[int] | None = None,
+                    epochs: Sequence[int] | None = None, base: int = 0,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[ResidentBatch, int]:
     """Places one task per argument tuple as a group (as ``submit_per_node``), then sends
     each node's share to that node's resident executor, which feeds the route's
@@ -567,7 +603,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         prefixes = tuple(tuple(p) for p in prefixes)
         epochs = tuple(epochs) if epochs is not None else (0,) * len(route.handles)
         batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
-                              num_returns, [rt.strategies[n] for n in order])
+                              num_returns, [rt.strategies[n] for n in order], base)
         fn_key = body.key
         try:
             for source, n in enumerate(order):
@@ -577,13 +613,18 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                 batch.node_args.append(a)
                 handle, st = _executor(rt, n), _feed(rt, n)
                 r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
-                     method, prefixes, None, timeout_s, epochs)
-                if FEED and st.ready(handle, ids, fn_key, route.key):
-                    fut = st.client.send(((route.key, None) + r[2:], fn_key, spec, ids))
-                    st.fed += 1
-                    fut.add_done_callback(st.answered)
-                    batch.refs.append(fut)
-                    continue
+                     method, prefixes, None, timeout_s, epochs, route.nonce, base)
+                if FEED and st.ready(handle, ids, (fn_key, method), route.key):
+                    try:  # the method is the one the executor holds with the function
+                        fut = st.client.send(((route.key, None) + r[2:6] + (None,) +
+                                              r[7:], (fn_key, method), spec, ids))
+                    except wire.RefInFrame:  # refs keep their owner: through Ray
+                        fut = None
+                    if fut is not None:
+                        st.fed += 1
+                        fut.add_done_callback(st.answered)
+                        batch.refs.append(fut)
+                        continue
                 # The executor keeps the inputs only when they repeat (a broadcast read
                 # by every batch), not each batch's own data.
                 keep = FEED and set(ids).issubset(st.last)
@@ -591,7 +632,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                 ref = handle.run.remote((r, body, spec, ids if keep else None, fn_key),
                                         *refs)
                 if keep:
-                    st.seeding.append((ref, ids, fn_key, route.key))
+                    st.seeding.append((ref, ids, (fn_key, method), route.key))
                 batch.refs.append(ref)
         except BaseException:
             rt.scheduler.free_group(gid)
@@ -611,3 +652,85 @@ def residentable(fn: RemoteFunction, max_retries: int | None) -> bool:
     cpus = float(merged.get("num_cpus", 1) or 0)
     return not resource_demand(merged) and cpus <= 1 and not merged.get("runtime_env") \
         and max_retries != 0
+
+
+# ---- plain actors behind a channel keep Ray's one-method-at-a-time contract -------------
+_SERIALIZED: dict[int, Any] = {}  # id(user's ActorClass) -> (it, its locked twin)
+_SERIALIZED_IDS: set = set()  # actor ids made from a locked twin
+
+
+def _wants_lock(body: type, options: dict) -> bool:
+    return int(options.get("max_concurrency") or 1) <= 1 and not _is_async(body)
+
+
+def _is_async(body: type) -> bool:
+    import inspect
+    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+               for _, f in inspect.getmembers(body, inspect.isfunction))
+
+
+def serialized_class(actor_cls: Any) -> Any:
+    """For a plain actor class that runs one method at a time (Ray's default): the same
+    class with every method run under the actor's ``_irf_lock`` (the lock a channel
+    frame takes), so the resident path's pieces never run beside a method Ray runs.
+    The class itself where it allows concurrency, is async, or cannot be subclassed."""
+    import functools
+    import inspect
+    with _lock:
+        hit = _SERIALIZED.get(id(actor_cls))
+        if hit is not None and hit[0] is actor_cls:
+            return hit[1]
+    modified = actor_cls.__ray_metadata__.modified_class
+    body = getattr(modified, "__ray_actor_class__", modified)
+    options = dict(actor_cls._default_options)
+    twin = actor_cls
+    if _wants_lock(body, options):
+        def locked(fn):
+            @functools.wraps(fn)
+            def run(self, *args, **kwargs):
+                with channel.lock_of(self):
+                    return fn(self, *args, **kwargs)
+            return run
+        methods = {name: locked(fn) for name, fn in inspect.getmembers(
+            body, inspect.isfunction) if not name.startswith("__")
+            and not inspect.isgeneratorfunction(fn)}
+        try:
+            cls = type(body.__name__, (body,), methods)
+        except TypeError:  # a metaclass or __init_subclass__ that refuses it
+            cls = None
+        if cls is not None:
+            cls.__qualname__, cls.__module__ = body.__qualname__, body.__module__
+            cls.__doc__ = body.__doc__
+            twin = ray.remote(**options)(cls) if options else ray.remote(cls)
+    # a channel is safe on its actors: locked, or a class that allows concurrency
+    ok = twin is not actor_cls or not (_wants_lock(body, options) or _is_async(body))
+    with _lock:
+        if len(_SERIALIZED) > 1024:
+            _SERIALIZED.clear()
+        _SERIALIZED[id(actor_cls)] = (actor_cls, twin, ok)
+    return twin
+
+
+def mark_serialized(actor_cls: Any, handles: Sequence[Any]) -> None:
+    """Records that ``handles`` were made from ``serialized_class``'s twin (or from a
+    class that allows concurrency): a channel may apply pieces on them."""
+    with _lock:
+        hit = _SERIALIZED.get(id(actor_cls))
+        if hit is None or hit[0] is not actor_cls or not hit[2]:
+            return
+        if len(_SERIALIZED_IDS) > 1_000_000:
+            _SERIALIZED_IDS.clear()
+        _SERIALIZED_IDS.update(h._actor_id.binary() for h in handles)
+
+
+def channel_safe(actor_cls: Any, handles: Sequence[Any], checkpointed: bool) -> bool:
+    """Whether pieces may reach these actors on a channel: exactly-once reducers (every
+    method locked), or plain actors made by ``serialized_class``. An async class never:
+    Ray awaits its methods on the actor's own event loop."""
+    body = actor_cls.__ray_metadata__.modified_class
+    if _is_async(body):
+        return False
+    if checkpointed:
+        return True
+    with _lock:
+        return all(h._actor_id.binary() in _SERIALIZED_IDS for h in handles)

@@ -67,3 +67,65 @@ def run_stream(source: Iterable[Sequence[Any]], num_reducers: int, *,
     stream.run((batch(p) for p in source), on_submit=hook)
     out.totals = ray.get([h.get_total.remote() for h in reducers.eval()])
     return out
+
+
+@ray.remote(max_restarts=-1)
+class PlainSum:
+    """A plain reducer actor (not exactly-once): Ray's own semantics apply."""
+
+    def __init__(self):
+        self.total, self.calls = 0, 0
+
+    def reduce(self, *partials):
+        self.total += int(sum(int(np.asarray(p).sum()) for p in partials))
+        self.calls += 1
+
+    def get(self):
+        return self.total, self.calls
+
+
+def plain_stream(reducers: InitActors, source: Sequence[Sequence[Any]]) -> list:
+    """``source``'s batches into ``reducers`` (PlainSum), combined per node; returns each
+    reducer's (total, calls) read through the user's handles."""
+    import operator
+    n = reducers.n
+
+    def batch(parts):
+        def submit(start):
+            sh = Map(split, Objects(list(parts)), [(n,)] * len(parts), num_returns=n)
+            return ReduceActors("reduce", reducers, sh, combine=operator.add)
+        return Batch(submit)
+
+    MicroBatchStream(interval_s=0.0, max_in_flight=3).run(batch(p) for p in source)
+    return ray.get([h.get.remote() for h in reducers.eval()])
+
+
+def expected_totals(source: Sequence[Sequence[Any]], n: int) -> list[int]:
+    tot = [0] * n
+    for parts in source:
+        for p in parts:
+            for i, c in enumerate(np.array_split(p, n)):
+                tot[i] += int(c.sum())
+    return tot
+
+
+def exact_resident_stream(batches: int, seed: int = 0) -> dict:
+    """An exactly-once and a plain stream on the default (resident) path, the same
+    partitions every batch so that batches are fed; whether both came out exact, how
+    many batches were fed, and the reducers' handles."""
+    import operator
+
+    import ray_patch.resident as rr
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, 100, 256) for _ in range(8)]
+    src = [[ray.put(p) for p in parts]] * batches
+    fed0 = sum(f.fed for f in rr._FEEDS.values())
+    run = run_stream(src, 4, combine=operator.add)
+    plain = InitActors(PlainSum, 4)
+    got = plain_stream(plain, src)
+    want = expected_totals([parts] * batches, 4)
+    return {"exact": run.totals == want and run.report.lost_calls == 0,
+            "plain_exact": [t for t, _ in got] == want and
+            all(c == batches for _, c in got),
+            "fed": sum(f.fed for f in rr._FEEDS.values()) - fed0,
+            "handles": list(run.reducers.eval()) + list(plain.eval())}

@@ -184,14 +184,14 @@ def _split4(part):
 
 
 def _frames(sock, *frames) -> list:
-    """Sends channel frames on a plain socket; returns the reducer's replies."""
-    import pickle
-    from ray_patch import channel
+    """Sends channel pieces on a socket that passed the handshake; returns the
+    reducer's replies."""
+    from ray_patch import channel, wire
     out = []
     f = sock.makefile("rb")
     for args in frames:
-        sock.sendall(channel.dumps(args))
-        out.append(pickle.loads(channel.read_frame(f)))
+        sock.sendall(wire.dumps(channel.Piece(*args)))
+        out.append(wire.loads(wire.read_frame(f)))
     return out
 
 
@@ -201,12 +201,14 @@ def test_a_channel_applies_pieces_once_and_fences_off_other_epochs(cluster):
     carries another restore token than the reducer's is answered STALE and not applied
     (a process Ray replaced must not take pieces meant for the restored one)."""
     import socket
-    from ray_patch import channel, resident
+    from ray_patch import channel, resident, wire
     h = SumReducer.remote(0)
-    addr = ray.get(h.__ray_call__.remote(channel.OPEN_CHANNEL, resident.APPLY_PARTIAL))
-    assert addr == ray.get(h.__ray_call__.remote(channel.OPEN_CHANNEL,
-                                                 resident.APPLY_PARTIAL))  # one listener
+    addr = ray.get(h.__ray_call__.remote(channel.open_channel, resident.APPLY_PARTIAL,
+                                         "reduce"))
+    assert addr == ray.get(h.__ray_call__.remote(channel.open_channel,
+                                                 resident.APPLY_PARTIAL, "reduce"))
     with socket.create_connection(tuple(addr), timeout=30) as s:
+        wire.client_handshake(s, wire.cluster_key())
         # (seq, source, nsources, method, prefix, partial, failed, epoch)
         got = _frames(s, (0, 0, 2, "reduce", (), 5, False, 0),
                       (0, 0, 2, "reduce", (), 5, False, 0),   # sent twice: once
@@ -217,6 +219,9 @@ def test_a_channel_applies_pieces_once_and_fences_off_other_epochs(cluster):
         got = _frames(s, (1, 0, 1, "reduce", (), 100, False, 0),   # an old epoch
                       (1, 0, 1, "reduce", (), 1, False, 99))
         assert got == [(True, resident.STALE), (True, (1, 99))]
+        # a method no open_channel call allowed is refused, whatever the piece says
+        (ok, err), = _frames(s, (2, 0, 1, "restore", (0, None), 0, False, 99))
+        assert not ok and isinstance(err, PermissionError)
     assert ray.get(h.get_total.remote()) == 13
     assert ray.get(h.applied_status.remote()) == (1, True)
 

@@ -16,7 +16,7 @@ from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, M
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
 from irfront.lowering.fused import PICK, PICK_ORDERED, fused_function, node_task_function
-from irfront.lowering.resident import lower_resident
+from irfront.lowering.resident import lower_resident, resident_
 
 
 def flat_objects(src: Node, value: list) -> list:
@@ -99,13 +99,19 @@ def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | Non
         if durable is not None:  # named, detached: they outlive this driver
             opts = {**opts, "lifetime": "detached", "namespace": durable.namespace}
             names = durable.names
+        cls = actors.actor_cls
+        if ctx.options.enabled("resident") and not actors.checkpointed:
+            # its methods locked, so a resident channel never runs beside one
+            cls = resident_.serialized_class(cls)
         try:
             handles = ctx.submitter.actors(
-                actors.actor_cls, [actors.arg(i) for i in range(actors.n)], group_id=gid,
+                cls, [actors.arg(i) for i in range(actors.n)], group_id=gid,
                 depends_on=depends_on, inputs=inputs, actor_options=opts, names=names)
         except ValueError as e:
             by = f" (placing for {consumer.label})" if consumer is not None else ""
             raise IRError(actors.label, f"{e}{by}") from e
+        if ctx.options.enabled("resident") and not actors.checkpointed:
+            resident_.mark_serialized(actors.actor_cls, handles)
     if durable is not None:
         ctx.results.set_next_seq(actors, durable.next_seq)
         directory.started(actors, handles)

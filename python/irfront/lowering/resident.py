@@ -63,16 +63,20 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
     if any(isinstance(a, ray.ObjectRef) for p in prefixes for a in p):
         return None  # e.g. a pre-scheduling gate: the reducers would wait on it
     actors = red.actors
+    if not resident_.channel_safe(actors.actor_cls, handles, actors.checkpointed):
+        return None  # async methods, or actors not made one-method-at-a-time here
     route = resident_.route_for(handles, actors.checkpointed)
     seq = ctx.results.next_seq(actors) if actors.checkpointed else route.next_seq
     batch, _ = resident_.submit_resident(
         fn, calls, node_call, route=route, seq=seq, method=red.method, prefixes=prefixes,
         num_returns=n, group_id=gid, group_dependency=depends_on,
         policy=opts.scheduler, plan_cache=opts.enabled("plan_cache"),
-        epochs=ctx.results.epochs(actors) if actors.checkpointed else None)
+        epochs=ctx.results.epochs(actors) if actors.checkpointed else None,
+        base=0 if actors.checkpointed else route.base())
     if actors.checkpointed:
         log.append(ResidentCall(actors, seq, batch))
     else:
+        route.unanswered[seq] = list(batch.refs)
         route.next_seq += 1
     return Lowered(list(batch.refs), gid, depends_on)
 
