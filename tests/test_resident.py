@@ -288,3 +288,124 @@ def test_inputs_new_in_every_batch_are_not_kept(cluster):
         run = run_stream(src, 4, combine=operator.add)
     assert run.totals == _expected([ray.get(p) for p in src], 4)
     assert not _held({r.binary() for parts in src for r in parts})
+
+
+# ---- plain actors keep Ray's actor semantics on the resident path --------------------
+def test_a_restarted_plain_reducer_gets_every_later_batch(cluster):
+    """Killed and restarted by Ray between two streams, a plain reducer applies every
+    batch of the second one (a fresh state: Ray's restart), as it does without the
+    resident path."""
+    from streams import PlainSum, expected_totals, plain_stream
+    parts = [np.arange(64) + k for k in range(8)]
+    src = [[ray.put(p) for p in parts]] * 10
+    reducers = InitActors(PlainSum, 3)
+    with lowering_options(RESIDENT):
+        first = plain_stream(reducers, src)
+        assert [c for _, c in first] == [10] * 3
+        for h in reducers.eval():
+            ray.kill(h, no_restart=False)
+        deadline = time.monotonic() + 60
+        for h in reducers.eval():  # until each answers again (a new process)
+            while True:
+                try:
+                    if ray.get(h.get.remote(), timeout=10) == (0, 0):
+                        break
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    pass
+                assert time.monotonic() < deadline, "the reducer never came back"
+                time.sleep(0.2)
+        second = plain_stream(reducers, src)
+    assert second == [(t, 10) for t in expected_totals([parts] * 10, 3)]
+
+
+@ray.remote
+class _Probe:
+    """Plain actor: ``reduce`` holds ``busy`` for a while; ``probe`` reports whether it
+    ever ran while a reduce was running."""
+
+    def __init__(self):
+        self.busy, self.overlaps, self.total = False, 0, 0
+
+    def reduce(self, *partials):
+        self.busy = True
+        time.sleep(0.01)
+        self.total += int(sum(int(p.sum()) for p in partials))
+        self.busy = False
+
+    def probe(self):
+        self.overlaps += self.busy
+        return self.overlaps
+
+    def get(self):
+        return self.total
+
+
+def test_plain_actor_methods_never_run_beside_a_piece(cluster):
+    """A plain actor runs one method at a time (Ray's default): a method called while
+    the stream's pieces arrive on its channel never sees one half-applied."""
+    import threading
+    reducers = InitActors(_Probe, 2)
+    parts = [np.arange(32) + k for k in range(8)]
+    src = [[ray.put(p) for p in parts]] * 30
+    stop = threading.Event()
+    seen: list = []
+
+    def probe():
+        hs = reducers.eval()
+        while not stop.is_set():
+            seen.append(sum(ray.get([h.probe.remote() for h in hs])))
+
+    with lowering_options(RESIDENT):
+        reducers.eval()
+        t = threading.Thread(target=probe)
+        t.start()
+        try:
+            def batch(ps):
+                def submit(start):
+                    sh = Map(_split2, Objects(list(ps)), [()] * len(ps), num_returns=2)
+                    return ReduceActors("reduce", reducers, sh, combine=operator.add)
+                return Batch(submit)
+            MicroBatchStream(interval_s=0.0, max_in_flight=3).run(batch(p) for p in src)
+        finally:
+            stop.set()
+            t.join(60)
+    assert len(seen) > 5
+    assert seen[-1] == 0, "a method ran beside a piece"
+    want = [sum(int(np.array_split(p, 2)[i].sum()) for p in parts) * 30 for i in range(2)]
+    assert ray.get([h.get.remote() for h in reducers.eval()]) == want
+
+
+@ray.remote
+def _split2(part):
+    return tuple(np.array_split(part, 2))
+
+
+@ray.remote
+class _AsyncSum:
+    def __init__(self):
+        self.total = 0
+
+    async def reduce(self, *partials):
+        import asyncio
+        await asyncio.sleep(0)
+        self.total += int(sum(int(p.sum()) for p in partials))
+
+    async def get(self):
+        return self.total
+
+
+def test_async_reducer_methods_are_awaited(cluster):
+    """An async actor's reduce is awaited by Ray (the resident path keeps off it)."""
+    reducers = InitActors(_AsyncSum, 2)
+    parts = [np.arange(16) + k for k in range(4)]
+
+    def batch(ps):
+        def submit(start):
+            sh = Map(_split2, Objects(list(ps)), [()] * len(ps), num_returns=2)
+            return ReduceActors("reduce", reducers, sh, combine=operator.add)
+        return Batch(submit)
+
+    with lowering_options(RESIDENT):
+        MicroBatchStream(interval_s=0.0).run(batch(parts) for _ in range(5))
+    want = [sum(int(np.array_split(p, 2)[i].sum()) for p in parts) * 5 for i in range(2)]
+    assert ray.get([h.get.remote() for h in reducers.eval()]) == want
