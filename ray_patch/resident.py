@@ -36,8 +36,10 @@ The executor waits for the reducers' answers (``timeout_s``) and returns, per re
 the reducer's last applied call number and epoch, or the exception it raised (its
 channel broke, it refused a call after a restart, a timeout): the driver confirms,
 recovers and replays from that. A failing node task still sends every reducer a
-``failed`` piece (the reducer skips the call: later calls are not held back), then
-raises its error. ``replay_source`` is the fallback when an executor cannot be used: the
+``failed`` piece when its reducers are plain actors (they skip the call, as a Ray actor
+call whose argument failed: later calls are not held back); exactly-once reducers get
+none (they wait for the driver's retry of the source, or the stream stops). Then it
+raises ``StageFailed`` (the stage's error inside). ``replay_source`` is the fallback when an executor cannot be used: the
 node's work as a plain pinned task, its pieces sent by the driver through Ray.
 """
 from __future__ import annotations
@@ -125,6 +127,18 @@ GATHER = gather
 
 
 STALE = "irf-stale-epoch"  # a reducer's answer to a piece fenced off (see below)
+
+
+class StageFailed(Exception):
+    """A source node's work raised ``error`` on its executor: no reducer was sent a
+    piece of that call (the driver retries the source or stops with ``error``)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"the stage raised {self.error!r}"
 
 
 def apply_partial(actor: Any, piece: "channel.Piece") -> Any:
@@ -348,8 +362,10 @@ def _executor_class() -> type:
                 else:
                     loop = asyncio.get_running_loop()
                     out = await loop.run_in_executor(self.pool, fn, *unpack(spec, refs))
-            except Exception as e:  # every reducer hears of it, then it is raised
-                error, out = e, None
+            except Exception as e:  # the user's code raised
+                if checkpointed:  # no reducer gets a piece: retried or the stream stops
+                    raise StageFailed(e) from e
+                error, out = e, None  # other actors skip the call, as a failed Ray call
             if targets is None:
                 targets = range(len(handles))
             single = len(handles) == 1
@@ -363,7 +379,7 @@ def _executor_class() -> type:
             late = TimeoutError(f"reducer did not answer call {seq} within {timeout_s} s")
             got = [c.result() if c in done else late for c in calls]
             if error is not None:
-                raise error
+                raise StageFailed(error) from error
             if not checkpointed:  # no driver-side recovery: the batch fails
                 for g in got:
                     if isinstance(g, BaseException):
@@ -434,6 +450,10 @@ class ResidentBatch:
     strategies: list = field(default_factory=list)
     base: int = 0  # other actors: the route's base when the batch was sent
     _partials: dict = field(default_factory=dict)  # source -> plain task's refs
+
+    def forget_source(self, source: int) -> None:
+        """The source's plain task failed: the next replay runs it again."""
+        self._partials.pop(source, None)
 
     def replay_source(self, source: int, reducer: int) -> Any:
         """Source ``source``'s piece for ``reducer`` sent again from the driver, computed

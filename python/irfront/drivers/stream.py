@@ -46,6 +46,7 @@ docs/RELIABILITY.md).
 """
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -66,7 +67,7 @@ from irfront.ir.reducers import NeedsRestore
 from irfront.lowering.context import ReducerCall
 from irfront.lowering.evaluation import EVALUATOR
 from irfront.lowering.ops import flat_objects
-from irfront.lowering.resident import ResidentCall
+from irfront.lowering.resident import ResidentCall, StageFailed
 
 __all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamReport"]
 
@@ -121,6 +122,8 @@ class StreamReport:
     durable_save_s: float = 0.0  # driver time spent writing them
     node_failures: list[str] = field(default_factory=list)
     backpressure: dict = field(default_factory=dict)
+    stage_retries: int = 0  # a batch's stage failed with a Ray failure and ran again
+    failed_batch: Optional[dict] = None  # the batch whose stage stopped the stream
 
     def summary(self) -> str:
         bp = self.backpressure
@@ -148,6 +151,26 @@ class _Reducers:
     # per actor: the token of its last restore; a resident answer counts only if it
     # carries it (an answer about a state lost in a fault says nothing of the restored one)
     epoch: list[int] = field(default_factory=list)
+
+
+class Wait(enum.Enum):
+    """What a pending ref is: a reducer call (``APPLY``), a resident piece sent again by
+    the driver (``REPLAY``: answers the last applied call), a checkpoint (``CHECKPOINT``),
+    or a source node's executor call of a resident batch (``RESIDENT``)."""
+
+    APPLY = "apply"
+    REPLAY = "replay"
+    CHECKPOINT = "checkpoint"
+    RESIDENT = "resident"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    kind: Wait
+    key: int  # the reducer group
+    reducer: int  # -1: every reducer of the group (a resident executor call)
+    seq: int
+    source: int = -1  # resident calls and replays: the source node's index
 
 
 @dataclass
@@ -206,10 +229,29 @@ def _value(x: Any) -> Any:
 
 
 def _is_failure(e: BaseException) -> bool:
-    if isinstance(e, (NeedsRestore, *_FAILURES)):  # bare: a resident reducer's answer
+    """Whether a reducer (or the path to it) failed and must be recovered: it died, its
+    node or an object went away, a channel broke, or it refused a call after a restart.
+    An error a task raised (``RayTaskError``) is the reducer's only when it is that
+    refusal: anything else came from the batch's stage (``_stage_error``)."""
+    if isinstance(e, (NeedsRestore, *_FAILURES)) and not isinstance(
+            e, ray.exceptions.RayTaskError):  # bare: a resident reducer's answer
         return True
     return isinstance(e, ray.exceptions.RayTaskError) and isinstance(
-        getattr(e, "cause", None), (NeedsRestore, *_FAILURES))
+        getattr(e, "cause", None), NeedsRestore)
+
+
+def _stage_error(e: BaseException) -> BaseException | None:
+    """The error the batch's own stage raised, if ``e`` is one (else None): a node task
+    on the resident path that raised (``StageFailed``, possibly inside Ray's
+    ``RayTaskError``), or a task error a reducer call got as its argument (Ray's
+    ``RayTaskError``, which is also an instance of the error's own class). Not the
+    reducer's fault: recovering the reducer would re-read the same failed object."""
+    cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
+    if isinstance(cause, StageFailed):
+        return cause.error
+    if isinstance(e, ray.exceptions.RayTaskError) and not isinstance(cause, NeedsRestore):
+        return e
+    return None
 
 
 class MicroBatchStream:
@@ -221,7 +263,7 @@ class MicroBatchStream:
                  restart_timeout_s: float = 120.0, max_recoveries: int = 20,
                  checkpoint_dir: Optional[str] = None,
                  store: Optional[CheckpointStore] = None, name: str = "stream",
-                 namespace: Optional[str] = None):
+                 namespace: Optional[str] = None, max_stage_retries: int = 3):
         if not interval_s >= 0:
             raise ValueError(f"interval_s must be >= 0 (0: as fast as the window allows); "
                              f"got {interval_s}")
@@ -241,7 +283,10 @@ class MicroBatchStream:
         self.window = InFlightWindow(max_in_flight)
         self.reducers: dict[int, _Reducers] = {}  # id(InitActors) -> state
         self._actor_nodes: dict[int, Any] = {}  # id -> InitActors (kept alive)
-        self._pending: dict[ray.ObjectRef, tuple[str, int, int, int]] = {}
+        self._pending: dict[Any, _Pending] = {}  # refs (and fed batches' futures)
+        self._stage_retries: dict[tuple[int, int, int], int] = {}  # (key, seq, source)
+        self._batch_of: dict[tuple[int, int], int] = {}  # (key, call) -> batch, in flight
+        self.max_stage_retries = max_stage_retries
         self._resident_sent: dict[ray.ObjectRef, float] = {}  # executor call -> when
         self.stats = StreamReport()
         self._batches = 0
@@ -377,6 +422,7 @@ class MicroBatchStream:
             self.reducers[key] = g
             self._actor_nodes[key] = c.actors
         g.last = max(g.last, c.seq)
+        self._batch_of[(key, c.seq)] = self._abs_batch
         if self.durable is not None:
             self.durable.track(self.durable.group_of(c.actors), c.seq, self._abs_batch)
         if isinstance(c, ResidentCall):  # kept for every reducer; one answer per source
@@ -386,19 +432,20 @@ class MicroBatchStream:
                     self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[i]))
             now = time.monotonic()
             for s, ref in enumerate(c.refs):
-                self._pending[ref] = ("resident", key, -1 - s, c.seq)
+                self._pending[ref] = _Pending(Wait.RESIDENT, key, -1, c.seq, s)
                 self._resident_sent[ref] = now
             return key
         if c.seq > g.confirmed[c.index]:
             g.kept[c.index][c.seq] = c
-            self._pending[c.ref] = ("apply", key, c.index, c.seq)
+            self._pending[c.ref] = _Pending(Wait.APPLY, key, c.index, c.seq)
             self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[c.index]))
         return key
 
     def _checkpoint_all(self) -> None:
         for key, g in self.reducers.items():
             for i, h in enumerate(g.handles):
-                self._pending[h.checkpoint.remote()] = ("ckpt", key, i, g.last)
+                self._pending[h.checkpoint.remote()] = _Pending(Wait.CHECKPOINT, key, i,
+                                                                g.last)
 
     # ---- completion and recovery --------------------------------------------------------
     def _poll(self, timeout: float) -> None:
@@ -415,23 +462,28 @@ class MicroBatchStream:
         ready = _wait(refs, len(refs), 0)
         broken: dict[tuple[int, int], Any] = {}
         for r in ready:
-            kind, key, i, seq = self._pending.pop(r)
-            if kind == "resident":
-                self._resident_answer(r, key, -1 - i, seq, broken)
+            w = self._pending.pop(r)
+            key, i, seq = w.key, w.reducer, w.seq
+            if w.kind is Wait.RESIDENT:
+                self._resident_answer(r, w, broken)
                 continue
             if (key, i) in broken:
                 continue
             try:
                 val = ray.get(r)
             except ray.exceptions.RayError as e:
+                stage = _stage_error(e)
+                if stage is not None:  # the batch's stage failed, not the reducer
+                    self._stage_failed(w, stage, broken)
+                    continue
                 if not _is_failure(e):
                     raise
                 broken[(key, i)] = e
                 continue
             g = self.reducers[key]
-            if kind == "apply":
+            if w.kind is Wait.APPLY:
                 g.confirmed[i] = max(g.confirmed[i], seq)
-            elif kind == "rapply":  # a resident piece sent again: the last applied call
+            elif w.kind is Wait.REPLAY:  # a resident piece sent again: the last applied
                 self._resident_confirm(g, i, val)
             elif val is None:  # restarted by Ray since its last restore: recover it
                 broken[(key, i)] = NeedsRestore(f"reducer {g.name}[{i}] answered a "
@@ -446,21 +498,25 @@ class MicroBatchStream:
         for (key, i), cause in broken.items():
             self._recover(key, i, cause)
 
-    def _resident_answer(self, r: Any, key: int, source: int, seq: int,
-                         broken: dict) -> None:
+    def _resident_answer(self, r: Any, w: _Pending, broken: dict) -> None:
         """One source node's executor call of resident batch ``seq``: per reducer, its
         last applied call (confirmed if about the state last restored) or the error of
         its call (recovered; an error about a call before the reducer's last recovery is
         superseded by its replay). An
         executor that failed has its node's pieces sent again by the driver (plain
         tasks; reducers take a piece once)."""
+        key, source, seq = w.key, w.source, w.seq
         g = self.reducers[key]
         self._resident_sent.pop(r, None)
         try:
             val = _value(r)
-        except (ray.exceptions.RayError, ChannelError) as e:  # a fed batch: its feed
-            if not _is_failure(e):  # broke, or the executor no longer held what the
-                raise  # batch named
+        except (ray.exceptions.RayError, ChannelError, StageFailed) as e:
+            stage = _stage_error(e)
+            if stage is not None:  # the node's work raised: no reducer took a piece
+                self._stage_failed(w, stage, broken)
+                return
+            if not _is_failure(e):  # a fed batch: its feed broke, or the executor no
+                raise  # longer held what the batch named
             self._note_failures(ray_patch.node_failed())
             self._resend_source(key, source, seq)
             return
@@ -486,16 +542,53 @@ class MicroBatchStream:
         if epoch == g.epoch[i]:
             g.confirmed[i] = max(g.confirmed[i], last)
 
-    def _resend_source(self, key: int, source: int, seq: int) -> None:
+    def _stage_failed(self, w: _Pending, err: BaseException, broken: dict) -> None:
+        """Batch ``w.seq``'s stage raised ``err`` (no reducer applied anything of it: a
+        reducer applies a call only once every source sent a good piece, and calls only
+        in order). A Ray failure type (a side actor, a worker, a node or an object went
+        away) is retried, at most ``max_stage_retries`` times per batch and source: a
+        resident source runs again as a plain task; a reducer call is sent again with a
+        restore (its arguments read again: Ray rebuilds a lost object). Any other error,
+        or one past the bound, stops the stream with the stage's own error, the batch
+        named in it and in the report; the reducers then hold every batch before it."""
+        k = (w.key, w.seq, w.source)
+        n = self._stage_retries[k] = self._stage_retries.get(k, 0) + 1
+        g = self.reducers[w.key]
+        if isinstance(err, _FAILURES) and n <= self.max_stage_retries:
+            log.warning("batch %s (call %d of %s): its stage failed (%s); try %d of %d",
+                        self._batch_of.get((w.key, w.seq)), w.seq, g.name,
+                        type(err).__name__, n, self.max_stage_retries)
+            self.stats.stage_retries += 1
+            if w.kind is Wait.APPLY:
+                broken.setdefault((w.key, w.reducer), err)
+            else:
+                self._resend_source(w.key, w.source, w.seq, rerun=True,
+                                    only=w.reducer if w.kind is Wait.REPLAY else None)
+            return
+        batch = self._batch_of.get((w.key, w.seq))
+        self.stats.failed_batch = {"batch": batch, "group": g.name, "call": w.seq,
+                                   "source": w.source, "error": repr(err)[:500]}
+        err.add_note(f"irfront: batch {batch} (call {w.seq} of reducers {g.name}) failed "
+                     "in its stage; every reducer holds the batches before it, none after")
+        raise err
+
+    def _resend_source(self, key: int, source: int, seq: int, rerun: bool = False,
+                       only: int | None = None) -> None:
         """Source ``source``'s pieces of resident batch ``seq`` sent again by the driver
-        (plain tasks) to every reducer that has not confirmed it: its executor failed or
-        did not answer in time."""
+        (plain tasks) to every reducer that has not confirmed it (or to reducer ``only``):
+        its executor failed or did not answer in time, or (``rerun``) its plain task
+        failed and runs again."""
         g = self.reducers[key]
-        for i in range(len(g.handles)):
+        rerun_done = not rerun
+        for i in range(len(g.handles)) if only is None else (only,):
             c = g.kept[i].get(seq)
-            if c is not None and g.confirmed[i] < seq and seq > g.horizon[i]:
-                ref = c.batch.replay_source(source, i)
-                self._pending[ref] = ("rapply", key, i, seq)
+            if c is None or g.confirmed[i] >= seq or (only is None and seq <= g.horizon[i]):
+                continue
+            if not rerun_done:  # its plain task ran and failed: run it again
+                c.batch.forget_source(source)
+                rerun_done = True
+            ref = c.batch.replay_source(source, i)
+            self._pending[ref] = _Pending(Wait.REPLAY, key, i, seq, source)
 
     def _resident_stalls(self) -> None:
         """Executor calls unanswered for ``restart_timeout_s``: their pieces are sent
@@ -507,13 +600,12 @@ class MicroBatchStream:
         for ref, t in list(self._resident_sent.items()):
             if t < limit:
                 del self._resident_sent[ref]
-                entry = self._pending.pop(ref, None)
-                if entry is not None:
-                    _, key, src, seq = entry
+                w = self._pending.pop(ref, None)
+                if w is not None:
                     log.warning("resident batch %d: the executor of source %d did not "
-                                "answer in %.0f s; its pieces are sent again", seq,
-                                -1 - src, self.restart_timeout_s)
-                    self._resend_source(key, -1 - src, seq)
+                                "answer in %.0f s; its pieces are sent again", w.seq,
+                                w.source, self.restart_timeout_s)
+                    self._resend_source(w.key, w.source, w.seq)
 
     def _save_durable(self, key: int, i: int, val: tuple[int, Any]) -> None:
         g = self.reducers[key]
@@ -548,8 +640,8 @@ class MicroBatchStream:
                     g.name, i, type(cause).__name__, g.ckpt[i][0])
         self.metrics.recovered(type(cause).__name__)
         self._note_failures(ray_patch.node_failed())
-        for r, (_, k, j, _) in list(self._pending.items()):
-            if (k, j) == (key, i):  # superseded by the replay below
+        for r, w in list(self._pending.items()):
+            if (w.key, w.reducer) == (key, i):  # superseded by the replay below
                 del self._pending[r]
         h = g.handles[i]
         g.epoch[i] = random.getrandbits(62)
@@ -562,15 +654,15 @@ class MicroBatchStream:
         for s in seqs:
             c = g.kept[i][s]
             if isinstance(c, ResidentCall):  # every source's piece, from the driver
-                for ref in c.replay(i):
-                    self._pending[ref] = ("rapply", key, i, s)
+                for source, ref in enumerate(c.replay(i)):
+                    self._pending[ref] = _Pending(Wait.REPLAY, key, i, s, source)
                 continue
             ref = ray_patch.resend_call(h, c.method, c.args, c.invoke)
-            self._pending[ref] = ("apply", key, i, s)
+            self._pending[ref] = _Pending(Wait.APPLY, key, i, s)
         self.stats.replayed += len(seqs)
         # A checkpoint right after the replay: the kept calls can go without waiting for
         # the next checkpoint round.
-        self._pending[h.checkpoint.remote()] = ("ckpt", key, i, g.last)
+        self._pending[h.checkpoint.remote()] = _Pending(Wait.CHECKPOINT, key, i, g.last)
         self.stats.recoveries.append({
             "reducer": i, "group": g.name, "cause": type(cause).__name__,
             "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
@@ -647,8 +739,15 @@ class MicroBatchStream:
             ready = _wait(f.refs, len(f.refs), 0)
             if len(ready) < len(f.refs):
                 return False
-            for r in f.refs:  # raises if the batch failed
-                _value(r)
+            for r in f.refs:  # raises if the batch failed: the stage's own error
+                try:
+                    _value(r)
+                except StageFailed as e:
+                    raise e.error from None
+                except ray.exceptions.RayTaskError as e:
+                    if isinstance(e.cause, StageFailed):
+                        raise e.cause.error from e
+                    raise
         return True
 
     def _retire(self, in_flight: dict[int, _InFlight], block: bool) -> None:
@@ -670,6 +769,8 @@ class MicroBatchStream:
             rec = f.record
             rec.done = time.time()
             del in_flight[seq]
+            for key, _, call in f.calls:
+                self._batch_of.pop((key, call), None)
             self.window.closed(seq)
             # From the batch's slot; with interval_s=0 (no grid) from when it was ready
             # to go, i.e. when it began waiting for room in the window.

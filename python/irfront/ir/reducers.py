@@ -122,26 +122,27 @@ class CheckpointedReducer:
         arrived; then ``method(*prefix, *pieces)`` runs once and in order, with
         ``apply_batch``'s rules (an applied call is skipped, a restarted reducer refuses
         every call until restored), and every complete call waiting on it follows. A
-        call with a ``failed`` piece (its node task raised) is passed over, not applied.
+        ``failed`` piece (its node task raised) counts for nothing: the call waits for
+        a good piece from that source (the driver's retry), so a call is never skipped.
         Returns ``(last applied call, epoch)``: pieces arrive in any order, from many
         senders, and the epoch (the last ``restore``'s) tells the driver whether the
         answer is about the state it restored or about one lost before."""
         self._irf_ready_for(seq)
         if seq <= self._irf_last:
             return self._irf_last, self._irf_epoch
+        if failed:
+            return self._irf_last, self._irf_epoch
         parts = self.__dict__.setdefault("_irf_parts", {})
-        got = parts.setdefault(seq, [nsources, prefix, {}, False])
+        got = parts.setdefault(seq, [nsources, prefix, {}])
         got[2][source] = partial  # a piece sent twice (a retry, a replay) counts once
-        got[3] = got[3] or failed
         while True:
             nxt = parts.get(self._irf_last + 1)
             if nxt is None or len(nxt[2]) < nxt[0]:
                 return self._irf_last, self._irf_epoch
             del parts[self._irf_last + 1]
-            n, pre, pieces, bad = nxt
-            if not bad:
-                getattr(self, method)(*pre, *[pieces[k] for k in range(n)])
-                self._irf_applied += 1
+            n, pre, pieces = nxt
+            getattr(self, method)(*pre, *[pieces[k] for k in range(n)])
+            self._irf_applied += 1
             self._irf_last += 1
 
     def checkpoint(self) -> Optional[tuple[int, Any]]:
