@@ -85,6 +85,31 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _git(*args: str) -> str | None:
+    import subprocess
+    try:
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(load_start: Sequence[float] | None = None) -> dict[str, Any]:
+    """Where a figure comes from, kept with it: the commit, whether the tree had changes
+    beside it (``dirty``), the machine, and the load average at the start and now (the
+    end). Call ``os.getloadavg()`` at the start and pass it here at the end."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": _git("rev-parse", "HEAD"),
+            "dirty": None if status is None else bool(status),
+            "machine": machine_info() | {"node": platform.node()},
+            "loadavg_start": list(load_start) if load_start is not None else None,
+            "loadavg_end": list(os.getloadavg()),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def write_json(path: str, rows: Sequence[dict[str, Any]]) -> None:
     """Writes the rows as a JSON list (creating the directory); NaN/inf become null."""
 

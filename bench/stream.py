@@ -5,7 +5,7 @@ side with hand-written Ray baselines.
     python bench/stream.py --sizes 1,4,16 --schedulers vanilla,vanilla+fuse,locality \
         --json bench/results/stream.json --plots bench/results
     python bench/stream.py --address 127.0.0.1:6379          # nodes and CPUs from the cluster
-    python bench/stream.py --demo                            # `make demo`: five series, minutes
+    python bench/stream.py --demo                            # `make demo`: six series, minutes
 
 --alone SERIES runs each of those series in a phase of its own before the rotation, one
 size at a time, at the rate it sustains (its warm-up batches run back to back, one in
@@ -59,6 +59,8 @@ off); a
 series' lead (submission MS ms before the batch's start; default: a
 quarter of the interval), e.g. locality+ahead@50. "inferred" is the same pipeline written
 in plain Ray (``stream_workload.plain_batch``) and run under ``irfront.infer``.
+"locality-exactly-once" is locality with exactly-once reducers
+(``stream_workload.ExactlyOnceReducer``, a ``CheckpointedReducer``).
 """
 from __future__ import annotations
 
@@ -91,6 +93,9 @@ def describe(opts):
 
 FLOOR_MB = 8 / (1 << 20)  # 8 bytes: one float per partition
 INFERRED = "inferred"  # the plain-Ray pipeline under irfront.infer
+# locality with exactly-once reducers (a CheckpointedReducer class): checkpoints, call
+# numbers and the restore fence on the path every batch takes
+EXACTLY_ONCE = "locality-exactly-once"
 FLOORS = {"floor-vanilla": "vanilla", "floor-locality": "locality"}
 DEFAULT_BASELINES = ",".join(bl.BASELINES)
 # The targets the project tracks (issue 9): series a / series b at the same size.
@@ -109,11 +114,12 @@ TARGETS = [("locality p50 <= 1.1x ray-expert-node p50", "locality", "ray-expert-
 CPU_TARGET_MS = 2.0  # issue 20 (5 ms before the resident path)
 
 
-# `--demo` (what `make demo` runs): the five series a newcomer needs, a few minutes on a
+# `--demo` (what `make demo` runs): the six series a newcomer needs, a few minutes on a
 # 2-core machine. Vanilla Ray cannot sustain one batch per 100 ms on such a machine (its
 # backlog then weighs on every series beside it), so it runs in a phase of its own, at a
 # rate it sustains (--alone). Options given on the command line override these.
-DEMO = {"sizes": "1,4,16", "schedulers": "vanilla,vanilla+fuse,locality",
+DEMO = {"sizes": "1,4,16",
+        "schedulers": f"vanilla,vanilla+fuse,locality,{EXACTLY_ONCE}",
         "alone": "vanilla", "baselines": "ray-expert-node,compiled-graph",
         "iterations": 20, "warmup": 3, "no_floor": True}
 # What each series is, in a newcomer's words (the summary and the plots' legends).
@@ -121,7 +127,8 @@ PLAIN_NAMES = {"vanilla": "vanilla Ray", "vanilla+fuse": "fusion alone (vanilla+
                "locality": "irfront (locality)",
                "ray-expert-node": "best hand-written Ray (ray-expert-node)",
                "ray-expert": "hand-written Ray, task per partition (ray-expert)",
-               "compiled-graph": "Ray Compiled Graph", INFERRED: "plain Ray under infer"}
+               "compiled-graph": "Ray Compiled Graph", INFERRED: "plain Ray under infer",
+               EXACTLY_ONCE: "irfront, exactly-once reducers"}
 
 
 def parse_args(argv=None):
@@ -180,6 +187,8 @@ def parse_args(argv=None):
     if a.demo:  # the preset as defaults: what the command line gave still wins
         ap.set_defaults(**DEMO)
         a = ap.parse_args(argv)
+    import sys
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     a.sizes = [float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
     if any("-noresident" in s for s in a.schedulers):  # the ablation's own floor
@@ -203,11 +212,12 @@ class Config:
 
     def __init__(self, name: str, data_mb: float, floor: bool):
         base, self.lead_s = split_lead(FLOORS.get(name, name))
-        self.opts = options_for(base)
+        self.opts = options_for("locality" if base == EXACTLY_ONCE else base)
         self.name, self.data_mb, self.floor = name, data_mb, floor
         self.ahead = bool(self.opts.enabled("preschedule") if hasattr(self.opts, "enabled")
                           else self.opts.preschedule)
-        self.actor_key = self.opts.scheduler  # one reducer set per base scheduler
+        # one reducer set per base scheduler; the exactly-once series has its own
+        self.actor_key = EXACTLY_ONCE if base == EXACTLY_ONCE else self.opts.scheduler
         self.deps = None
 
     def prepare(self, args, ctx):
@@ -568,13 +578,16 @@ def run(args, ctx, address):
     from tqdm import tqdm
     names = args.schedulers
     for n in names:
-        if n != INFERRED:
+        if n not in (INFERRED, EXACTLY_ONCE):
             options_for(split_lead(n)[0])  # fail early on a bad name
     bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0]).scheduler
                     for n in names + ([] if args.no_floor else list(FLOORS))
-                    if n != INFERRED})
+                    if n not in (INFERRED, EXACTLY_ONCE)})
     ctx.reducers = {b: InitActors(wl.Reducer, args.reducers,
                                   [(i,) for i in range(args.reducers)]) for b in bases}
+    if EXACTLY_ONCE in names:
+        ctx.reducers[EXACTLY_ONCE] = InitActors(wl.ExactlyOnceReducer, args.reducers,
+                                                [(i,) for i in range(args.reducers)])
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
                               max_in_flight=args.max_in_flight,
                               lead_s=lead_s(args))
@@ -721,6 +734,9 @@ def run(args, ctx, address):
                    "machine": common.machine_info() | {
                        "node": platform.node(), "loadavg_start": load0,
                        "loadavg_end": load1},
+                   "provenance": common.provenance(load0),
+                   "labels": {n: PLAIN_NAMES[n] for n in series if n in PLAIN_NAMES},
+                   "command": "bench/stream.py " + " ".join(args.argv),
                    "wall_s": wall, "cgraph_cores_used": cg_share,
                    "own_phases": ctx.phases,
                    "latencies_ms": {f"{n}@{s:g}": xs for (n, s), xs in results.items()}}

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import ray
 
-from irfront import Map, ReduceActors
+from irfront import REDUCER_OPTIONS, CheckpointedReducer, Map, ReduceActors
 
 FLOAT_BYTES = 8
 
@@ -48,8 +48,7 @@ def shuffle(num_reducers, batch):
     return tuple(float(c.sum()) for c in chunks)
 
 
-@ray.remote
-class Reducer:
+class _Reducer:
     """Accumulates partial sums; records each batch's latency on arrival."""
 
     def __init__(self, index):
@@ -70,6 +69,20 @@ class Reducer:
 
     def get_total(self):
         return self.total
+
+
+_Reducer.__name__ = _Reducer.__qualname__ = "Reducer"  # its name in Ray's dashboard
+Reducer = ray.remote(_Reducer)
+
+
+@ray.remote(**REDUCER_OPTIONS)
+class ExactlyOnceReducer(CheckpointedReducer):
+    """``Reducer`` as an exactly-once reducer (checkpointed, each call applied once)."""
+
+    __init__ = _Reducer.__init__
+    reduce = _Reducer.reduce
+    take_records = _Reducer.take_records
+    get_total = _Reducer.get_total
 
 
 def build_batch(deps, reducers, num_maps: int, num_reducers: int, start, tag=None,

@@ -11,6 +11,9 @@
 - ``ActorHandle._actor_id``.
 - ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` (irfront.cluster keeps an embedded
   cluster on loopback).
+- ``ActorHandle._serialization_helper`` / ``._deserialization_helper(state, weak_ref)``
+  (``weak_handle``: a handle that does not keep its actor alive, as Ray's own
+  ``current_actor``).
 - ``RemoteFunction._remote`` / ``._serialized_base_runtime_env_info`` and
   ``ray._common.ray_option_utils`` (``task_caller``: what ``f.options(...).remote``
   does, without building Ray's per-call wrapper class).
@@ -78,3 +81,10 @@ def task_caller(fn: RemoteFunction, options: dict[str, Any]) -> Callable[..., An
     def remote(*args: Any) -> Any:
         return fn._remote(args=args, kwargs={}, serialized_runtime_env_info=env, **merged)
     return remote
+
+
+def weak_handle(handle: Any) -> Any:
+    """A handle to the same actor that does not count towards its lifetime: what a cache
+    keeps, so that an actor still ends when the user's last handle goes (as in Ray)."""
+    from ray.actor import ActorHandle
+    return ActorHandle._deserialization_helper(handle._serialization_helper()[0], True)

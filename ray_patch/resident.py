@@ -57,7 +57,9 @@ from ray import cloudpickle
 from ray.remote_function import RemoteFunction
 
 from ray_patch import channel, executors as executors_, shipping, wire
+from ray_patch.lru import LRU, nbytes
 from ray_patch.options import effective_options, pinned_actor_options, resource_demand
+from ray_patch.ray_private import weak_handle
 from ray_patch.runtime import GroupRecord, get_runtime
 from ray_patch.submit import _inputs_of, place
 from ray_patch.validate import as_tuples, check_remote_function
@@ -72,6 +74,7 @@ INLINE_COMPUTE = False
 # feed (one frame, no Ray call); False: every batch is a Ray actor call.
 FEED = True
 INPUT_TTL_S = 60.0  # an executor drops a kept input unused this long (checked as often)
+INPUT_MAX_BYTES = 512 << 20  # what an executor keeps of inputs, at most (LRU)
 
 
 # Other actors' calls are numbered per route (``Route.nonce``): a second driver, or a
@@ -161,6 +164,12 @@ def _stale(answer: Any) -> bool:
     return isinstance(answer, str) and answer == STALE
 
 
+def _close_conn(task: Any) -> None:
+    """An evicted channel: closed if it opened."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        task.result().close(channel.ChannelError("evicted"))
+
+
 def _executor_class() -> type:
     # Built in a function so that cloudpickle ships the class by value.
     import asyncio
@@ -171,13 +180,17 @@ def _executor_class() -> type:
 
         def __init__(self, threads: int):
             self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
-            self.routes: dict = {}  # route key -> the reducers' handles
-            self.conns: dict = {}  # (reducer's actor id, method) -> task: its channel
+            # every table is least-recently-used and bounded (in bytes for inputs)
+            self.routes = LRU(64)  # route key -> the reducers' (weak) handles
+            # (reducer's actor id, method) -> task: its channel (closed when evicted)
+            self.conns = LRU(1024, on_evict=lambda _, t: _close_conn(t))
             self.key = wire.cluster_key()  # every channel and the feed prove they hold it
-            self.fns: dict = {}  # (function key, method) -> the node's fused function
+            self.fns = LRU(256)  # (function key, method) -> the node's fused function
             self.feeds = 0  # open feed connections (at most wire.MAX_CONNECTIONS)
             self.refused = 0  # feed connections that failed the handshake or a frame
-            self.inputs: dict = {}  # ref id -> [value, or ("pickled", bytes); last use]
+            # ref id -> [value, or ("pickled", bytes); last use]
+            self.inputs = LRU(1024, max_bytes=INPUT_MAX_BYTES,
+                              size=lambda e: nbytes(e[0]))
             self.feed = None  # (address, server): the driver's frames come in here
             self.evicting = False  # an eviction of unused inputs is scheduled
 
@@ -186,13 +199,7 @@ def _executor_class() -> type:
             import pickle as pickle_
             import time as time_
             now = time_.monotonic()
-            if len(self.fns) > 256:
-                self.fns.clear()
             self.fns[fn_key] = fn
-            if len(self.inputs) > 1024:
-                self._drop_unused()
-                if len(self.inputs) > 1024:
-                    self.inputs.clear()
             for i, v in zip(ids, values):
                 if not _shareable(v):  # each batch gets its own copy, as from Ray
                     v = ("pickled", pickle_.dumps(v, protocol=5))
@@ -206,8 +213,9 @@ def _executor_class() -> type:
             owner freed)."""
             import time as time_
             now = time_.monotonic()
-            self.inputs = {k: e for k, e in self.inputs.items()
-                           if now - e[1] <= INPUT_TTL_S}
+            for k, e in self.inputs.items():
+                if now - e[1] > INPUT_TTL_S:
+                    self.inputs.pop(k)
 
         def _evict(self):  # on a timer while inputs are kept: an idle executor too
             self._drop_unused()
@@ -277,8 +285,6 @@ def _executor_class() -> type:
         def _reducers(self, key, blob):
             hit = self.routes.get(key)
             if hit is None:
-                if len(self.routes) > 64:  # bounded: shapes come and go
-                    self.routes.clear()
                 hit = self.routes[key] = cloudpickle.loads(blob)
             return hit
 
@@ -292,11 +298,6 @@ def _executor_class() -> type:
                     task.exception() is not None or task.result().broken is not None):
                 task = None
             if task is None:
-                if len(self.conns) > 4096:  # bounded: reducers come and go
-                    for t in self.conns.values():
-                        if t.done() and t.exception() is None:
-                            t.result().close(channel.ChannelError("dropped"))
-                    self.conns.clear()
                 async def open_():
                     return await channel.connect(
                         await self._address(handle, checkpointed, method), self.key)
@@ -398,7 +399,7 @@ _ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
                             max_concurrency=64)(_executor_class())
 
 _lock = threading.Lock()
-_ROUTES: dict[tuple, "Route"] = {}
+_ROUTES = LRU(256)  # (reducers' actor ids, checkpointed) -> Route
 _route_ids = itertools.count()
 
 
@@ -482,10 +483,10 @@ def route_for(handles: Sequence[Any], checkpointed: bool) -> Route:
         r = _ROUTES.get(k)
         if r is None:
             t0 = time.perf_counter()
-            if len(_ROUTES) > 1000:
-                _ROUTES.clear()
-            blob = cloudpickle.dumps(list(handles))
-            r = _ROUTES[k] = Route(next(_route_ids), blob, checkpointed, list(handles),
+            # weak handles: neither the table nor the executors keep the actors alive
+            weak = [weak_handle(h) for h in handles]
+            blob = cloudpickle.dumps(weak)
+            r = _ROUTES[k] = Route(next(_route_ids), blob, checkpointed, weak,
                                    time.perf_counter() - t0)
         return r
 
@@ -512,7 +513,9 @@ class _Feed:
     fns: set = field(default_factory=set)  # function keys
     routes: set = field(default_factory=set)  # route keys
     seeding: list = field(default_factory=list)  # (ref, ids, fn key, route key)
-    last: tuple = ()  # the previous batch's inputs: only inputs that repeat are kept
+    # per shape (function, method, route): the previous batch's inputs; only inputs that
+    # repeat are kept (two streams in one driver each have their own)
+    last: LRU = field(default_factory=lambda: LRU(64))
     addr: Any = None  # the open_feed call's ref
     client: Any = None  # channel.FeedClient
     missed: bool = False  # the executor answered a CacheMiss: start over
@@ -647,8 +650,9 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                         continue
                 # The executor keeps the inputs only when they repeat (a broadcast read
                 # by every batch), not each batch's own data.
-                keep = FEED and set(ids).issubset(st.last)
-                st.last = ids
+                shape = (fn_key, method, route.key)
+                keep = FEED and set(ids).issubset(st.last.get(shape, ()))
+                st.last[shape] = ids
                 ref = handle.run.remote((r, body, spec, ids if keep else None, fn_key),
                                         *refs)
                 if keep:

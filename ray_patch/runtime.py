@@ -27,6 +27,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ray_patch.lru import LRU
 from ray_patch import metrics
 from ray_patch.ids import NO_NODE, next_group_id
 from ray_patch.plans import PlanCache
@@ -97,7 +98,7 @@ class Runtime:
         self.groups: dict[int, GroupRecord] = {}
         self.actor_node: dict[bytes, int] = {}  # actor id -> int node it was pinned to
         # (actor id, via __ray_call__, method, name, num_returns) -> option wrapper
-        self.call_wrappers: dict[tuple, Any] = {}
+        self.call_wrappers = LRU(10_000)  # on weak handles (ray_private.weak_handle)
         self.token = next(_TOKENS)  # identifies this runtime to finalizers
         self._last_refresh = -float("inf")
         self._pending_free: collections.deque[int] = collections.deque()

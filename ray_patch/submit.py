@@ -21,7 +21,7 @@ from ray.remote_function import RemoteFunction
 
 from ray_patch import metrics, shipping
 import ray_patch.executors as executors_
-from ray_patch.ray_private import task_caller, unwrap_task
+from ray_patch.ray_private import task_caller, unwrap_task, weak_handle
 from ray_patch.options import (effective_options, pinned_actor_options,
                                resource_demand, user_placement)
 from ray_patch.scheduler import Policy
@@ -662,16 +662,15 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
             nodes[i] = rt.actor_node.get(key, NO_NODE)
             wkey = (key, invoke is not None, method, base if named else None, num_returns)
             m = wrappers.get(wkey)
-            if m is None:
-                m = h.__ray_call__ if invoke is not None else getattr(h, method)
+            if m is None:  # on a weak handle: the cache keeps no actor alive
+                w = weak_handle(h)
+                m = w.__ray_call__ if invoke is not None else getattr(w, method)
                 o: dict[str, Any] = {"name": base} if named else {}
                 if num_returns is not None:
                     o["num_returns"] = num_returns
                 if o:
                     m = m.options(**o)
-                if len(wrappers) > 100_000:  # bounded: actors come and go in long runs
-                    wrappers.clear()
-                wrappers[wkey] = m
+                wrappers[wkey] = m  # least recently used out past its bound
             out.append(_send(m, invoke, a))
         rt.record(GroupRecord(gid, base, group_dependency, "actor-calls", nodes,
                               in_core=False), enumerate(out))

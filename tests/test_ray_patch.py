@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import time
 
 import pytest
 import ray
@@ -124,20 +123,31 @@ def test_plain_function_is_rejected_with_the_fix(cluster):
         ray_patch.group_actors(Probe, 3, [(1,), (2,)])
 
 
-def test_submission_overhead_is_small(cluster):
-    # Per-task cost of a group submission over plain .remote() (placement, options,
-    # names, registry): well under a millisecond per task.
+def test_group_submission_adds_one_placement_and_no_ray_round_trip(cluster, monkeypatch):
+    """What a group submission adds over plain ``.remote()`` is counted here, not timed (a
+    time measures the machine's load; bench/submit_overhead.py has the figure): n tasks
+    are n Ray submissions, the whole group is placed once, and nothing blocks on Ray."""
+    import ray_patch.submit as submit
     n = 64
     ray.get([add.remote(i, 0) for i in range(n)])  # warm workers
-    t0 = time.perf_counter()
-    plain_refs = [add.remote(i, 0) for i in range(n)]
-    t_plain = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    counts = collections.Counter()
+
+    def counting(name, real):
+        def call(*a, **kw):
+            counts[name] += 1
+            return real(*a, **kw)
+        return call
+
+    monkeypatch.setattr(ray.remote_function.RemoteFunction, "_remote",
+                        counting("submit", ray.remote_function.RemoteFunction._remote))
+    monkeypatch.setattr(submit, "place", counting("place", submit.place))
+    for name in ("get", "wait", "put"):
+        monkeypatch.setattr(ray, name, counting(name, getattr(ray, name)))
     refs = ray_patch.group_starmap(add, [(i, 0) for i in range(n)])
-    t_group = time.perf_counter() - t0
-    ray.get(plain_refs + list(refs))
+    assert dict(counts) == {"submit": n, "place": 1}
+    monkeypatch.undo()
+    assert ray.get(list(refs)) == list(range(n))
     ray_patch.free_groups([refs.group_id])
-    assert (t_group - t_plain) / n < 1e-3, (t_plain, t_group)
 
 
 # ---- Ray's task options --------------------------------------------------------------------

@@ -409,3 +409,82 @@ def test_async_reducer_methods_are_awaited(cluster):
         MicroBatchStream(interval_s=0.0).run(batch(parts) for _ in range(5))
     want = [sum(int(np.array_split(p, 2)[i].sum()) for p in parts) * 5 for i in range(2)]
     assert ray.get([h.get.remote() for h in reducers.eval()]) == want
+
+
+@ray.remote
+class _Ephemeral:
+    """A plain reducer made and dropped by every stream of the lifecycle test."""
+
+    def __init__(self):
+        self.total = 0
+
+    def reduce(self, *partials):
+        self.total += int(sum(int(p.sum()) for p in partials))
+
+    def get(self):
+        return self.total
+
+
+def _alive(class_name: str) -> int:
+    from ray._private.state import actors
+    return sum(1 for a in actors().values()
+               if a["State"] == "ALIVE" and a["ActorClassName"] == class_name)
+
+
+@pytest.mark.parametrize("mode", ["locality", "locality-noresident"])
+def test_streams_made_and_dropped_leave_no_actor_alive(cluster, mode):
+    """Ten streams, each with InitActors of its own, closed and dropped: every reducer
+    ends, as plain Ray's actors do when their last handle goes (no cache of irfront's
+    keeps one alive), on the resident path and without it."""
+    import gc
+    parts = [np.arange(32) + k for k in range(4)]
+    with lowering_options(options_for(mode)):
+        for k in range(10):
+            reducers = InitActors(_Ephemeral, 3)
+            src = [ray.put(p) for p in parts]
+
+            def batch(j):
+                def submit(start):
+                    sh = Map(_split3, Objects(src), [()] * len(src), num_returns=3)
+                    return ReduceActors("reduce", reducers, sh, combine=operator.add)
+                return Batch(submit)
+
+            s = MicroBatchStream(interval_s=0.0)
+            s.run(batch(j) for j in range(3))
+            want = sum(int(p.sum()) for p in parts) * 3
+            assert sum(ray.get([h.get.remote() for h in reducers.eval()])) == want
+            s.close()
+            del reducers, s, src
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while _alive("_Ephemeral") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        gc.collect()
+    assert _alive("_Ephemeral") == 0
+
+
+def test_two_pipelines_interleaved_in_one_driver_are_both_fed(cluster):
+    """Batches of two pipelines (their own inputs and reducers) alternate in one driver:
+    each keeps its inputs on the executors and is fed, and both stay exact."""
+    import ray_patch.resident as rr
+    from streams import PlainSum, expected_totals
+    pipes = []
+    for seed in (1, 2):
+        parts = [np.arange(64) * seed + k for k in range(8)]
+        pipes.append((InitActors(PlainSum, 2), [ray.put(p) for p in parts], parts))
+
+    def batch(red, refs):
+        def submit(start):
+            sh = Map(_split2, Objects(refs), [()] * len(refs), num_returns=2)
+            return ReduceActors("reduce", red, sh, combine=operator.add)
+        return Batch(submit)
+
+    fed0 = sum(f.fed for f in rr._FEEDS.values())
+    with lowering_options(RESIDENT):
+        MicroBatchStream(interval_s=0.0, max_in_flight=2).run(
+            batch(*pipes[k % 2][:2]) for k in range(24))
+    fed = sum(f.fed for f in rr._FEEDS.values()) - fed0
+    assert fed >= 12, f"only {fed} node-batches fed"
+    for red, _, parts in pipes:
+        got = ray.get([h.get.remote() for h in red.eval()])
+        assert got == [(t, 12) for t in expected_totals([parts] * 12, 2)]

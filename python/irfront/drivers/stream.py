@@ -254,6 +254,15 @@ def _stage_error(e: BaseException) -> BaseException | None:
     return None
 
 
+class _StageStop(Exception):
+    """A batch's stage raised ``error``: ``run`` lets the reducers finish the batches
+    before it, then raises ``error``."""
+
+    def __init__(self, error: BaseException, batch: int | None):
+        super().__init__(error)
+        self.error, self.batch = error, batch
+
+
 class MicroBatchStream:
     """Submits batches on a fixed schedule with a bound on unfinished batches, and keeps
     exactly-once reducers exact through failures."""
@@ -286,6 +295,7 @@ class MicroBatchStream:
         self._pending: dict[Any, _Pending] = {}  # refs (and fed batches' futures)
         self._stage_retries: dict[tuple[int, int, int], int] = {}  # (key, seq, source)
         self._batch_of: dict[tuple[int, int], int] = {}  # (key, call) -> batch, in flight
+        self._stop_batch = -1  # a stage stopped the stream at this batch (draining)
         self.max_stage_retries = max_stage_retries
         self._resident_sent: dict[ray.ObjectRef, float] = {}  # executor call -> when
         self.stats = StreamReport()
@@ -464,6 +474,9 @@ class MicroBatchStream:
         for r in ready:
             w = self._pending.pop(r)
             key, i, seq = w.key, w.reducer, w.seq
+            if w.kind is not Wait.CHECKPOINT and self._batch_of.get(
+                    (key, seq), -1) >= self._stop_batch >= 0:
+                continue  # the stream stopped at an earlier batch
             if w.kind is Wait.RESIDENT:
                 self._resident_answer(r, w, broken)
                 continue
@@ -566,11 +579,13 @@ class MicroBatchStream:
                                     only=w.reducer if w.kind is Wait.REPLAY else None)
             return
         batch = self._batch_of.get((w.key, w.seq))
-        self.stats.failed_batch = {"batch": batch, "group": g.name, "call": w.seq,
-                                   "source": w.source, "error": repr(err)[:500]}
-        err.add_note(f"irfront: batch {batch} (call {w.seq} of reducers {g.name}) failed "
-                     "in its stage; every reducer holds the batches before it, none after")
-        raise err
+        if self.stats.failed_batch is None:
+            self.stats.failed_batch = {"batch": batch, "group": g.name, "call": w.seq,
+                                       "source": w.source, "error": repr(err)[:500]}
+            err.add_note(f"irfront: batch {batch} (call {w.seq} of reducers {g.name}) "
+                         "failed in its stage; every reducer holds the batches before it, "
+                         "none after")
+        raise _StageStop(err, batch)
 
     def _resend_source(self, key: int, source: int, seq: int, rerun: bool = False,
                        only: int | None = None) -> None:
@@ -790,6 +805,34 @@ class MicroBatchStream:
         carries on). A durable stream that resumes past batch 0 needs the function form.
         In durable mode the reducers are checkpointed once more at the end, so a later
         driver resumes after the last batch."""
+        try:
+            return self._run(batches, on_submit)
+        except _StageStop as stop:  # the reducers finish the batches before it first
+            self._drain_before(stop.batch)
+            stop.error.__suppress_context__ = True
+            raise stop.error
+
+    def _drain_before(self, batch: int | None) -> None:
+        """After a stage stopped the stream at ``batch``: waits (``restart_timeout_s``
+        at most) until every reducer applied its calls of the batches before it, so
+        that it holds exactly those when ``run`` raises. Calls of that batch and later
+        ones are dropped (none can apply: a reducer applies calls in order)."""
+        self._stop_batch = batch if batch is not None else -1
+        need = {}
+        for (key, call), b in self._batch_of.items():
+            if b < self._stop_batch:
+                need[key] = max(need.get(key, -1), call)
+        deadline = time.monotonic() + self.restart_timeout_s
+        while self._pending and time.monotonic() < deadline and any(
+                c < need.get(key, -1) for key, g in self.reducers.items()
+                for c in g.confirmed):
+            try:
+                self._poll(timeout=0.5)
+            except _StageStop:  # a later batch's stage: dropped as well
+                pass
+
+    def _run(self, batches: Any, on_submit: Any) -> list[BatchRecord]:
+        self._stop_batch, self.stats.failed_batch = -1, None
         start_at = self.position
         if callable(batches):
             batches = batches(start_at)
