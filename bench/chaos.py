@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 import benchpath  # noqa: F401  (first: sys.path, Ray on loopback)
+import common
 import numpy as np
 import psutil
 import ray
@@ -755,6 +756,7 @@ def main() -> None:
     from irfront.cluster import LocalCluster
     results: list[RunResult] = []
     t0 = time.time()
+    load0 = os.getloadavg()
     with LocalCluster(num_nodes=4, cpus_per_node=2, object_store_mb=200) as cluster, \
             tempfile.TemporaryDirectory(prefix="irf-chaos-") as work:
         irfront.init(scheduler="locality")
@@ -774,6 +776,9 @@ def main() -> None:
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as fh:
         json.dump({"seed": a.seed, "short": a.short, "injected": injected,
+                   "command": "bench/chaos.py " + " ".join(sys.argv[1:]),
+                   "broken": len(bad), "wall_s": time.time() - t0,
+                   "provenance": common.provenance(load0),
                    "runs": [asdict(r) for r in results]}, fh, indent=1)
     if a.doc:
         head = (f"Run of `python bench/chaos.py --seed {a.seed} --runs {a.runs} "

@@ -91,6 +91,11 @@ def describe(opts):
     return opts.describe()
 
 
+def series_options(name: str):
+    """The lowering options of an IR series (its name without a lead suffix)."""
+    return options_for("locality" if name == EXACTLY_ONCE else name)
+
+
 FLOOR_MB = 8 / (1 << 20)  # 8 bytes: one float per partition
 INFERRED = "inferred"  # the plain-Ray pipeline under irfront.infer
 # locality with exactly-once reducers (a CheckpointedReducer class): checkpoints, call
@@ -212,7 +217,7 @@ class Config:
 
     def __init__(self, name: str, data_mb: float, floor: bool):
         base, self.lead_s = split_lead(FLOORS.get(name, name))
-        self.opts = options_for("locality" if base == EXACTLY_ONCE else base)
+        self.opts = series_options(base)
         self.name, self.data_mb, self.floor = name, data_mb, floor
         self.ahead = bool(self.opts.enabled("preschedule") if hasattr(self.opts, "enabled")
                           else self.opts.preschedule)
@@ -578,8 +583,8 @@ def run(args, ctx, address):
     from tqdm import tqdm
     names = args.schedulers
     for n in names:
-        if n not in (INFERRED, EXACTLY_ONCE):
-            options_for(split_lead(n)[0])  # fail early on a bad name
+        if n != INFERRED:
+            series_options(split_lead(n)[0])  # fail early on a bad name
     bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0]).scheduler
                     for n in names + ([] if args.no_floor else list(FLOORS))
                     if n not in (INFERRED, EXACTLY_ONCE)})
@@ -664,8 +669,8 @@ def run(args, ctx, address):
                 sw = "plain Ray under irfront.infer: " + describe(options_for("locality"))
             else:
                 base, lead = split_lead(name)
-                sw = describe(options_for(base)) + (f" lead {lead * 1e3:g} ms" if lead
-                                                    else "")
+                sw = describe(series_options(base)) + (f" lead {lead * 1e3:g} ms"
+                                                       if lead else "")
             if name in ctx.phases:
                 sw += f"; own phase, one batch / {ctx.phases[name]['interval_ms'][size]:g} ms"
             if not xs:

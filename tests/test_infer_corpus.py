@@ -21,19 +21,30 @@ MIN_PROGRAMS = 20
 MIN_GROUPED = 0.6
 
 
-def run_corpus(address: str, mode: str) -> dict:
-    proc = subprocess.run([sys.executable, RUNNER, "--address", address, "--mode", mode],
-                          capture_output=True, text=True, timeout=280)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("CORPUS-JSON ")),
-                None)
-    assert proc.returncode == 0 and line is not None, \
-        f"{mode} runner failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    return json.loads(line[len("CORPUS-JSON "):])
+def run_corpus(address: str, *modes: str) -> list[dict]:
+    """Each mode in a driver process of its own, all at once (they share the cluster)."""
+    procs = [subprocess.Popen([sys.executable, RUNNER, "--address", address, "--mode", m],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for m in modes]
+    out = []
+    for mode, proc in zip(modes, procs):
+        try:
+            stdout, stderr = proc.communicate(timeout=280)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        line = next((x for x in stdout.splitlines() if x.startswith("CORPUS-JSON ")),
+                    None)
+        assert proc.returncode == 0 and line is not None, \
+            f"{mode} runner failed (rc {proc.returncode}):\n{stderr[-4000:]}"
+        out.append(json.loads(line[len("CORPUS-JSON "):]))
+    return out
 
 
 @pytest.fixture(scope="module")
 def corpus(cluster):
-    return run_corpus(cluster.address, "plain"), run_corpus(cluster.address, "infer")
+    return tuple(run_corpus(cluster.address, "plain", "infer"))
 
 
 def test_corpus_is_large_enough(corpus):
