@@ -779,7 +779,9 @@ def main() -> None:
                    "command": "bench/chaos.py " + " ".join(sys.argv[1:]),
                    "broken": len(bad), "wall_s": time.time() - t0,
                    "provenance": common.provenance(load0),
-                   "runs": [asdict(r) for r in results]}, fh, indent=1)
+                   "runs": [asdict(r) | {"injected": r.injected,
+                                         "problems": r.problems()} for r in results]},
+                  fh, indent=1)
     if a.doc:
         head = (f"Run of `python bench/chaos.py --seed {a.seed} --runs {a.runs} "
                 f"--faults-per-run {a.faults_per_run}` on {time.strftime('%Y-%m-%d')}: "

@@ -102,8 +102,10 @@ def provenance(load_start: Sequence[float] | None = None) -> dict[str, Any]:
     beside it (``dirty``), the machine, and the load average at the start and now (the
     end). Call ``os.getloadavg()`` at the start and pass it here at the end."""
     status = _git("status", "--porcelain", "--untracked-files=no")
+    changed = [line[3:] for line in (status or "").splitlines()]
     return {"commit": _git("rev-parse", "HEAD"),
             "dirty": None if status is None else bool(status),
+            "dirty_files": changed[:50],
             "machine": machine_info() | {"node": platform.node()},
             "loadavg_start": list(load_start) if load_start is not None else None,
             "loadavg_end": list(os.getloadavg()),

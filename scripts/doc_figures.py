@@ -12,7 +12,10 @@ is (re)written from PATH (relative to the repository). KIND:
 - ``stream``: a ``bench/stream.py`` run: p50 / p99 per series and size, the driver's CPU
   per batch, the targets it checked, and where it ran (commit, tree, machine, load);
 - ``runs``: a list of ``scripts/record_run.py`` records (a command, how long it took, its
-  result, where it ran).
+  result, where it ran);
+- ``chaos``: a ``bench/chaos.py`` run: runs, faults injected, broken promises, per
+  configuration;
+- ``overhead``: a ``bench/submit_overhead.py`` run.
 
     python scripts/doc_figures.py            # rewrites every block
     python scripts/doc_figures.py --check    # exit 1 if a block differs from its JSON
@@ -44,7 +47,10 @@ def _where(p: dict | None) -> str:
     if not p:
         return "No provenance was recorded with this run."
     m = p.get("machine") or {}
+    files = p.get("dirty_files") or []
     tree = "a clean tree" if p.get("dirty") is False else (
+        ("uncommitted changes in " + ", ".join(f"`{f}`" for f in files[:8]) +
+         (" and more" if len(files) > 8 else "")) if files else
         "a tree with uncommitted changes" if p.get("dirty") else "an unknown tree")
     ls, le = p.get("loadavg_start"), p.get("loadavg_end")
     load = (f"; load average {ls[0]:.1f} at the start, {le[0]:.1f} at the end"
@@ -106,7 +112,41 @@ def runs_block(data: list, path: str) -> str:
     return "\n".join(lines) + f"\n\nData: `{path}`.\n"
 
 
-KINDS = {"stream": stream_block, "runs": runs_block}
+def chaos_block(data: dict, path: str) -> str:
+    runs = data["runs"]
+    by: dict = {}
+    for r in runs:
+        c = by.setdefault(r.get("config", "?"), {"runs": 0, "faults": 0, "broken": 0,
+                                                 "recoveries": 0})
+        c["runs"] += 1
+        c["faults"] += r.get("injected", 0)
+        c["recoveries"] += r.get("recoveries", 0)
+        c["broken"] += bool(r.get("problems"))
+    lines = ["| configuration | runs | faults injected | recoveries | runs with a broken "
+             "promise |", "|---|---|---|---|---|"]
+    for name, c in by.items():
+        lines.append(f"| {name} | {c['runs']} | {c['faults']} | {c['recoveries']} | "
+                     f"{c['broken']} |")
+    total = (f"{len(runs)} runs, {data.get('injected', 0)} faults injected at random "
+             f"moments, {data.get('broken', '?')} runs with a broken promise, in "
+             f"{data.get('wall_s', 0) / 60:.0f} min.")
+    cmd = data.get("command")
+    return "\n".join(lines) + "\n\n" + total + " " + _where(data.get("provenance")) + \
+        (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
+
+
+def overhead_block(data: list, path: str) -> str:
+    r = data[-1]
+    return (f"Group submission: {r['group_ms_per_task']:.3f} ms of driver time per task "
+            f"against {r['plain_ms_per_task']:.3f} ms for plain `.remote()` "
+            f"({r['overhead_ms_per_task']:.3f} ms more; the target is under "
+            f"{r['target_ms']:g} ms), the median of {r['rounds']} interleaved rounds of "
+            f"{r['tasks']} tasks. " + _where(r.get("provenance")) +
+            f" Data: `{path}`.\n")
+
+
+KINDS = {"stream": stream_block, "runs": runs_block, "chaos": chaos_block,
+         "overhead": overhead_block}
 
 
 def render(text: str) -> str:
