@@ -122,7 +122,6 @@ def main() -> int:
     os.environ["RAY_AUTH_TOKEN"] = os.urandom(16).hex()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     sys.path[:0] = [os.path.join(ROOT, "python"), ROOT, HERE]
-    import ray
     from irfront.cluster import LocalCluster
     from ray_patch import wire
     import streams
@@ -132,12 +131,16 @@ def main() -> int:
                       pythonpath=[HERE]):
         out["token_auth"] = wire._ray_token() is not None
         out["first"] = streams.exact_resident_stream(8)
-        pids = actor_pids(out["first"].pop("handles")) + resident_pids()
+        handles = out["first"].pop("handles")  # kept: an actor ends with its last handle
+        pids = actor_pids(handles) + resident_pids()
         out["attack"] = attack(pids, marker)
         time.sleep(0.5)
-        out["alive"] = len(alive(pids)) == len(pids)
+        living = alive(pids)
+        out["alive"] = len(living) == len(pids)
+        out["dead"] = sorted(set(pids) - set(living))
         out["second"] = streams.exact_resident_stream(8)
         out["second"].pop("handles")
+        del handles
     out["code_ran"] = os.path.exists(marker)
     print(json.dumps(out))
     return 0

@@ -438,23 +438,26 @@ def test_streams_made_and_dropped_leave_no_actor_alive(cluster, mode):
     keeps one alive), on the resident path and without it."""
     import gc
     parts = [np.arange(32) + k for k in range(4)]
+
+    def one_stream():  # its InitActors, refs and stream go when it returns
+        reducers = InitActors(_Ephemeral, 3)
+        src = [ray.put(p) for p in parts]
+
+        def batch(j):
+            def submit(start):
+                sh = Map(_split3, Objects(src), [()] * len(src), num_returns=3)
+                return ReduceActors("reduce", reducers, sh, combine=operator.add)
+            return Batch(submit)
+
+        s = MicroBatchStream(interval_s=0.0)
+        s.run(batch(j) for j in range(3))
+        want = sum(int(p.sum()) for p in parts) * 3
+        assert sum(ray.get([h.get.remote() for h in reducers.eval()])) == want
+        s.close()
+
     with lowering_options(options_for(mode)):
-        for k in range(10):
-            reducers = InitActors(_Ephemeral, 3)
-            src = [ray.put(p) for p in parts]
-
-            def batch(j):
-                def submit(start):
-                    sh = Map(_split3, Objects(src), [()] * len(src), num_returns=3)
-                    return ReduceActors("reduce", reducers, sh, combine=operator.add)
-                return Batch(submit)
-
-            s = MicroBatchStream(interval_s=0.0)
-            s.run(batch(j) for j in range(3))
-            want = sum(int(p.sum()) for p in parts) * 3
-            assert sum(ray.get([h.get.remote() for h in reducers.eval()])) == want
-            s.close()
-            del reducers, s, src
+        for _ in range(10):
+            one_stream()
     gc.collect()
     deadline = time.monotonic() + 60
     while _alive("_Ephemeral") and time.monotonic() < deadline:
