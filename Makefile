@@ -84,7 +84,7 @@ test-cpp: $(TEST_STAMP)
 # from a fresh clone on a 2-core machine) stays visible. Tests marked `slow` (the wheel in
 # a fresh venv, the network-namespace cluster) run in `make test-slow`, not here.
 test-py: build
-	$(PY) -m pytest tests -q -m "not slow" --durations=10
+	$(PY) -m pytest tests -q -m "not slow" --durations=60
 
 test: test-cpp test-py
 
