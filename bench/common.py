@@ -88,22 +88,24 @@ def machine_info() -> dict[str, Any]:
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, root: str = ROOT) -> str | None:
     import subprocess
     try:
-        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True,
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
                               timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def provenance(load_start: Sequence[float] | None = None) -> dict[str, Any]:
-    """Where a figure comes from, kept with it: the commit, whether the tree had changes
-    beside it (``dirty``), the machine, and the load average at the start and now (the
-    end). Call ``os.getloadavg()`` at the start and pass it here at the end."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+def provenance(load_start: Sequence[float] | None = None,
+               root: str = ROOT) -> dict[str, Any]:
+    """Where a figure comes from, kept with it: the commit of the checkout ``root``,
+    whether it had changes beside it (``dirty``), the machine, and the load average at
+    the start and now (the end). Call ``os.getloadavg()`` at the start and pass it here
+    at the end."""
+    status = _git("status", "--porcelain", "--untracked-files=no", root=root)
     changed = [line[3:] for line in (status or "").splitlines()]
-    return {"commit": _git("rev-parse", "HEAD"),
+    return {"commit": _git("rev-parse", "HEAD", root=root),
             "dirty": None if status is None else bool(status),
             "dirty_files": changed[:50],
             "machine": machine_info() | {"node": platform.node()},

@@ -1,5 +1,6 @@
 """Runs a command and appends what happened to a JSON list: how long it took, its
-result, and where it ran (commit, tree, machine, load at the start and at the end).
+result, and where it ran (the commit of the checkout it runs in, the tree, the machine,
+the load at the start and at the end).
 
     python scripts/record_run.py --json docs/make_test_runs.json --note "fresh clone" \
         -- make test
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = p.wait()
     rec = {"command": " ".join(cmd), "note": a.note, "rc": rc,
            "result": summary or f"exit {rc}", "seconds": round(time.monotonic() - t0, 1),
-           "provenance": provenance(load0)}
+           "provenance": provenance(load0, root=os.getcwd())}
     old = []
     if os.path.exists(a.json):
         with open(a.json) as f:
