@@ -104,10 +104,10 @@ demo: $(DEMO_STAMP)
 
 # The long fault matrix (about 30-40 minutes on a 2-core machine): every lowering
 # configuration x every fault kind, faults at random moments from another thread, seeded
-# (bench/chaos.py); its table goes into docs/RELIABILITY.md. `make test` runs the short one.
+# (bench/chaos.py); docs/RELIABILITY.md's table is written from a run's JSON
+# (scripts/doc_figures.py). `make test` runs the short one.
 chaos: build
-	$(PY) bench/chaos.py --seed 1 --runs 2 --faults-per-run 4 --json bench/results/chaos.json \
-		--doc docs/RELIABILITY.md
+	$(PY) bench/chaos.py --seed 1 --runs 2 --faults-per-run 4 --json bench/results/chaos.json
 
 # The long benchmarks (tens of minutes): every streaming series and the placement core.
 bench: bench-stream bench-placement

@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional
 
 import benchpath  # noqa: F401  (first: sys.path, Ray on loopback)
 import common
+from chaos_report import table
 import numpy as np
 import psutil
 import ray
@@ -691,37 +692,10 @@ def long_plan(runs: int, faults_per_run: int) -> list[tuple[Config, list[str]]]:
     return plan
 
 
-def table(results: list[RunResult]) -> str:
-    """Configuration x fault kind: faults injected, recoveries, exact, recovery times."""
-    cells: dict[tuple[str, str], list[RunResult]] = {}
-    for r in results:
-        cells.setdefault((r.config, " + ".join(sorted(set(r.kinds)))), []).append(r)
-    lines = ["| configuration | fault | runs | faults injected | recoveries | exact "
-             "(sums, calls, lost 0) | fault -> recovered p50 / max (s) |",
-             "|---|---|---|---|---|---|---|"]
-    for (cfg, kind), rs in cells.items():
-        times = sorted(f["recovered_s"] for r in rs for f in r.faults
-                       if f["recovered_s"] is not None)
-        ok = all(not r.problems() for r in rs)
-        tm = (f"{times[len(times) // 2]:.2f} / {times[-1]:.2f}" if times
-              else "no reducer recovery needed")
-        lines.append(f"| {cfg} | {kind} | {len(rs)} | {sum(r.injected for r in rs)} | "
-                     f"{sum(r.recoveries for r in rs)} | {'yes' if ok else '**no**'} | "
-                     f"{tm} |")
-    return "\n".join(lines)
-
-
-def write_doc(doc: str, results: list[RunResult], header: str) -> None:
-    begin, end = "<!-- chaos:begin -->", "<!-- chaos:end -->"
-    with open(doc) as fh:
-        text = fh.read()
-    block = f"{begin}\n{header}\n\n{table(results)}\n{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(doc, "w") as fh:
-        fh.write(text)
+def rows(results: list[RunResult]) -> list[dict]:
+    """The runs as the JSON holds them."""
+    return [asdict(r) | {"injected": r.injected, "problems": r.problems()}
+            for r in results]
 
 
 def main() -> None:
@@ -746,7 +720,6 @@ def main() -> None:
     ap.add_argument("--configs", default="", help="comma-separated subset of "
                     + ",".join(CONFIG_BY_NAME))
     ap.add_argument("--json", default="bench/results/chaos.json")
-    ap.add_argument("--doc", default="", help="write the table into this markdown file")
     a = ap.parse_args()
     plan = short_plan(a.seed) if a.short else long_plan(a.runs, a.faults_per_run)
     if a.configs:
@@ -770,7 +743,7 @@ def main() -> None:
             results.append(run_durable(cluster.address, work, a.seed * 1000 + 500 + d))
     bad = [r for r in results if r.problems()]
     injected = sum(r.injected for r in results)
-    print(table(results))
+    print(table(rows(results)))
     print(f"{len(results)} runs, {injected} faults injected, {len(bad)} runs with a broken "
           f"promise, {time.time() - t0:.0f} s")
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
@@ -779,15 +752,7 @@ def main() -> None:
                    "command": "bench/chaos.py " + " ".join(sys.argv[1:]),
                    "broken": len(bad), "wall_s": time.time() - t0,
                    "provenance": common.provenance(load0),
-                   "runs": [asdict(r) | {"injected": r.injected,
-                                         "problems": r.problems()} for r in results]},
-                  fh, indent=1)
-    if a.doc:
-        head = (f"Run of `python bench/chaos.py --seed {a.seed} --runs {a.runs} "
-                f"--faults-per-run {a.faults_per_run}` on {time.strftime('%Y-%m-%d')}: "
-                f"{len(results)} runs, {injected} faults injected, {len(bad)} runs with a "
-                f"broken promise.")
-        write_doc(a.doc, results, head)
+                   "runs": rows(results)}, fh, indent=1)
     sys.exit(1 if bad else 0)
 
 

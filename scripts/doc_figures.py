@@ -35,6 +35,7 @@ import sys
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 BLOCK = re.compile(r"(<!-- figures: (\w[\w-]*) (\S+) -->\n)(.*?)(<!-- /figures -->)",
                    re.S)
 
@@ -113,25 +114,14 @@ def runs_block(data: list, path: str) -> str:
 
 
 def chaos_block(data: dict, path: str) -> str:
-    runs = data["runs"]
-    by: dict = {}
-    for r in runs:
-        c = by.setdefault(r.get("config", "?"), {"runs": 0, "faults": 0, "broken": 0,
-                                                 "recoveries": 0})
-        c["runs"] += 1
-        c["faults"] += r.get("injected", 0)
-        c["recoveries"] += r.get("recoveries", 0)
-        c["broken"] += bool(r.get("problems"))
-    lines = ["| configuration | runs | faults injected | recoveries | runs with a broken "
-             "promise |", "|---|---|---|---|---|"]
-    for name, c in by.items():
-        lines.append(f"| {name} | {c['runs']} | {c['faults']} | {c['recoveries']} | "
-                     f"{c['broken']} |")
-    total = (f"{len(runs)} runs, {data.get('injected', 0)} faults injected at random "
-             f"moments, {data.get('broken', '?')} runs with a broken promise, in "
-             f"{data.get('wall_s', 0) / 60:.0f} min.")
+    from chaos_report import table  # bench/: the table the run itself prints
+    from chaos_report import _broken
+    broken = sum(_broken(r) for r in data["runs"])
+    took = f", in {data['wall_s'] / 60:.0f} min" if data.get("wall_s") else ""
+    total = (f"{len(data['runs'])} runs, {data.get('injected', 0)} faults injected at "
+             f"random moments, {broken} runs with a broken promise{took}.")
     cmd = data.get("command")
-    return "\n".join(lines) + "\n\n" + total + " " + _where(data.get("provenance")) + \
+    return table(data["runs"]) + "\n\n" + total + " " + _where(data.get("provenance")) + \
         (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
 
 
