@@ -92,7 +92,7 @@ def _git(*args: str, root: str = ROOT) -> str | None:
     import subprocess
     try:
         return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
-                              timeout=30, check=True).stdout.strip()
+                              timeout=30, check=True).stdout.rstrip("\n")
     except (OSError, subprocess.SubprocessError):
         return None
 

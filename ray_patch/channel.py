@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
 import threading
 from typing import Any, NamedTuple
 
 from ray_patch import wire
 from ray_patch.wire import AuthError, RefInFrame, dumps  # noqa: F401 - re-exported
+
+
+log = logging.getLogger("ray_patch.channel")
 
 
 class ChannelError(ConnectionError):
@@ -177,8 +181,12 @@ class Conn:
                 fut = self.waiting.popleft()
                 if not fut.done():  # its caller may have stopped waiting (a timeout)
                     fut.set_result(val)
-        except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001
+        except (EOFError, OSError, asyncio.CancelledError) as e:  # the peer went away
             self.close(ChannelError(f"channel to the reducer broke: {e!r}"))
+        except Exception as e:  # a protocol bug: loud, and no caller waits forever
+            log.exception("channel to %s: unexpected answer", self.addr)
+            self.close(ChannelError(f"channel to the reducer failed: {e!r}"))
+            raise
 
     def call(self, frame: bytes) -> asyncio.Future:
         """Sends one frame; the future resolves to the reducer's result, or to the
@@ -272,10 +280,14 @@ class FeedClient:
                     fut = self.waiting.pop(call_id, None)
                 if fut is not None:
                     (fut.set_result if ok else fut.set_exception)(value)
-        except Exception as e:  # noqa: BLE001 - every waiting batch hears of it
-            with self._lock:
+        except (EOFError, OSError) as e:  # the executor went away: every waiting batch
+            with self._lock:  # hears of it (a ChannelError is an OSError)
                 self._break(e if isinstance(e, ChannelError) else
                             ChannelError(f"feed to the executor broke: {e!r}"))
+        except Exception as e:  # a protocol bug: loud, and no batch waits forever
+            log.exception("feed to %s: unexpected answer", self.sock)
+            with self._lock:
+                self._break(ChannelError(f"feed to the executor failed: {e!r}"))
 
     def _break(self, why: ChannelError) -> None:  # under self._lock
         if self.broken is None:

@@ -306,9 +306,11 @@ class ResidentExecutor:
             got = await fresh.call(frame)
             return channel.ChannelError("the reducer fenced the piece off") \
                 if _stale(got) else got
-        except Exception as e:  # noqa: BLE001 - the actor died, did not answer
-            return e if isinstance(e, ray.exceptions.RayError) else \
-                channel.ChannelError(f"no channel to the reducer: {e!r}")
+        except ray.exceptions.RayError as e:  # the actor died, or refused the call
+            return e
+        except (EOFError, OSError, asyncio.TimeoutError) as e:  # no channel (an
+            return channel.ChannelError(f"no channel to the reducer: {e!r}")  # AuthError
+            # is an OSError); anything else is a bug and propagates
 
     async def run(self, packed, *refs):
         """A batch sent through Ray (the first of its shape on this node): the
