@@ -360,7 +360,7 @@ ALL_KINDS = tuple(FAULTS) + (DURABLE,)
 
 def _fed() -> int:
     import ray_patch.resident as resident_
-    return sum(f.fed for f in resident_._FEEDS.values())
+    return resident_.fed_batches()
 
 
 def applicable(cfg: Config, kind: str) -> bool:

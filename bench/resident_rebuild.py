@@ -40,7 +40,7 @@ import stream_workload as wl  # noqa: E402
 
 def _fed() -> int:
     import ray_patch.resident as resident_
-    return sum(f.fed for f in resident_._FEEDS.values())
+    return resident_.fed_batches()
 
 
 def phase(name: str, deps, reducers, batches: int, interval_s: float) -> dict:

@@ -86,10 +86,14 @@ class LRU:
     def values(self) -> list:
         return list(self._d.values())
 
-    def clear(self) -> None:
+    def clear(self, evict: bool = False) -> None:
+        """Empties the table; ``evict``: each entry through ``on_evict`` first."""
+        entries = list(self._d.items()) if evict and self._on_evict is not None else []
         self._d.clear()
         self._bytes.clear()
         self.total_bytes = 0
+        for k, v in entries:
+            self._on_evict(k, v)
 
 
 _MISSING = object()

@@ -65,7 +65,7 @@ from ray_patch.options import effective_options, pinned_actor_options, resource_
 from ray_patch.ray_private import weak_handle
 from ray_patch.resident_worker import (APPLY_PARTIAL, GATHER, STALE, ResidentExecutor,  # noqa: F401
                                        StageFailed)
-from ray_patch.runtime import GroupRecord, get_runtime
+from ray_patch.runtime import GroupRecord, current_runtime, get_runtime
 from ray_patch.submit import _inputs_of, place
 from ray_patch.validate import as_tuples, check_remote_function
 
@@ -81,7 +81,34 @@ _ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
                             max_concurrency=64)(ResidentExecutor)
 
 _lock = threading.Lock()
-_ROUTES = LRU(256)  # (reducers' actor ids, checkpointed) -> Route
+ROUTES, FEEDS = "resident.routes", "resident.feeds"  # the runtime's tables
+
+
+def _routes(rt: Any) -> LRU:
+    """(reducers' actor ids, checkpointed) -> Route."""
+    return rt.table(ROUTES, 256)
+
+
+def _feeds(rt: Any) -> LRU:
+    """Source node -> its executor's _Feed (a feed evicted or released closes)."""
+    return rt.table(FEEDS, 4096, on_evict=lambda _, f: f.reset())
+
+
+def fed_batches() -> int:
+    """Node-batches this runtime sent through the executors' feeds (no Ray call)."""
+    rt = current_runtime()
+    return 0 if rt is None else sum(f.fed for f in _feeds(rt).values())
+
+
+def forget_route(handles: Sequence[Any]) -> None:
+    """Drops the routes to these reducers (a stream that closes lets go of them)."""
+    rt = current_runtime()
+    if rt is None:
+        return
+    ids = tuple(h._actor_id.binary() for h in handles)
+    with _lock:
+        for checkpointed in (False, True):
+            _routes(rt).pop((ids, checkpointed))
 _route_ids = itertools.count()
 
 
@@ -161,15 +188,16 @@ def route_for(handles: Sequence[Any], checkpointed: bool) -> Route:
     """The route to these reducers (built once per set of handles)."""
     ids = tuple(h._actor_id.binary() for h in handles)
     k = (ids, checkpointed)
+    routes = _routes(get_runtime())
     with _lock:
-        r = _ROUTES.get(k)
+        r = routes.get(k)
         if r is None:
             t0 = time.perf_counter()
             # weak handles: neither the table nor the executors keep the actors alive
             weak = [weak_handle(h) for h in handles]
             blob = cloudpickle.dumps(weak)
-            r = _ROUTES[k] = Route(next(_route_ids), blob, checkpointed, weak,
-                                   time.perf_counter() - t0)
+            r = routes[k] = Route(next(_route_ids), blob, checkpointed, weak,
+                                  time.perf_counter() - t0)
         return r
 
 
@@ -229,23 +257,12 @@ class _Feed:
         return fn_key in self.fns and route_key in self.routes and self.ids.issuperset(ids)
 
 
-_FEEDS: dict[tuple, _Feed] = {}
-
-
 def _feed(rt: Any, node: int) -> _Feed:
-    key = (rt.token, ("resident", node))
-    st = _FEEDS.get(key)
+    feeds = _feeds(rt)
+    st = feeds.get(node)
     if st is None:
-        st = _FEEDS[key] = _Feed()
+        st = feeds[node] = _Feed()
     return st
-
-
-def forget_feeds() -> None:
-    """Closes every feed (at shutdown, beside ``executors.forget``)."""
-    with _lock:
-        for st in _FEEDS.values():
-            st.reset()
-        _FEEDS.clear()
 
 
 def _executor(rt: Any, node: int) -> Any:

@@ -99,12 +99,36 @@ class Runtime:
         self.actor_node: dict[bytes, int] = {}  # actor id -> int node it was pinned to
         # (actor id, via __ray_call__, method, name, num_returns) -> option wrapper
         self.call_wrappers = LRU(10_000)  # on weak handles (ray_private.weak_handle)
+        # the other per-cluster tables of ray_patch (table(): the resident path's routes
+        # and feeds), bounded, released together with the runtime (release())
+        self._tables: dict[str, LRU] = {}
         self.token = next(_TOKENS)  # identifies this runtime to finalizers
         self._last_refresh = -float("inf")
         self._pending_free: collections.deque[int] = collections.deque()
         self.failed_nodes: set[str] = set()  # marked dead by mark_dead(), for good
         self.lock = threading.RLock()
         self.refresh_nodes(force=True)
+
+    # ---- the per-cluster tables ------------------------------------------------------
+    def table(self, name: str, max_entries: int, **kw: Any) -> LRU:
+        """The table ``name`` of this runtime (made on first use with ``max_entries``
+        and ``LRU``'s other settings): every per-cluster cache lives here, so one
+        ``release()`` lets go of them all."""
+        with self.lock:
+            t = self._tables.get(name)
+            if t is None:
+                t = self._tables[name] = LRU(max_entries, **kw)
+            return t
+
+    def release(self) -> None:
+        """Empties every table, each entry through its table's ``on_evict`` (a feed
+        closes its connection): at shutdown."""
+        with self.lock:
+            tables = list(self._tables.values())
+            self._tables.clear()
+            self.call_wrappers.clear()
+        for t in tables:
+            t.clear(evict=True)
 
     # ---- group ids and freeing -------------------------------------------------------
     def new_group_id(self) -> int:

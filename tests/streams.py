@@ -119,7 +119,7 @@ def exact_resident_stream(batches: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     parts = [rng.integers(0, 100, 256) for _ in range(8)]
     src = [[ray.put(p) for p in parts]] * batches
-    fed0 = sum(f.fed for f in rr._FEEDS.values())
+    fed0 = rr.fed_batches()
     run = run_stream(src, 4, combine=operator.add)
     plain = InitActors(PlainSum, 4)
     got = plain_stream(plain, src)
@@ -127,5 +127,5 @@ def exact_resident_stream(batches: int, seed: int = 0) -> dict:
     return {"exact": run.totals == want and run.report.lost_calls == 0,
             "plain_exact": [t for t, _ in got] == want and
             all(c == batches for _, c in got),
-            "fed": sum(f.fed for f in rr._FEEDS.values()) - fed0,
+            "fed": rr.fed_batches() - fed0,
             "handles": list(run.reducers.eval()) + list(plain.eval())}

@@ -176,8 +176,11 @@ Orphan = ray.remote(SumReducerBase)
 
 @needs_core
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("lose_reducers", [False, True], ids=["reducers-alive",
-                                                               "reducers-gone"])
+# reducers-alive is in `make test-slow` (make test keeps reducers-gone, and test_chaos
+# kills a durable driver three times with its reducers alive)
+@pytest.mark.parametrize("lose_reducers", [
+    pytest.param(False, marks=pytest.mark.slow, id="reducers-alive"),
+    pytest.param(True, id="reducers-gone")])
 def test_resume_after_driver_sigkill(cluster, tmp_path, lose_reducers):
     """Driver 1 runs the stream and is SIGKILLed after KILL_AFTER batches (checkpoints
     written); driver 2, on the same checkpoint directory, finds the detached reducers

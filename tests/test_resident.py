@@ -12,6 +12,7 @@ import pytest
 import ray
 
 import irfront
+import ray_patch
 from irfront import (Batch, InitActors, Map, MicroBatchStream, Objects, ReduceActors,
                      lowering_options, options_for)
 from streams import SumReducer, run_stream
@@ -92,11 +93,11 @@ def test_change_of_partitions_and_reducers_rebuilds(cluster):
     b = _source(5, 6, seed=3)  # fewer partitions: another placement
     with lowering_options(RESIDENT):
         r1 = run_stream(a + b, 4, combine=operator.add)
-        before = len(rr._ROUTES)
+        before = len(rr._routes(ray_patch.get_runtime()))
         r2 = run_stream(a, 3, combine=operator.add)  # other reducers: a new route
     assert r1.totals == _expected(a + b, 4)
     assert r2.totals == _expected(a, 3)
-    assert len(rr._ROUTES) == before + 1
+    assert len(rr._routes(ray_patch.get_runtime())) == before + 1
 
 
 @ray.remote
@@ -272,13 +273,13 @@ def test_fed_batches_keep_repeated_inputs_and_match_plain_ray(cluster):
     for size in (8, 1 << 15):  # inlined in the task (a copy), and in the object store
         refs = [ray.put(np.arange(size, dtype=np.int64) + i) for i in range(8)]
         plain = ray.get([_scribble.remote(r) for r in refs])
-        fed0 = sum(f.fed for f in rr._FEEDS.values())
+        fed0 = rr.fed_batches()
         with lowering_options(RESIDENT):
             run = run_stream([refs] * 10, 4, stages=[(_scribble, ())],
                              combine=operator.add)
         assert run.totals == _expected([plain] * 10, 4)
         assert run.report.lost_calls == 0
-        assert sum(f.fed for f in rr._FEEDS.values()) - fed0 >= 10, "fed"
+        assert rr.fed_batches() - fed0 >= 10, "fed"
         assert _held({r.binary() for r in refs}), "the executors keep them"
 
 
@@ -431,7 +432,8 @@ def _alive(class_name: str) -> int:
                if a["State"] == "ALIVE" and a["ActorClassName"] == class_name)
 
 
-@pytest.mark.parametrize("mode", ["locality", "locality-noresident"])
+@pytest.mark.parametrize("mode", [  # without resident: in `make test-slow`
+    "locality", pytest.param("locality-noresident", marks=pytest.mark.slow)])
 def test_streams_made_and_dropped_leave_no_actor_alive(cluster, mode):
     """Ten streams, each with InitActors of its own, closed and dropped: every reducer
     ends, as plain Ray's actors do when their last handle goes (no cache of irfront's
@@ -482,11 +484,11 @@ def test_two_pipelines_interleaved_in_one_driver_are_both_fed(cluster):
             return ReduceActors("reduce", red, sh, combine=operator.add)
         return Batch(submit)
 
-    fed0 = sum(f.fed for f in rr._FEEDS.values())
+    fed0 = rr.fed_batches()
     with lowering_options(RESIDENT):
         MicroBatchStream(interval_s=0.0, max_in_flight=2).run(
             batch(*pipes[k % 2][:2]) for k in range(24))
-    fed = sum(f.fed for f in rr._FEEDS.values()) - fed0
+    fed = rr.fed_batches() - fed0
     assert fed >= 12, f"only {fed} node-batches fed"
     for red, _, parts in pipes:
         got = ray.get([h.get.remote() for h in red.eval()])

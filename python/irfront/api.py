@@ -7,7 +7,6 @@ import ray
 
 import ray_patch
 import ray_patch.executors as executors
-import ray_patch.resident as resident
 from irfront.errors import note_node
 from irfront.ir.nodes import Node
 from irfront.lowering.options import LoweringOptions, get_options, set_options
@@ -40,7 +39,7 @@ def shutdown() -> None:
     rt = ray_patch.current_runtime()
     if rt is not None:
         ray_patch.free_groups(list(rt.groups))
-        resident.forget_feeds()  # the resident executors' connections, then them
+        rt.release()  # its tables (the resident feeds' connections close), then
         for h in executors.forget(rt.token):  # the persistent per-node stage executors
             ray.kill(h)
     ray_patch.reset()

@@ -58,6 +58,7 @@ import ray
 
 import ray_patch
 from ray_patch.channel import ChannelError
+from ray_patch.resident import forget_route
 from irfront.drivers.backpressure import InFlightWindow
 from irfront.drivers.checkpoints import CheckpointStore, DirectoryStore
 from irfront.drivers.durable import DurableStreamState
@@ -357,6 +358,8 @@ class MicroBatchStream:
                      self.durable.stream, len(out["killed"]), out["removed_checkpoints"])
             self.durable.info["finished"] = out
         self._gate = None
+        for g in self.reducers.values():  # the routes the resident path made for them
+            forget_route(g.handles)
         self.reducers.clear()
         self._actor_nodes.clear()
         self._pending.clear()
