@@ -172,6 +172,7 @@ class Conn:
         self.reader, self.writer, self.addr = reader, writer, tuple(addr)
         self.waiting: collections.deque = collections.deque()
         self.broken: ChannelError | None = None
+        self.on_close: Any = None  # called once when the connection breaks or closes
         self.task = asyncio.ensure_future(self._replies())
 
     async def _replies(self) -> None:
@@ -203,6 +204,8 @@ class Conn:
         if self.broken is None:
             self.broken = why
             self.writer.close()
+            if self.on_close is not None:
+                self.on_close()
         while self.waiting:
             fut = self.waiting.popleft()
             if not fut.done():

@@ -47,10 +47,12 @@ This module is the driver's side; what runs on the workers (the executor, ``gath
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -100,15 +102,29 @@ def fed_batches() -> int:
     return 0 if rt is None else sum(f.fed for f in _feeds(rt).values())
 
 
+# Routes whose reducers are gone, dropped at the next route_for: a deque, so that a
+# finalizer (which may run while _lock is held) only appends.
+_GONE: collections.deque = collections.deque()
+
+
 def forget_route(handles: Sequence[Any]) -> None:
     """Drops the routes to these reducers (a stream that closes lets go of them)."""
-    rt = current_runtime()
-    if rt is None:
-        return
     ids = tuple(h._actor_id.binary() for h in handles)
-    with _lock:
-        for checkpointed in (False, True):
-            _routes(rt).pop((ids, checkpointed))
+    _GONE.extend([(ids, False), (ids, True)])
+
+
+def _drop_gone(rt: Any, routes: LRU) -> None:  # under _lock
+    """Drops the routes of reducers that are gone, here and on the executors."""
+    keys = []
+    while _GONE:
+        r = routes.pop(_GONE.popleft())
+        if r is not None:
+            keys.append(r.key)
+    if keys:
+        for h in _resident_executors(rt):
+            h.forget_routes.remote(keys)
+
+
 _route_ids = itertools.count()
 
 
@@ -184,14 +200,19 @@ class ResidentBatch:
         return h.__ray_call__.remote(GATHER, *args, 0, self.route.nonce, self.base)
 
 
-def route_for(handles: Sequence[Any], checkpointed: bool) -> Route:
-    """The route to these reducers (built once per set of handles)."""
+def route_for(handles: Sequence[Any], checkpointed: bool, owner: Any = None) -> Route:
+    """The route to these reducers (built once per set of handles); dropped when
+    ``owner`` (the program's ``InitActors`` node) is garbage-collected."""
     ids = tuple(h._actor_id.binary() for h in handles)
     k = (ids, checkpointed)
-    routes = _routes(get_runtime())
+    rt = get_runtime()
+    routes = _routes(rt)
     with _lock:
+        _drop_gone(rt, routes)
         r = routes.get(k)
         if r is None:
+            if owner is not None:
+                weakref.finalize(owner, _GONE.append, k)
             t0 = time.perf_counter()
             # weak handles: neither the table nor the executors keep the actors alive
             weak = [weak_handle(h) for h in handles]
@@ -263,6 +284,12 @@ def _feed(rt: Any, node: int) -> _Feed:
     if st is None:
         st = feeds[node] = _Feed()
     return st
+
+
+def _resident_executors(rt: Any) -> list:
+    with executors_._lock:
+        return [v[1] for k, v in executors_._EXECUTORS.items()
+                if k[0] == rt.token and isinstance(k[1], tuple) and k[1][0] == "resident"]
 
 
 def _executor(rt: Any, node: int) -> Any:

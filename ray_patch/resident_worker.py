@@ -248,6 +248,11 @@ class ResidentExecutor:
             reply = channel.dumps_answer((call_id,), False, e)
         writer.write(reply)
 
+    def forget_routes(self, keys):
+        """The driver dropped these routes (their reducers are gone)."""
+        for k in keys:
+            self.routes.pop(k)
+
     def _reducers(self, key, blob):
         hit = self.routes.get(key)
         if hit is None:
@@ -265,10 +270,20 @@ class ResidentExecutor:
             task = None
         if task is None:
             async def open_():
-                return await channel.connect(
+                conn = await channel.connect(
                     await self._address(handle, checkpointed, method), self.key)
+                conn.on_close = lambda: self._forget_conn(aid, conn)
+                return conn
             task = self.conns[aid] = asyncio.ensure_future(open_())
         return task
+
+    def _forget_conn(self, aid, conn):
+        """A channel that broke (its reducer ended, restarted or went away) leaves the
+        table: connections to reducers that are gone do not pile up."""
+        t = self.conns.pop(aid)
+        if t is not None and not (t.done() and not t.cancelled()
+                                  and t.exception() is None and t.result() is conn):
+            self.conns[aid] = t  # a newer connection: kept
 
     async def _address(self, handle, checkpointed, method):
         """Where the reducer's channel listener is (Ray routes this to the actor's
@@ -300,9 +315,11 @@ class ResidentExecutor:
                 return channel.ChannelError("the reducer fenced the piece off: it "
                                             "was restored since the piece was sent")
             fresh = await channel.connect(addr, self.key)
+            aid = (handle._actor_id.binary(), piece.method)
+            fresh.on_close = lambda: self._forget_conn(aid, fresh)
             done = asyncio.get_running_loop().create_future()
             done.set_result(fresh)
-            self.conns[(handle._actor_id.binary(), piece.method)] = done
+            self.conns[aid] = done
             got = await fresh.call(frame)
             return channel.ChannelError("the reducer fenced the piece off") \
                 if _stale(got) else got

@@ -68,7 +68,7 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
     actors = red.actors
     if not resident_.channel_safe(actors.actor_cls, handles, actors.checkpointed):
         return None  # async methods, or actors not made one-method-at-a-time here
-    route = resident_.route_for(handles, actors.checkpointed)
+    route = resident_.route_for(handles, actors.checkpointed, owner=actors)
     seq = ctx.results.next_seq(actors) if actors.checkpointed else route.next_seq
     batch, _ = resident_.submit_resident(
         fn, calls, node_call, route=route, seq=seq, method=red.method, prefixes=prefixes,
