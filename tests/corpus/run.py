@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -47,7 +48,19 @@ def describe(x, depth=0):
     return f"<{type(x).__name__}>"
 
 
+HANG_S = 60  # per program: corpus programs take seconds
+
+
+class Hang(BaseException):
+    """Raised in the runner's main thread when a program outlives HANG_S."""
+
+
+def _hang(signum, frame):
+    raise Hang()
+
+
 def main() -> None:
+    signal.signal(signal.SIGALRM, _hang)
     ap = argparse.ArgumentParser()
     ap.add_argument("--address", required=True)
     ap.add_argument("--mode", choices=("plain", "infer"), required=True)
@@ -66,10 +79,15 @@ def main() -> None:
             run = irfront.infer(prog) if a.mode == "infer" else prog
             before = set(map(str, ray.util.list_named_actors()))
             t0 = time.perf_counter()
+            signal.alarm(HANG_S)  # a program that hangs is a failure, not a stuck run
             try:
                 rec["result"] = describe(run())
+            except Hang:
+                rec["raised"] = ["Hang", f"still running after {HANG_S} s"]
             except Exception as e:  # an error the program let escape
                 rec["raised"] = err(e)
+            finally:
+                signal.alarm(0)
             rec["wall_s"] = min(rec["wall_s"], time.perf_counter() - t0)
             rec["named"] = sorted(set(map(str, ray.util.list_named_actors())) - before)
             if a.mode == "infer" and run.session is not None:
