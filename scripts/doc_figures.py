@@ -15,7 +15,9 @@ is (re)written from PATH (relative to the repository). KIND:
   result, where it ran);
 - ``chaos``: a ``bench/chaos.py`` run: runs, faults injected, broken promises, per
   configuration;
-- ``overhead``: a ``bench/submit_overhead.py`` run.
+- ``overhead``: a ``bench/submit_overhead.py`` run;
+- ``rows``: any run that writes ``{"rows": [...], "provenance": ..., "command": ...}``
+  (``bench/lifecycle.py``): its rows as a table.
 
     python scripts/doc_figures.py            # rewrites every block
     python scripts/doc_figures.py --check    # exit 1 if a block differs from its JSON
@@ -135,8 +137,19 @@ def overhead_block(data: list, path: str) -> str:
             f" Data: `{path}`.\n")
 
 
+def rows_block(data: dict, path: str) -> str:
+    rows = data["rows"]
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+             "|---" * len(cols) + "|"]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    cmd = data.get("command")
+    return "\n".join(lines) + "\n\n" + _where(data.get("provenance")) + \
+        (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
+
+
 KINDS = {"stream": stream_block, "runs": runs_block, "chaos": chaos_block,
-         "overhead": overhead_block}
+         "overhead": overhead_block, "rows": rows_block}
 
 
 def render(text: str) -> str:
