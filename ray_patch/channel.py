@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import socket
 import threading
 from typing import Any, NamedTuple
 
 from ray_patch import wire
-from ray_patch.wire import AuthError, RefInFrame, dumps  # noqa: F401 - re-exported
+from ray_patch.wire import dumps
 
 
 log = logging.getLogger("ray_patch.channel")
@@ -84,6 +85,17 @@ def lock_of(actor: Any) -> Any:
     return lock
 
 
+def locked(method: Any) -> Any:
+    """``method`` run under the actor's ``_irf_lock``, the lock a channel frame takes:
+    what keeps a reducer's own methods from running beside a piece."""
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock_of(self):
+            return method(self, *args, **kwargs)
+    run._irf_locked = True
+    return run
+
+
 class _Listener:
     """An actor's channel listener (one per actor process)."""
 
@@ -124,7 +136,7 @@ class _Listener:
                 if body is None:
                     return
                 conn.sendall(dumps_answer((), *self._apply(wire.loads(body))))
-        except (OSError, AuthError):  # a stranger, a bad frame, or the peer went away
+        except (OSError, wire.AuthError):  # a stranger, a bad frame, or the peer went away
             self.refused += 1
         finally:
             conn.close()

@@ -39,8 +39,9 @@ recovers and replays from that. A failing node task still sends every reducer a
 ``failed`` piece when its reducers are plain actors (they skip the call, as a Ray actor
 call whose argument failed: later calls are not held back); exactly-once reducers get
 none (they wait for the driver's retry of the source, or the stream stops). Then it
-raises ``StageFailed`` (the stage's error inside). ``replay_source`` is the fallback when an executor cannot be used: the
-node's work as a plain pinned task, its pieces sent by the driver through Ray.
+raises ``StageFailed`` (the stage's error inside). ``replay_source`` is the fallback
+when an executor cannot be used: the node's work as a plain pinned task, its pieces
+sent by the driver through Ray.
 
 This module is the driver's side; what runs on the workers (the executor, ``gather``,
 ``apply_partial``) is in ``ray_patch.resident_worker``, shipped by reference.
@@ -65,8 +66,7 @@ from ray_patch import channel, executors as executors_, shipping, wire
 from ray_patch.lru import LRU
 from ray_patch.options import effective_options, pinned_actor_options, resource_demand
 from ray_patch.ray_private import weak_handle
-from ray_patch.resident_worker import (APPLY_PARTIAL, GATHER, STALE, ResidentExecutor,  # noqa: F401
-                                       StageFailed)
+from ray_patch.resident_worker import GATHER, ResidentExecutor
 from ray_patch.runtime import GroupRecord, current_runtime, get_runtime
 from ray_patch.submit import _inputs_of, place
 from ray_patch.validate import as_tuples, check_remote_function
@@ -411,7 +411,6 @@ def serialized_class(actor_cls: Any) -> Any:
     class with every method run under the actor's ``_irf_lock`` (the lock a channel
     frame takes), so the resident path's pieces never run beside a method Ray runs.
     The class itself where it allows concurrency, is async, or cannot be subclassed."""
-    import functools
     import inspect
     with _lock:
         hit = _SERIALIZED.get(id(actor_cls))
@@ -422,13 +421,7 @@ def serialized_class(actor_cls: Any) -> Any:
     options = dict(actor_cls._default_options)
     twin = actor_cls
     if _wants_lock(body, options):
-        def locked(fn):
-            @functools.wraps(fn)
-            def run(self, *args, **kwargs):
-                with channel.lock_of(self):
-                    return fn(self, *args, **kwargs)
-            return run
-        methods = {name: locked(fn) for name, fn in inspect.getmembers(
+        methods = {name: channel.locked(fn) for name, fn in inspect.getmembers(
             body, inspect.isfunction) if not name.startswith("__")
             and not inspect.isgeneratorfunction(fn)}
         try:

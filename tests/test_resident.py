@@ -15,7 +15,7 @@ import irfront
 import ray_patch
 from irfront import (Batch, InitActors, Map, MicroBatchStream, Objects, ReduceActors,
                      lowering_options, options_for)
-from streams import SumReducer, run_stream
+from streams import SumReducer, expected_totals, run_stream
 
 from conftest import needs_core
 
@@ -27,15 +27,6 @@ RESIDENT = options_for("locality+resident")
 def _source(batches: int, parts: int, seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
     return [[rng.integers(0, 100, 64) for _ in range(parts)] for _ in range(batches)]
-
-
-def _expected(source, n):
-    tot = [0] * n
-    for parts in source:
-        for p in parts:
-            for i, c in enumerate(np.array_split(p, n)):
-                tot[i] += int(c.sum())
-    return tot
 
 
 def test_options_for_names_the_switch():
@@ -67,7 +58,7 @@ def test_resident_stream_is_exact_and_submits_no_reducer_call(cluster, monkeypat
         run = run_stream(src, 4, combine=operator.add, checkpoint_every=4)
     assert seen and all(seen), "every batch took the resident path"
     assert not calls, "the driver called no reducer"
-    assert run.totals == _expected(src, 4)
+    assert run.totals == expected_totals(src, 4)
     assert run.report.lost_calls == 0
 
 
@@ -82,7 +73,7 @@ def test_reducer_killed_mid_stream_replays_exactly_once(cluster):
     with lowering_options(RESIDENT):
         run = run_stream(src, 4, combine=operator.add, checkpoint_every=3,
                          on_batch=kill, interval_s=0.02)
-    assert run.totals == _expected(src, 4)
+    assert run.totals == expected_totals(src, 4)
     assert run.report.lost_calls == 0
     assert run.report.recoveries, "the kill was seen and recovered"
 
@@ -95,8 +86,8 @@ def test_change_of_partitions_and_reducers_rebuilds(cluster):
         r1 = run_stream(a + b, 4, combine=operator.add)
         before = len(rr._routes(ray_patch.get_runtime()))
         r2 = run_stream(a, 3, combine=operator.add)  # other reducers: a new route
-    assert r1.totals == _expected(a + b, 4)
-    assert r2.totals == _expected(a, 3)
+    assert r1.totals == expected_totals(a + b, 4)
+    assert r2.totals == expected_totals(a, 3)
     assert len(rr._routes(ray_patch.get_runtime())) == before + 1
 
 
@@ -173,7 +164,7 @@ def test_an_executor_that_does_not_answer_is_bypassed(cluster, tmp_path, caplog)
         s = MicroBatchStream(interval_s=0.0, max_in_flight=2, restart_timeout_s=2.0)
         s.run(batch(p) for p in src)
     totals = ray.get([h.get_total.remote() for h in reducers.eval()])
-    assert totals == _expected(src, 4)
+    assert totals == expected_totals(src, 4)
     assert s.stats.lost_calls == 0
     assert "did not answer" in caplog.text  # the fallback sent the pieces
     assert time.monotonic() - t0 < 60
@@ -202,12 +193,12 @@ def test_a_channel_applies_pieces_once_and_fences_off_other_epochs(cluster):
     carries another restore token than the reducer's is answered STALE and not applied
     (a process Ray replaced must not take pieces meant for the restored one)."""
     import socket
-    from ray_patch import channel, resident, wire
+    from ray_patch import channel, resident_worker, wire
     h = SumReducer.remote(0)
-    addr = ray.get(h.__ray_call__.remote(channel.open_channel, resident.APPLY_PARTIAL,
+    addr = ray.get(h.__ray_call__.remote(channel.open_channel, resident_worker.APPLY_PARTIAL,
                                          "reduce"))
     assert addr == ray.get(h.__ray_call__.remote(channel.open_channel,
-                                                 resident.APPLY_PARTIAL, "reduce"))
+                                                 resident_worker.APPLY_PARTIAL, "reduce"))
     with socket.create_connection(tuple(addr), timeout=30) as s:
         wire.client_handshake(s, wire.cluster_key())
         # (seq, source, nsources, method, prefix, partial, failed, epoch)
@@ -219,7 +210,7 @@ def test_a_channel_applies_pieces_once_and_fences_off_other_epochs(cluster):
         ray.get(h.restore.remote(0, {"index": 0, "total": 12}, 99))
         got = _frames(s, (1, 0, 1, "reduce", (), 100, False, 0),   # an old epoch
                       (1, 0, 1, "reduce", (), 1, False, 99))
-        assert got == [(True, resident.STALE), (True, (1, 99))]
+        assert got == [(True, resident_worker.STALE), (True, (1, 99))]
         # a method no open_channel call allowed is refused, whatever the piece says
         (ok, err), = _frames(s, (2, 0, 1, "restore", (0, None), 0, False, 99))
         assert not ok and isinstance(err, PermissionError)
@@ -277,7 +268,7 @@ def test_fed_batches_keep_repeated_inputs_and_match_plain_ray(cluster):
         with lowering_options(RESIDENT):
             run = run_stream([refs] * 10, 4, stages=[(_scribble, ())],
                              combine=operator.add)
-        assert run.totals == _expected([plain] * 10, 4)
+        assert run.totals == expected_totals([plain] * 10, 4)
         assert run.report.lost_calls == 0
         assert rr.fed_batches() - fed0 >= 10, "fed"
         assert _held({r.binary() for r in refs}), "the executors keep them"
@@ -287,7 +278,7 @@ def test_inputs_new_in_every_batch_are_not_kept(cluster):
     src = [[ray.put(p) for p in parts] for parts in _source(6, 8, seed=9)]
     with lowering_options(RESIDENT):
         run = run_stream(src, 4, combine=operator.add)
-    assert run.totals == _expected([ray.get(p) for p in src], 4)
+    assert run.totals == expected_totals([ray.get(p) for p in src], 4)
     assert not _held({r.binary() for parts in src for r in parts})
 
 
@@ -296,7 +287,7 @@ def test_a_restarted_plain_reducer_gets_every_later_batch(cluster):
     """Killed and restarted by Ray between two streams, a plain reducer applies every
     batch of the second one (a fresh state: Ray's restart), as it does without the
     resident path."""
-    from streams import PlainSum, expected_totals, plain_stream
+    from streams import PlainSum, plain_stream
     parts = [np.arange(64) + k for k in range(8)]
     src = [[ray.put(p) for p in parts]] * 10
     reducers = InitActors(PlainSum, 3)
@@ -472,7 +463,7 @@ def test_two_pipelines_interleaved_in_one_driver_are_both_fed(cluster):
     """Batches of two pipelines (their own inputs and reducers) alternate in one driver:
     each keeps its inputs on the executors and is fed, and both stay exact."""
     import ray_patch.resident as rr
-    from streams import PlainSum, expected_totals
+    from streams import PlainSum
     pipes = []
     for seed in (1, 2):
         parts = [np.arange(64) * seed + k for k in range(8)]

@@ -59,6 +59,7 @@ import ray
 import ray_patch
 from ray_patch.channel import ChannelError
 from ray_patch.resident import forget_route
+from ray_patch.resident_worker import StageFailed
 from irfront.drivers.backpressure import InFlightWindow
 from irfront.drivers.checkpoints import CheckpointStore, DirectoryStore
 from irfront.drivers.durable import DurableStreamState
@@ -68,7 +69,7 @@ from irfront.ir.reducers import NeedsRestore
 from irfront.lowering.context import ReducerCall
 from irfront.lowering.evaluation import EVALUATOR
 from irfront.lowering.ops import flat_objects
-from irfront.lowering.resident import ResidentCall, StageFailed
+from irfront.lowering.resident import ResidentCall
 
 __all__ = ["Batch", "BatchRecord", "MicroBatchStream", "RecoveryError", "StreamReport"]
 

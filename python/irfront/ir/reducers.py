@@ -20,13 +20,13 @@ method must be deterministic for a replay to give the state the first run gave.
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
-import threading
 import warnings
 from typing import Any, Optional
 
 import ray
+
+from ray_patch.channel import locked
 
 # Ray restarts a killed reducer (on another node if its node died); the driver, not Ray,
 # re-sends its calls (after restoring a checkpoint).
@@ -43,33 +43,15 @@ def _reconstructed() -> bool:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
-def _locked(method: Any) -> Any:
-    """``method`` run under the actor's ``_irf_lock`` (see ``CheckpointedReducer``)."""
-    @functools.wraps(method)
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        with _lock_of(self):
-            return method(self, *args, **kwargs)
-    return run
-
-
 def _lock_methods(cls: type) -> None:
-    """Wraps the methods ``cls`` itself defines with ``_locked`` (not dunders, not the
-    ``_irf_`` helpers, not coroutine or generator functions)."""
+    """Wraps the methods ``cls`` itself defines with ``channel.locked`` (not dunders, not
+    the ``_irf_`` helpers, not coroutine or generator functions)."""
     for name, fn in list(vars(cls).items()):
         if name.startswith(("__", "_irf_")) or not inspect.isfunction(fn) or getattr(
                 fn, "_irf_locked", False) or inspect.iscoroutinefunction(fn) or \
                 inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             continue
-        wrapped = _locked(fn)
-        wrapped._irf_locked = True
-        setattr(cls, name, wrapped)
-
-
-def _lock_of(actor: Any) -> Any:
-    lock = actor.__dict__.get("_irf_lock")
-    if lock is None:  # setdefault: two threads asking first get the same lock
-        lock = actor.__dict__.setdefault("_irf_lock", threading.RLock())
-    return lock
+        setattr(cls, name, locked(fn))
 
 
 class CheckpointedReducer:

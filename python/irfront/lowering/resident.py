@@ -28,9 +28,6 @@ from irfront.ir.nodes import InitActors, ReduceActors
 from irfront.lowering.context import Lowered, LoweringContext
 
 
-StageFailed = resident_.StageFailed  # a source node's work raised on its executor
-
-
 @dataclass
 class ResidentCall:
     """One batch of an exactly-once reducer group on the resident path (a call log
