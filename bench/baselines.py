@@ -58,23 +58,58 @@ def map_step(start, batch):
     return batch
 
 
+def burn(x, reps: int):
+    """A stage that computes: ``reps`` passes of elementwise numpy over the partition
+    (``sqrt(x * x + 1)``), the transformed partition out; ``reps=0``: ``x`` itself."""
+    for _ in range(reps):
+        x = np.sqrt(x * x + 1.0)
+    return x
+
+
+def work_reps(elements: int, work_ms: float, tries: int = 5) -> tuple[int, float]:
+    """How many ``burn`` passes over ``elements`` float64 take about ``work_ms`` on this
+    machine (its fastest of ``tries`` timings per pass), and that time in ms."""
+    if work_ms <= 0:
+        return 0, 0.0
+    x = np.random.default_rng(0).random(max(1, elements))
+    best = float("inf")
+    for _ in range(tries):
+        t = time.perf_counter()
+        burn(x, 1)
+        best = min(best, time.perf_counter() - t)
+    return max(1, round(work_ms / 1e3 / best)), best * 1e3
+
+
+def new_partitions(data_mb: float, partitions: int, seed: int) -> list:
+    """One batch of new data: ``data_mb`` MiB of float64 in ``partitions`` arrays."""
+    n = max(1, int(data_mb * (1 << 20)) // FLOAT_BYTES // partitions)
+    rng = np.random.default_rng(seed)
+    return [rng.random(n) for _ in range(partitions)]
+
+
 def shuffle_sums(batch, num_reducers: int) -> tuple:
     """One partial sum per reducer (contiguous chunks, as ``stream_workload.shuffle``)."""
     return tuple(float(c.sum()) for c in np.array_split(batch, num_reducers))
 
 
-def run_partition(copy, start, num_maps: int, num_reducers: int) -> tuple:
+def run_partition(copy, start, num_maps: int, num_reducers: int, reps: int = 0) -> tuple:
     x = copy
     for _ in range(num_maps):
-        x = map_step(start, x)
+        x = burn(map_step(start, x), reps)
     return shuffle_sums(x, num_reducers)
 
 
-def run_partitions(copy, start, num_parts: int, num_maps: int, num_reducers: int) -> tuple:
-    """A node's partitions, summed per reducer (a combiner)."""
+def run_partitions(copy, start, num_parts: int, num_maps: int, num_reducers: int,
+                   reps: int = 0) -> tuple:
+    """A node's partitions (``num_parts`` reads of its copy), summed per reducer (a
+    combiner)."""
+    return _combined([copy] * num_parts, start, num_maps, num_reducers, reps)
+
+
+def _combined(parts, start, num_maps: int, num_reducers: int, reps: int) -> tuple:
     total = np.zeros(num_reducers)
-    for _ in range(num_parts):
-        total += run_partition(copy, start, num_maps, num_reducers)
+    for p in parts:
+        total += run_partition(p, start, num_maps, num_reducers, reps)
     return tuple(float(v) for v in total)
 
 
@@ -96,13 +131,19 @@ def generate(data_mb: float):
 
 
 @ray.remote
-def fused_partition(copy, start, num_maps, num_reducers):
-    return run_partition(copy, start, num_maps, num_reducers)
+def fused_partition(copy, start, num_maps, num_reducers, reps=0):
+    return run_partition(copy, start, num_maps, num_reducers, reps)
 
 
 @ray.remote
-def fused_node(copy, start, num_parts, num_maps, num_reducers):
-    return run_partitions(copy, start, num_parts, num_maps, num_reducers)
+def fused_node(copy, start, num_parts, num_maps, num_reducers, reps=0):
+    return run_partitions(copy, start, num_parts, num_maps, num_reducers, reps)
+
+
+@ray.remote
+def fused_node_parts(start, num_maps, num_reducers, reps, *parts):
+    """A node's own partitions (new data), combined per reducer."""
+    return _combined(parts, start, num_maps, num_reducers, reps)
 
 
 @ray.remote
@@ -193,24 +234,48 @@ def start_reducers(layout: Layout) -> list:
     return actors
 
 
-def submit_expert(layout: Layout, copies, reducers, start, tag=None) -> list:
+def submit_expert(layout: Layout, copies, reducers, start, tag=None, reps=0) -> list:
     """``ray-expert``: one fused task per partition, pinned to its copy's node."""
     fns = layout.pinned_fns(fused_partition)
-    parts = [fns[k].remote(copies[k], start, layout.maps, layout.reducers)
+    parts = [fns[k].remote(copies[k], start, layout.maps, layout.reducers, reps)
              for k in map(layout.node_of_partition, range(layout.partitions))]
     return [a.reduce.remote(start, tag, *parts) for a in reducers]
 
 
-def submit_expert_node(layout: Layout, copies, reducers, start, tag=None) -> list:
+def submit_expert_node(layout: Layout, copies, reducers, start, tag=None, reps=0) -> list:
     """``ray-expert-node``: one fused task per node for that node's partitions."""
     fns = layout.pinned_fns(fused_node)
     parts = [fns[k].remote(copies[k], start, layout.parts_on[k], layout.maps,
-                           layout.reducers)
+                           layout.reducers, reps)
              for k in range(layout.nodes) if layout.parts_on[k]]
     return [a.reduce.remote(start, tag, *parts) for a in reducers]
 
 
+# New data every batch: the driver puts the batch's partitions (as a stream's source
+# does), and each task reads its own.
+def submit_expert_new(layout: Layout, parts, reducers, start, tag=None, reps=0) -> list:
+    """``ray-expert`` on new data: one fused task per partition, pinned round-robin."""
+    fns = layout.pinned_fns(fused_partition)
+    refs = [ray.put(p) for p in parts]
+    outs = [fns[layout.node_of_partition(p)].remote(refs[p], start, layout.maps,
+                                                    layout.reducers, reps)
+            for p in range(len(refs))]
+    return [a.reduce.remote(start, tag, *outs) for a in reducers]
+
+
+def submit_expert_node_new(layout: Layout, parts, reducers, start, tag=None,
+                           reps=0) -> list:
+    """``ray-expert-node`` on new data: one pinned task per node over its partitions."""
+    fns = layout.pinned_fns(fused_node_parts)
+    refs = [ray.put(p) for p in parts]
+    outs = [fns[k].remote(start, layout.maps, layout.reducers, reps,
+                          *refs[k::layout.nodes])
+            for k in range(layout.nodes) if refs[k::layout.nodes]]
+    return [a.reduce.remote(start, tag, *outs) for a in reducers]
+
+
 SUBMIT = {"ray-expert": submit_expert, "ray-expert-node": submit_expert_node}
+SUBMIT_NEW = {"ray-expert": submit_expert_new, "ray-expert-node": submit_expert_node_new}
 
 
 # ---- the compiled graph's actors (driven by bench/baseline_cgraph.py) ----------------

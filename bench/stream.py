@@ -61,6 +61,22 @@ quarter of the interval), e.g. locality+ahead@50. "inferred" is the same pipelin
 in plain Ray (``stream_workload.plain_batch``) and run under ``irfront.infer``.
 "locality-exactly-once" is locality with exactly-once reducers
 (``stream_workload.ExactlyOnceReducer``, a ``CheckpointedReducer``).
+
+New data every batch: a series named with the suffix "~new" (locality~new,
+locality-exactly-once~new, ray-expert-node~new, ...; --new-data adds it to every series)
+gets a batch of new data each time: the size's MB of float64 in --partitions arrays
+(size / partitions each; 4 distinct batches per size, made before the run and used in
+turn), handed to the pipeline inside the measured batch: ``Objects(parts)`` in the IR
+series (irfront sends them to the executors in its frames; ``ray.put`` first works too,
+slower: docs/BENCHMARKS.md), ``ray.put`` of each partition in the baselines, which pin
+one task per node, or per partition, over their own. The compiled graph has no new-data series (see
+CGRAPH_NEW_DATA). Before the rotation the run measures what moving a batch's bytes costs
+on this machine (``bytes_floor``): the driver's puts, and one copy of the batch over
+loopback TCP to another process.
+
+--work-ms W: each map stage computes, W ms of numpy per partition (``baselines.burn``:
+passes of sqrt(x*x+1), their number calibrated on the driver per partition size), in
+every series, baselines included.
 """
 from __future__ import annotations
 
@@ -82,7 +98,7 @@ import common  # noqa: E402
 import stream_workload as wl  # noqa: E402
 from baseline_cgraph import CompiledGraphDriver  # noqa: E402
 import irfront  # noqa: E402
-from irfront import Broadcast, InitActors, lowering_options  # noqa: E402
+from irfront import Broadcast, InitActors, Objects, lowering_options  # noqa: E402
 
 from irfront import Batch, MicroBatchStream, options_for  # noqa: E402
 
@@ -93,9 +109,30 @@ def describe(opts):
 
 def series_options(name: str):
     """The lowering options of an IR series (its name without a lead suffix)."""
+    name = split_new(name)[0]
     return options_for("locality" if name == EXACTLY_ONCE else name)
 
 
+NEW = "~new"  # a series suffix: new data every batch (see the module's docstring)
+POOL = 4  # distinct batches of new data per series and size, used in turn
+
+
+def split_new(name: str) -> tuple[str, bool]:
+    """``"locality~new"`` -> ``("locality", True)``; no suffix: ``(name, False)``."""
+    return (name[:-len(NEW)], True) if name.endswith(NEW) else (name, False)
+
+
+def plain_name(name: str) -> str:
+    base, new = split_new(name)
+    return PLAIN_NAMES.get(base, base) + (", new data" if new else "")
+
+
+# Why the compiled graph has no new-data series: its input would carry the batch's
+# arrays through execute() to every node's actor.
+CGRAPH_NEW_DATA = ("not run with new data: on Ray 2.60, a compiled graph fed the "
+                   "partitions through execute() hit a channel timeout and then a raylet "
+                   "check failure in the mutable-object provider on this cluster "
+                   "(issue 27's attempt); not retried here")
 FLOOR_MB = 8 / (1 << 20)  # 8 bytes: one float per partition
 INFERRED = "inferred"  # the plain-Ray pipeline under irfront.infer
 # locality with exactly-once reducers (a CheckpointedReducer class): checkpoints, call
@@ -115,7 +152,18 @@ TARGETS = [("locality p50 <= 1.1x ray-expert-node p50", "locality", "ray-expert-
            ("locality p99 <= compiled-graph p99", "locality", "compiled-graph",
             "p99_ms", 1.0),
            # issue 11: plain Ray under irfront.infer, against the same pipeline in the IR
-           ("inferred p50 <= 1.1x locality p50", INFERRED, "locality", "p50_ms", 1.1)]
+           ("inferred p50 <= 1.1x locality p50", INFERRED, "locality", "p50_ms", 1.1),
+           # issue 27: new data every batch
+           ("locality~new p50 <= 0.6x ray-expert-node~new p50", "locality~new",
+            "ray-expert-node~new", "p50_ms", 0.6),
+           ("locality~new p99 <= ray-expert-node~new p99", "locality~new",
+            "ray-expert-node~new", "p99_ms", 1.0),
+           (f"{EXACTLY_ONCE}~new p50 <= 0.6x ray-expert-node~new p50",
+            f"{EXACTLY_ONCE}~new", "ray-expert-node~new", "p50_ms", 0.6),
+           (f"{EXACTLY_ONCE}~new p99 <= ray-expert-node~new p99", f"{EXACTLY_ONCE}~new",
+            "ray-expert-node~new", "p99_ms", 1.0),
+           ("locality~new p50 <= 2x locality p50", "locality~new", "locality", "p50_ms",
+            2.0)]
 CPU_TARGET_MS = 2.0  # issue 20 (5 ms before the resident path)
 
 
@@ -124,8 +172,9 @@ CPU_TARGET_MS = 2.0  # issue 20 (5 ms before the resident path)
 # backlog then weighs on every series beside it), so it runs in a phase of its own, at a
 # rate it sustains (--alone). Options given on the command line override these.
 DEMO = {"sizes": "1,4,16",
-        "schedulers": f"vanilla,vanilla+fuse,locality,{EXACTLY_ONCE}",
-        "alone": "vanilla", "baselines": "ray-expert-node,compiled-graph",
+        "schedulers": f"vanilla,vanilla+fuse,locality,{EXACTLY_ONCE},locality~new",
+        "alone": "vanilla",
+        "baselines": "ray-expert-node,compiled-graph,ray-expert-node~new",
         "iterations": 20, "warmup": 3, "no_floor": True}
 # What each series is, in a newcomer's words (the summary and the plots' legends).
 PLAIN_NAMES = {"vanilla": "vanilla Ray", "vanilla+fuse": "fusion alone (vanilla+fuse)",
@@ -188,6 +237,13 @@ def parse_args(argv=None):
     ap.add_argument("--plots", default=None, metavar="DIR")
     ap.add_argument("--timeline", default=None, metavar="PATH")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--new-data", action="store_true",
+                    help="new data every batch in every series (the suffix ~new on each; "
+                         "the compiled graph is left out)")
+    ap.add_argument("--work-ms", type=float, default=0.0,
+                    help="each map stage computes this many ms of numpy per partition "
+                         "(calibrated on this machine; 0: the draft's stages, which pass "
+                         "data on)")
     a = ap.parse_args(argv)
     if a.demo:  # the preset as defaults: what the command line gave still wins
         ap.set_defaults(**DEMO)
@@ -196,6 +252,14 @@ def parse_args(argv=None):
     a.argv = list(sys.argv[1:] if argv is None else argv)
     a.sizes = [float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
+    if a.new_data:
+        a.schedulers = [s if s.endswith(NEW) or s == INFERRED else s + NEW
+                        for s in a.schedulers]
+        a.alone = ",".join(s if s.endswith(NEW) else s + NEW
+                           for s in a.alone.split(",") if s)
+        a.baselines = ",".join(s if s.endswith(NEW) else s + NEW
+                               for s in a.baselines.split(",")
+                               if s not in ("", "none", "compiled-graph"))
     if any("-noresident" in s for s in a.schedulers):  # the ablation's own floor
         FLOORS["floor-noresident"] = "locality-noresident"
     a.alone = [s for s in a.alone.split(",") if s]
@@ -203,7 +267,9 @@ def parse_args(argv=None):
     if bad:
         ap.error(f"--alone: {bad} not in --schedulers")
     a.baselines = [s for s in a.baselines.split(",") if s and s != "none"]
-    bad = [b for b in a.baselines if b not in bl.BASELINES]
+    bad = [b for b in a.baselines if split_new(b)[0] not in bl.BASELINES]
+    if "compiled-graph" + NEW in a.baselines:
+        ap.error(f"--baselines: compiled-graph{NEW}: {CGRAPH_NEW_DATA}")
     if bad:
         ap.error(f"--baselines: unknown {bad}; expected names from {DEFAULT_BASELINES}")
     return a
@@ -216,7 +282,8 @@ class Config:
     kind = "ir"
 
     def __init__(self, name: str, data_mb: float, floor: bool):
-        base, self.lead_s = split_lead(FLOORS.get(name, name))
+        base, self.new = split_new(FLOORS.get(name, name))
+        base, self.lead_s = split_lead(base)
         self.opts = series_options(base)
         self.name, self.data_mb, self.floor = name, data_mb, floor
         self.ahead = bool(self.opts.enabled("preschedule") if hasattr(self.opts, "enabled")
@@ -224,22 +291,37 @@ class Config:
         # one reducer set per base scheduler; the exactly-once series has its own
         self.actor_key = EXACTLY_ONCE if base == EXACTLY_ONCE else self.opts.scheduler
         self.deps = None
+        self.pool, self.count = [], 0
 
     def prepare(self, args, ctx):
+        if self.new:  # the batches' data, made before the run (not measured)
+            self.pool = ctx.new_data(args, self.data_mb)
+            return
         with lowering_options(self.opts):
             self.deps = Broadcast(wl.generate_dependencies, args.partitions, self.data_mb)
             ray.get(self.deps.eval()[0])
 
     def submit_fn(self, args, ctx, tag):
+        reps = ctx.reps(args, self.data_mb, self.new)
+
         def submit(start):
             with lowering_options(self.opts):
-                node = wl.build_batch(self.deps, ctx.reducers[self.actor_key], args.maps,
-                                      args.reducers, start, tag, combine=operator.add)
+                if self.new:  # a stream's source hands the batch's partitions over
+                    parts = self.pool[self.count % len(self.pool)]
+                    self.count += 1
+                    deps = Objects(list(parts))
+                else:
+                    deps = self.deps
+                node = wl.build_batch(deps, ctx.reducers[self.actor_key], args.maps,
+                                      args.reducers, start, tag, combine=operator.add,
+                                      reps=reps)
                 return node.eval()
         return submit
 
     def free(self):
-        self.deps.free()
+        if self.deps is not None:
+            self.deps.free()
+        self.pool = []
 
 
 class Inferred:
@@ -284,11 +366,15 @@ class Baseline:
 
     def __init__(self, name: str, data_mb: float):
         self.name, self.data_mb = name, data_mb
+        self.base, self.new = split_new(name)
         self.kind = "cgraph" if name == "compiled-graph" else "plain"
         self.copies = None
+        self.count = 0
 
     def prepare(self, args, ctx):
-        if self.kind == "plain":
+        if self.new:  # the batches' data, made before the run (not measured)
+            self.copies = ctx.new_data(args, self.data_mb)
+        elif self.kind == "plain":
             self.copies = bl.broadcast_copies(ctx.layout, self.data_mb)
 
     def submit_fn(self, args, ctx, tag):
@@ -299,8 +385,18 @@ class Baseline:
                 ctx.cgraph.submit(j, start, list(tag) if tag else None)
                 return []  # done at once for the window: the child bounds its own
             return submit
-        fn = bl.SUBMIT[self.name]
-        return lambda start: fn(ctx.layout, self.copies, ctx.base_reducers, start, tag)
+        reps = ctx.reps(args, self.data_mb, self.new)
+        if not self.new:
+            fn = bl.SUBMIT[self.base]
+            return lambda start: fn(ctx.layout, self.copies, ctx.base_reducers, start, tag,
+                                    reps)
+        fn = bl.SUBMIT_NEW[self.base]
+
+        def submit(start):  # puts the batch's partitions, as the IR series do
+            parts = self.copies[self.count % len(self.copies)]
+            self.count += 1
+            return fn(ctx.layout, parts, ctx.base_reducers, start, tag, reps)
+        return submit
 
     def free(self):
         self.copies = None
@@ -321,10 +417,33 @@ class Context:
         self.cpu_s, self.start, self.held_s, self.sched = {}, {}, {}, {}
         self.raw = {}  # (name, size) -> [(k, latency from start, s)]
         self.phases = {}  # --alone series -> {"interval_ms", "wall_s"} of its own phase
+        self.bytes_floor = {}  # size -> bytes_floor's figures (new-data runs)
+        self._pools = {}  # size -> POOL batches of new data (lists of partitions)
+        self.work = {}  # partition elements -> (burn passes, ms per pass)
+
+    def new_data(self, args, data_mb):
+        """POOL distinct batches of new data at this size, shared by the series (each
+        batch is put afresh by the series that uses it)."""
+        if data_mb not in self._pools:
+            self._pools[data_mb] = [bl.new_partitions(data_mb, args.partitions, seed)
+                                    for seed in range(POOL)]
+        return self._pools[data_mb]
+
+    def reps(self, args, data_mb, new) -> int:
+        """The burn passes of one partition for --work-ms (0 without it): a new-data
+        partition is data_mb / partitions, a broadcast one the whole array."""
+        if args.work_ms <= 0:
+            return 0
+        elems = max(1, int(data_mb * (1 << 20)) // wl.FLOAT_BYTES
+                    // (args.partitions if new else 1))
+        if elems not in self.work:
+            self.work[elems] = bl.work_reps(elems, args.work_ms / args.maps)
+        return self.work[elems][0]
 
 
 def split_lead(name: str) -> tuple[str, float | None]:
     """``"locality+ahead@25"`` -> ``("locality+ahead", 0.025)``; no suffix: lead None."""
+    name = split_new(name)[0]
     if "@" not in name:
         return name, None
     base, ms = name.split("@", 1)
@@ -466,6 +585,63 @@ def sustainable_interval_ms(args, name, size, ctx, stream, bar) -> tuple[float, 
     return max(args.interval_ms, math.ceil(1.25 * took * 1e3 / 50) * 50), took * 1e3
 
 
+_RECEIVER = """
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+while True:
+    head = s.recv(8, socket.MSG_WAITALL)
+    if len(head) < 8:
+        break
+    left = struct.unpack("<Q", head)[0]
+    buf = bytearray(left)
+    view = memoryview(buf)
+    while left:
+        got = s.recv_into(view[len(buf) - left:], left)
+        if not got:
+            sys.exit(0)
+        left -= got
+    s.sendall(b"k")
+"""
+
+
+def bytes_floor(args, ctx, tries: int = 7) -> dict:
+    """What moving one batch of new data costs on this machine, per size (ms, the best
+    of ``tries``): ``put_ms``, the driver's ``ray.put`` of its partitions; ``send_ms``,
+    pickling them and one copy over loopback TCP to another process, until it has read
+    them all (the least any path from the driver to a worker pays)."""
+    import pickle
+    import socket
+    import struct
+    import subprocess
+    import sys
+    out = {}
+    srv = socket.create_server(("127.0.0.1", 0))
+    child = subprocess.Popen([sys.executable, "-c", _RECEIVER,
+                              str(srv.getsockname()[1])])
+    try:
+        srv.settimeout(30)
+        conn, _ = srv.accept()
+        with conn:
+            for size in args.sizes:
+                parts = ctx.new_data(args, size)[0]
+                put, send = [], []
+                for _ in range(tries):
+                    t = time.perf_counter()
+                    refs = [ray.put(p) for p in parts]
+                    put.append(time.perf_counter() - t)
+                    del refs
+                    t = time.perf_counter()
+                    blob = pickle.dumps(parts, protocol=5)
+                    conn.sendall(struct.pack("<Q", len(blob)) + blob)
+                    conn.recv(1)
+                    send.append(time.perf_counter() - t)
+                out[size] = {"put_ms": min(put) * 1e3, "send_ms": min(send) * 1e3}
+    finally:
+        srv.close()
+        child.wait(timeout=30)
+    return out
+
+
 def cluster_shape() -> tuple[int, int, list[int]]:
     """(nodes, CPUs per node, CPUs of each node) of the connected cluster: the alive nodes
     with CPUs; CPUs per node is the smallest when they differ."""
@@ -523,7 +699,7 @@ def start_baselines(args, ctx, address):
     if not args.baselines:
         return
     ctx.layout = bl.Layout(bl.cpu_node_ids(), args.partitions, args.maps, args.reducers)
-    if any(b in bl.PLAIN_BASELINES for b in args.baselines):
+    if any(split_new(b)[0] in bl.PLAIN_BASELINES for b in args.baselines):
         ctx.base_reducers = bl.start_reducers(ctx.layout)
     if "compiled-graph" in args.baselines:
         print("starting the compiled graph's driver process ...", flush=True)
@@ -585,12 +761,12 @@ def run(args, ctx, address):
     for n in names:
         if n != INFERRED:
             series_options(split_lead(n)[0])  # fail early on a bad name
-    bases = sorted({options_for(split_lead(FLOORS.get(n, n))[0]).scheduler
+    bases = sorted({series_options(split_lead(FLOORS.get(n, n))[0]).scheduler
                     for n in names + ([] if args.no_floor else list(FLOORS))
-                    if n not in (INFERRED, EXACTLY_ONCE)})
+                    if n != INFERRED and split_new(n)[0] != EXACTLY_ONCE})
     ctx.reducers = {b: InitActors(wl.Reducer, args.reducers,
                                   [(i,) for i in range(args.reducers)]) for b in bases}
-    if EXACTLY_ONCE in names:
+    if any(split_new(n)[0] == EXACTLY_ONCE for n in names):
         ctx.reducers[EXACTLY_ONCE] = InitActors(wl.ExactlyOnceReducer, args.reducers,
                                                 [(i,) for i in range(args.reducers)])
     stream = MicroBatchStream(interval_s=args.interval_ms / 1e3,
@@ -622,6 +798,12 @@ def run(args, ctx, address):
                     stream.interval_s = args.interval_ms / 1e3
         ctx.phases[name] = {"interval_ms": every, "batch_ms": took,
                             "wall_s": time.time() - t}
+    if any(split_new(n)[1] for n in names + args.baselines):
+        ctx.bytes_floor = bytes_floor(args, ctx)
+        for size, f in ctx.bytes_floor.items():
+            print(f"moving a {size:g} MB batch of new data on this machine: put "
+                  f"{f['put_ms']:.1f} ms, one copy to another process over loopback "
+                  f"{f['send_ms']:.1f} ms (best of 7)", flush=True)
     start_baselines(args, ctx, address)
     baselines = [b for b in args.baselines if b not in ctx.unavailable]
     n_cfg = len(rotation) + (0 if args.no_floor else len(FLOORS)) + len(baselines)
@@ -663,7 +845,7 @@ def run(args, ctx, address):
     for name in series:
         for size in args.sizes:
             xs = results.get((name, size), [])
-            if name in bl.BASELINES:
+            if split_new(name)[0] in bl.BASELINES:
                 sw = "plain Ray (bench/baselines.py)"
             elif name == INFERRED:
                 sw = "plain Ray under irfront.infer: " + describe(options_for("locality"))
@@ -671,6 +853,10 @@ def run(args, ctx, address):
                 base, lead = split_lead(name)
                 sw = describe(series_options(base)) + (f" lead {lead * 1e3:g} ms"
                                                        if lead else "")
+            if split_new(name)[1]:
+                sw += "; new data every batch (put by the driver)"
+            if args.work_ms > 0:
+                sw += f"; maps compute {args.work_ms:g} ms per partition"
             if name in ctx.phases:
                 sw += f"; own phase, one batch / {ctx.phases[name]['interval_ms'][size]:g} ms"
             if not xs:
@@ -740,10 +926,13 @@ def run(args, ctx, address):
                        "node": platform.node(), "loadavg_start": load0,
                        "loadavg_end": load1},
                    "provenance": common.provenance(load0),
-                   "labels": {n: PLAIN_NAMES[n] for n in series if n in PLAIN_NAMES},
+                   "labels": {n: plain_name(n) for n in series},
                    "command": "bench/stream.py " + " ".join(args.argv),
                    "wall_s": wall, "cgraph_cores_used": cg_share,
                    "own_phases": ctx.phases,
+                   "bytes_floor": {f"{k:g}": v for k, v in ctx.bytes_floor.items()},
+                   "work": {"work_ms": args.work_ms,
+                            "passes": {str(k): v for k, v in ctx.work.items()}},
                    "latencies_ms": {f"{n}@{s:g}": xs for (n, s), xs in results.items()}}
         write_payload(args.json, payload)
         print(f"wrote {args.json}")
@@ -801,7 +990,7 @@ def print_story(args, series, by, targets, ctx, cg_share, wall_s):
     sizes = args.sizes
     if not any(("locality", s) in by for s in sizes):
         return
-    width = max(len(PLAIN_NAMES.get(n, n)) for n in series) + 2
+    width = max(len(plain_name(n)) for n in series) + 2
     head = "".join(f"{f'{s:g} MB':>8}" for s in sizes)
     print()
     print("=" * 72)
@@ -823,7 +1012,7 @@ def print_story(args, series, by, targets, ctx, cg_share, wall_s):
         mark = " *" if n in ctx.phases else ""
         cells = "".join(f"{by[(n, s)]['p50_ms']:>8.0f}" if (n, s) in by else f"{'-':>8}"
                         for s in sizes)
-        print(f"{PLAIN_NAMES.get(n, n) + mark:<{width}}{cells}")
+        print(f"{plain_name(n) + mark:<{width}}{cells}")
     fastest = {s: min((n for n in shown if (n, s) in by), key=lambda n: by[(n, s)]["p50_ms"])
                for s in sizes}
     print("fastest at each size (p50):")
@@ -831,13 +1020,13 @@ def print_story(args, series, by, targets, ctx, cg_share, wall_s):
         best = by[(fastest[s], s)]["p50_ms"]
         close = [n for n in shown if n != fastest[s] and (n, s) in by
                  and by[(n, s)]["p50_ms"] <= TIE * best]
-        print(f"  {s:g} MB: {PLAIN_NAMES.get(fastest[s], fastest[s])}" + (
-            f" (within {TIE - 1:.0%}: " + ", ".join(PLAIN_NAMES.get(n, n) for n in close) +
+        print(f"  {s:g} MB: {plain_name(fastest[s])}" + (
+            f" (within {TIE - 1:.0%}: " + ", ".join(plain_name(n) for n in close) +
             "; a difference that small can flip between runs on a busy machine)"
             if close else ""))
     for n, ph in ctx.phases.items():
         took = ph.get("batch_ms") or {}
-        print(f"* {PLAIN_NAMES.get(n, n)} ran alone, before the others (a series that cannot "
+        print(f"* {plain_name(n)} ran alone, before the others (a series that cannot "
               f"keep up would delay every series beside it), at one batch every "
               f"{every_text(ph['interval_ms'])}" + (
                   f": its batches took {' / '.join(f'{v:.0f}' for v in took.values())} ms "
@@ -867,7 +1056,7 @@ def print_story(args, series, by, targets, ctx, cg_share, wall_s):
         ratios = [by[("locality", s)]["p50_ms"] / by[(n, s)]["p50_ms"]
                   if ("locality", s) in by and (n, s) in by else None for s in sizes]
         figs = " / ".join("-" if r is None else f"{r:.2f}" for r in ratios)
-        line = f"  vs {PLAIN_NAMES.get(n, n)}: {figs}x"
+        line = f"  vs {plain_name(n)}: {figs}x"
         if n in bounds:
             bound = bounds[n][0]
             met = [s for s, r in zip(sizes, ratios) if r is not None and r <= bound]
@@ -975,7 +1164,7 @@ def series_groups(names, per_panel=5, ref="locality"):
 
 
 def _label(name, phases):
-    label = PLAIN_NAMES.get(name, name)
+    label = plain_name(name)
     if name in (phases or {}):
         label += " (alone, at the rate it sustains)"
     return label

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import ray
 
+from baselines import burn
 from irfront import REDUCER_OPTIONS, CheckpointedReducer, Map, ReduceActors
 
 FLOAT_BYTES = 8
@@ -39,6 +40,13 @@ def generate_dependencies(data_mb: float, seed: int = 0):
 def map_step(start, batch):
     """One one-to-one stage: the partition, unchanged (``start`` as in the draft)."""
     return batch
+
+
+@ray.remote
+def map_work(start, reps, batch):
+    """A stage that computes: ``reps`` passes of numpy over the partition
+    (``baselines.burn``, the hand-written baselines' own stage)."""
+    return burn(batch, reps)
 
 
 @ray.remote
@@ -86,13 +94,16 @@ class ExactlyOnceReducer(CheckpointedReducer):
 
 
 def build_batch(deps, reducers, num_maps: int, num_reducers: int, start, tag=None,
-                combine=None):
+                combine=None, reps: int = 0):
     """One micro-batch of the draft's program as IR (nothing is evaluated here).
+    ``deps``: its input (a Broadcast, or ``Objects`` of the batch's own partitions).
     ``combine``: the reduce's declared merge of partials (``operator.add``: ``reduce``
-    sums them), which lets a grouped shuffle merge each node's pieces per reducer."""
+    sums them), which lets a grouped shuffle merge each node's pieces per reducer.
+    ``reps`` > 0: each map stage computes (``map_work``) instead of passing data on."""
     x = deps
     for _ in range(num_maps):
-        x = Map(map_step, x, args=[(start,)] * len(x))
+        x = (Map(map_work, x, args=[(start, reps)] * len(x)) if reps else
+             Map(map_step, x, args=[(start,)] * len(x)))
     shuffled = Map(shuffle, x, [(num_reducers,)] * len(x), num_returns=num_reducers)
     return ReduceActors("reduce", reducers, shuffled, [(start, tag)] * num_reducers,
                         combine=combine)

@@ -266,8 +266,8 @@ class FeedClient:
         threading.Thread(target=self._answers, daemon=True, name="irf-feed").start()
 
     def send(self, frame: Any) -> Any:
-        """One frame; returns the future of its answer. Raises ``RefInFrame`` (nothing
-        sent) when the frame holds an ObjectRef."""
+        """One frame; returns the future of its answer. Raises ``RefInFrame`` when the
+        frame holds an ObjectRef, ``FrameTooLarge`` past the bound (nothing sent)."""
         import concurrent.futures
         fut: Any = concurrent.futures.Future()
         with self._lock:

@@ -102,6 +102,12 @@ def fed_batches() -> int:
     return 0 if rt is None else sum(f.fed for f in _feeds(rt).values())
 
 
+def sent_inputs() -> int:
+    """Inputs this runtime sent inside fed frames (a batch's own data, not held)."""
+    rt = current_runtime()
+    return 0 if rt is None else sum(f.sent for f in _feeds(rt).values())
+
+
 # Routes whose reducers are gone, dropped at the next route_for: a deque, so that a
 # finalizer (which may run while _lock is held) only appends.
 _GONE: collections.deque = collections.deque()
@@ -238,6 +244,7 @@ class _Feed:
     client: Any = None  # channel.FeedClient
     missed: bool = False  # the executor answered a CacheMiss: start over
     fed: int = 0  # batches sent through the feed
+    sent: int = 0  # inputs that went in those frames (the batches' own data)
 
     def answered(self, fut: Any) -> None:  # a fed batch's done-callback
         if isinstance(fut.exception(), channel.CacheMiss):
@@ -249,9 +256,10 @@ class _Feed:
         self.ids.clear(), self.fns.clear(), self.routes.clear(), self.seeding.clear()
         self.addr = self.client = None
 
-    def ready(self, handle: Any, ids: tuple, fn_key: int, route_key: int) -> bool:
-        """Whether this batch can be fed (everything it names is held, the feed is up);
-        starts the feed and takes in finished seeding calls on the way."""
+    def ready(self, handle: Any, fn_key: Any, route_key: int) -> bool:
+        """Whether a batch of this shape can be fed (its function and route are held,
+        the feed is up); starts the feed and takes in finished seeding calls on the
+        way. Its inputs are the caller's to check (held, or sent in the frame)."""
         if self.missed or (self.client is not None and self.client.broken is not None):
             self.reset()
             self.missed = False
@@ -275,7 +283,44 @@ class _Feed:
                 # again later (an AuthError is an OSError: a listener without the key)
                 self.addr = None
                 return False
-        return fn_key in self.fns and route_key in self.routes and self.ids.issuperset(ids)
+        return fn_key in self.fns and route_key in self.routes
+
+
+# A batch's own data (inputs the executor does not hold) goes in the feed's frame when
+# the driver's node holds it (``ray.put`` in the driver, as a stream's source does): one
+# copy over a TCP connection, straight to the executor that computes on it, instead of a
+# Ray call whose worker pulls each object from the driver's node. At most this much per
+# frame; more goes through Ray.
+SEND_MAX_BYTES = 256 << 20
+
+
+def _sendable(refs: Sequence[Any], held: set, last: Sequence[bytes],
+              driver_node: str) -> dict | None:
+    """The values to send in a fed batch's frame, by position among ``refs``: every
+    ref the executor does not hold, read from the driver's store. None (the batch goes
+    through Ray) when one of them repeats from the shape's previous batch (a broadcast:
+    the executor is to keep it, through Ray), is not ready, is not on the driver's
+    node, or the frame would be too large. Locations come from the driver's own
+    reference table (no RPC: it knows them for the objects it owns)."""
+    want = [k for k, r in enumerate(refs) if r.binary() not in held]
+    if not want:
+        return {}
+    if any(refs[k].binary() in last for k in want):
+        return None
+    locs = ray.experimental.get_local_object_locations([refs[k] for k in want])
+    total = 0
+    for k in want:
+        loc = locs.get(refs[k])
+        size = None if loc is None else loc.get("object_size")
+        if size is None:  # not the driver's, or not ready yet
+            return None
+        nodes = loc.get("node_ids") or []
+        if nodes and driver_node not in nodes:  # in another node's store: Ray moves it
+            return None
+        total += size
+    if total > SEND_MAX_BYTES:
+        return None
+    return dict(zip(want, ray.get([refs[k] for k in want])))
 
 
 def _feed(rt: Any, node: int) -> _Feed:
@@ -341,6 +386,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
                               num_returns, [rt.strategies[n] for n in order], base)
         fn_key = body.key
+        driver_node = rt.driver_node_hex()
         try:
             for source, n in enumerate(order):
                 a = node_call(by_node[n])
@@ -350,26 +396,34 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                 handle, st = _executor(rt, n), _feed(rt, n)
                 r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
                      method, prefixes, None, timeout_s, epochs, route.nonce, base)
-                if FEED and st.ready(handle, ids, (fn_key, method), route.key):
+                shape = (fn_key, method, route.key)
+                prev = st.last.get(shape, ())  # the shape's previous batch's inputs
+                st.last[shape] = ids
+                sent = None
+                if FEED and st.ready(handle, (fn_key, method), route.key):
+                    sent = _sendable(refs, st.ids, prev, driver_node)
+                if sent is not None:
                     try:  # the method is the one the executor holds with the function
                         fut = st.client.send(((route.key, None) + r[2:6] + (None,) +
-                                              r[7:], (fn_key, method), spec, ids))
-                    except wire.RefInFrame:  # refs keep their owner: through Ray
+                                              r[7:], (fn_key, method), spec, ids, sent))
+                    except (wire.RefInFrame, wire.FrameTooLarge):  # refs keep their
+                        # owner, and a frame is bounded: through Ray
                         fut = None
                     if fut is not None:
                         st.fed += 1
+                        st.sent += len(sent)
                         fut.add_done_callback(st.answered)
                         batch.refs.append(fut)
                         continue
                 # The executor keeps the inputs only when they repeat (a broadcast read
-                # by every batch), not each batch's own data.
-                shape = (fn_key, method, route.key)
-                keep = FEED and set(ids).issubset(st.last.get(shape, ()))
-                st.last[shape] = ids
+                # by every batch), not each batch's own data; the function and the
+                # route it keeps always (later batches of the shape name them).
+                keep = FEED and set(ids).issubset(prev)
                 ref = handle.run.remote((r, body, spec, ids if keep else None, fn_key),
                                         *refs)
-                if keep:
-                    st.seeding.append((ref, ids, (fn_key, method), route.key))
+                if FEED:
+                    st.seeding.append((ref, ids if keep else (), (fn_key, method),
+                                       route.key))
                 batch.refs.append(ref)
         except BaseException:
             rt.scheduler.free_group(gid)

@@ -161,11 +161,10 @@ class ResidentExecutor:
         self.evicting = False  # an eviction of unused inputs is scheduled
 
     # ---- what the executor keeps between batches (fed batches name them) ------
-    def _remember(self, fn_key, fn, ids, values):
+    def _remember(self, ids, values):
         import pickle as pickle_
         import time as time_
         now = time_.monotonic()
-        self.fns[fn_key] = fn
         for i, v in zip(ids, values):
             if not _shareable(v):  # each batch gets its own copy, as from Ray
                 v = ("pickled", pickle_.dumps(v, protocol=5))
@@ -233,7 +232,7 @@ class ResidentExecutor:
     async def _fed(self, call_id, frame, writer):
         import time as time_
         try:
-            route, fn_key, spec, ids = frame
+            route, fn_key, spec, ids, sent = frame
             fn = self.fns.get(fn_key)  # with its method, both sent through Ray
             handles = self.routes.get(route[0])
             if fn is None or handles is None:
@@ -241,7 +240,10 @@ class ResidentExecutor:
                                         "held here")
             route = route[:6] + (fn_key[1],) + route[7:]
             now = time_.monotonic()
-            values = [self._input(i, now) for i in ids]
+            # each input is held here (a broadcast kept from an earlier batch) or came
+            # in this frame (the batch's own data, read by the driver from its store)
+            values = [sent[k] if k in sent else self._input(i, now)
+                      for k, i in enumerate(ids)]
             reply = channel.dumps_answer(
                 (call_id,), True, await self._run(route, handles, fn, spec, values))
         except Exception as e:  # noqa: BLE001 - the driver falls back
@@ -304,7 +306,8 @@ class ResidentExecutor:
         try:
             try:
                 frame = wire.dumps(piece)
-            except wire.RefInFrame:  # refs keep their owner: through Ray
+            except (wire.RefInFrame, wire.FrameTooLarge):  # refs keep their owner,
+                # and a frame is bounded: through Ray
                 return await handle.__ray_call__.remote(apply, piece)
             conn = await self._conn(handle, checkpointed, piece.method)
             got = await conn.call(frame)
@@ -334,8 +337,9 @@ class ResidentExecutor:
         inputs, the function and the route are kept for fed batches."""
         route, fn, spec, ids, fn_key = packed  # one argument: Ray serialises each
         handles = self._reducers(route[0], route[1])
+        self.fns[(fn_key, route[6])] = fn  # later batches of the shape name it
         if ids is not None:
-            self._remember((fn_key, route[6]), fn, ids, refs)
+            self._remember(ids, refs)
         return await self._run(route, handles, fn, spec, refs)
 
     async def _run(self, route, handles, fn, spec, refs):

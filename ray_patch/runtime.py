@@ -109,6 +109,13 @@ class Runtime:
         self.lock = threading.RLock()
         self.refresh_nodes(force=True)
 
+    def driver_node_hex(self) -> str:
+        """The Ray node this process runs on (where its ``ray.put`` objects live)."""
+        hexid = self.__dict__.get("_driver_node")
+        if hexid is None:
+            hexid = self._driver_node = ray.get_runtime_context().get_node_id()
+        return hexid
+
     # ---- the per-cluster tables ------------------------------------------------------
     def table(self, name: str, max_entries: int, **kw: Any) -> LRU:
         """The table ``name`` of this runtime (made on first use with ``max_entries``

@@ -145,6 +145,8 @@ def place(rt: Runtime, group_id: int, task_cpus: np.ndarray,
     (ray_patch.plans) instead of solving, and keep this one's for later groups."""
     if policy not in POLICIES:
         raise GroupError(f"unknown policy {policy!r}; pass one of {', '.join(POLICIES)}")
+    ref = ray.ObjectRef  # inputs given as plain values have no location to place by
+    task_refs = [[r for r in refs if isinstance(r, ref)] for refs in task_refs]
     rt.refresh_nodes()
     if not rt.alive_nodes():
         rt.refresh_nodes(force=True)

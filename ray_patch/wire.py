@@ -92,12 +92,14 @@ def _ray_token() -> bytes | None:
 
 
 def _kv_key() -> bytes:
-    from ray.experimental import internal_kv
-    got = internal_kv._internal_kv_get(KV_KEY, namespace=KV_NAMESPACE)
+    # Through this process's own GCS client (what ray.init connected), not
+    # ``ray.experimental.internal_kv``'s module-wide one, which another in-process
+    # cluster's shutdown resets (``ray.cluster_utils.Cluster``).
+    gcs = ray._private.worker.global_worker.gcs_client
+    got = gcs.internal_kv_get(KV_KEY, KV_NAMESPACE)
     if got is None:
-        internal_kv._internal_kv_put(KV_KEY, secrets.token_bytes(32), overwrite=False,
-                                     namespace=KV_NAMESPACE)
-        got = internal_kv._internal_kv_get(KV_KEY, namespace=KV_NAMESPACE)
+        gcs.internal_kv_put(KV_KEY, secrets.token_bytes(32), False, KV_NAMESPACE)
+        got = gcs.internal_kv_get(KV_KEY, KV_NAMESPACE)
     if not got or len(got) < 16:
         raise AuthError("no data-plane key in Ray's internal KV")
     return bytes(got)
@@ -228,22 +230,61 @@ class _CloudPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-def dumps(obj: Any) -> bytes:
+# A frame's body: the count of out-of-band buffers, their lengths, the pickle, the
+# buffers. Large contiguous values (numpy arrays, bytes) travel as protocol 5 buffers:
+# copied once into the frame, and unpickled as read-only views of the received body (as
+# Ray maps them from its object store), not copied again.
+_COUNT = struct.Struct("!I")
+_LEN = 8
+
+
+def dumps(obj: Any) -> bytearray:
     """A frame: ``pickle`` when it can, ``cloudpickle`` otherwise (closures); an
-    ObjectRef anywhere in ``obj`` raises ``RefInFrame``."""
+    ObjectRef anywhere in ``obj`` raises ``RefInFrame``, a frame over
+    ``MAX_FRAME_BYTES`` raises ``FrameTooLarge`` (nothing is sent either way)."""
+    buffers: list = []
     buf = io.BytesIO()
-    buf.write(b"\0" * HEADER.size)
     try:
-        _Pickler(buf, protocol=5).dump(obj)
+        _Pickler(buf, protocol=5, buffer_callback=buffers.append).dump(obj)
     except RefInFrame:
         raise
     except (pickle.PicklingError, TypeError, AttributeError):
-        buf.seek(HEADER.size)
+        buffers.clear()
+        buf.seek(0)
         buf.truncate()
-        _CloudPickler(buf, protocol=5).dump(obj)
-    out = buf.getbuffer()
-    HEADER.pack_into(out, 0, len(out) - HEADER.size)
-    return bytes(out)
+        _CloudPickler(buf, protocol=5, buffer_callback=buffers.append).dump(obj)
+    raw = [b.raw() for b in buffers]
+    head = _COUNT.pack(len(raw)) + struct.pack(f"!{len(raw)}Q", *(r.nbytes for r in raw))
+    body = buf.getbuffer()
+    n = len(head) + len(body) + sum(r.nbytes for r in raw)
+    if n > MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"a frame of {n} bytes (the bound is {MAX_FRAME_BYTES})")
+    out = bytearray(HEADER.size + n)
+    HEADER.pack_into(out, 0, n)
+    pos = HEADER.size
+    for part in (memoryview(head), body, *raw):
+        out[pos:pos + part.nbytes] = part
+        pos += part.nbytes
+    return out
 
 
-loads = pickle.loads  # only ever on a connection whose peer passed the handshake
+def loads(body: Any) -> Any:
+    """A frame's value (``dumps``' layout); only ever on a connection whose peer passed
+    the handshake. A body that does not parse raises ``AuthError``."""
+    view = memoryview(body)
+    if len(view) < _COUNT.size:
+        raise AuthError("a malformed frame")
+    count = _COUNT.unpack_from(view, 0)[0]
+    start = _COUNT.size + _LEN * count
+    if start > len(view):
+        raise AuthError("a malformed frame")
+    lens = struct.unpack_from(f"!{count}Q", view, _COUNT.size)
+    size = len(view) - start - sum(lens)
+    if size < 0:
+        raise AuthError("a malformed frame")
+    pos = start + size
+    buffers = []
+    for n in lens:
+        buffers.append(view[pos:pos + n])
+        pos += n
+    return pickle.loads(view[start:start + size], buffers=buffers)

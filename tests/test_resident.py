@@ -282,6 +282,46 @@ def test_inputs_new_in_every_batch_are_not_kept(cluster):
     assert not _held({r.binary() for parts in src for r in parts})
 
 
+@ray.remote
+def _made_there(seed):
+    """Large enough for the object store of the node it runs on."""
+    return np.random.default_rng(seed).integers(0, 100, 1 << 15)
+
+
+def test_new_data_every_batch_goes_in_the_frames_and_stays_exact(cluster):
+    """Each batch's own partitions (``ray.put`` in the driver) reach the executors inside
+    their feeds' frames, not through a Ray call per node: exact for exactly-once and
+    plain reducers, read through the user's handles. Partitions made by a task on
+    another node are not the driver's to send: they go through Ray, and stay exact."""
+    import ray_patch.resident as rr
+    from streams import PlainSum, plain_stream
+    parts = _source(14, 8, seed=21)
+    src = [[ray.put(p) for p in ps] for ps in parts]
+    want = expected_totals(parts, 4)
+    fed0, sent0 = rr.fed_batches(), rr.sent_inputs()
+    with lowering_options(RESIDENT):
+        run = run_stream(src, 4, combine=operator.add)
+        assert run.totals == want and run.report.lost_calls == 0
+        plain = InitActors(PlainSum, 4)
+        got = plain_stream(plain, src)
+        assert [t for t, _ in got] == want and all(c == len(src) for _, c in got)
+        sent = rr.sent_inputs() - sent0
+        assert rr.fed_batches() - fed0 >= 8, "most node-batches were fed"
+        assert sent >= 8 * 8, f"the batches' own data went in the frames ({sent})"
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        here = ray.get_runtime_context().get_node_id()
+        there = next(n["NodeID"] for n in ray.nodes() if n["Alive"]
+                     and n["NodeID"] != here and n["Resources"].get("CPU"))
+        make = _made_there.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(there, soft=False))
+        remote = [[make.remote(100 * b + i) for i in range(8)] for b in range(6)]
+        ray.wait([r for ps in remote for r in ps], num_returns=48, fetch_local=False)
+        sent0 = rr.sent_inputs()
+        run = run_stream(remote, 4, combine=operator.add)
+    assert run.totals == expected_totals([ray.get(p) for p in remote], 4)
+    assert rr.sent_inputs() == sent0, "another node's objects are not sent by the driver"
+
+
 # ---- plain actors keep Ray's actor semantics on the resident path --------------------
 def test_a_restarted_plain_reducer_gets_every_later_batch(cluster):
     """Killed and restarted by Ray between two streams, a plain reducer applies every
