@@ -131,14 +131,16 @@ def expected(data: list[list[np.ndarray]], n: int,
 
 
 def make_batch(parts: list, reducers: InitActors, combine: Any, ahead: bool,
-               label: int, factor: Optional[int] = None) -> Batch:
+               label: int, factor: Optional[int] = None, put: bool = False) -> Batch:
     """One batch: its parts tripled, or (``factor``: the same parts in every batch, the
-    resident feed's case) scaled by the batch's own factor."""
+    resident feed's case) scaled by the batch's own factor. ``put``: the driver puts
+    the parts itself and the batch gets their refs."""
     n = reducers.n
 
     def submit(_start):
-        x = Map(triple, Objects(list(parts))) if factor is None else \
-            Map(scale, Objects(list(parts)), [(factor,)] * len(parts))
+        src = Objects([ray.put(p) for p in parts] if put else list(parts))
+        x = Map(triple, src) if factor is None else \
+            Map(scale, src, [(factor,)] * len(parts))
         sh = Map(split, x, [(n,)] * len(parts), num_returns=n)
         return ReduceActors("reduce", reducers, sh, combine=combine)
 
@@ -153,6 +155,9 @@ class Config:
     combine: bool = False  # the reduce declares combine=operator.add
     ahead: bool = False  # batches submitted ahead of their start (pre-scheduling)
     shared: bool = False  # every batch reads the same inputs (refs), scaled per batch
+    # new data every batch (every configuration but "shared") as refs the driver put,
+    # not as values
+    put: bool = False
 
 
 CONFIGS = [
@@ -170,6 +175,9 @@ CONFIGS = [
     Config("ahead", "locality+ahead", combine=True, ahead=True),
     Config("noresident", "locality-noresident", combine=True),
     Config("resident-fed", "locality+resident", combine=True, shared=True),
+    # new data every batch on the resident path: values ("default+combine"), and refs
+    # the driver put; both reach the executors inside their feeds' frames
+    Config("resident-new-put", "locality+resident", combine=True, put=True),
 ]
 CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 
@@ -363,6 +371,11 @@ def _fed() -> int:
     return resident_.fed_batches()
 
 
+def _sent() -> int:
+    import ray_patch.resident as resident_
+    return resident_.sent_inputs()
+
+
 def applicable(cfg: Config, kind: str) -> bool:
     """Whether the configuration has what the fault kind hits."""
     opts = options_for(cfg.options)
@@ -394,6 +407,7 @@ class RunResult:
     expected: list[int] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)
     fed: int = 0  # batches (per node) the resident executors got through their feeds
+    sent: int = 0  # inputs the driver sent inside those frames (refs it put)
 
     @property
     def injected(self) -> int:
@@ -476,18 +490,19 @@ def run_one(cluster: Any, cfg: Config, kinds: list[str], seed: int, batches: int
                               checkpoint_every=checkpoint_every, restart_timeout_s=60,
                               max_recoveries=10, name=f"chaos-{cfg.name}")
     t0 = time.perf_counter()
-    fed0 = _fed()
+    fed0, sent0 = _fed(), _sent()
     inj.start()
     try:
         with lowering_options(options_for(cfg.options)):
             stream.run((make_batch(p, reducers, combine, cfg.ahead, k,
-                                   None if factors is None else factors[k])
+                                   None if factors is None else factors[k], cfg.put)
                         for k, p in enumerate(inputs)), on_submit=on_submit)
         got = ray.get([h.totals.remote() for h in reducers.eval()], timeout=120)
         res.totals = [t for t, _ in got]
         res.calls = [c for _, c in got]
         res.exact = res.totals == res.expected
         res.fed = _fed() - fed0
+        res.sent = _sent() - sent0
         res.calls_ok = res.calls == [batches] * n
         res.lost_calls = stream.stats.lost_calls
     except Exception as e:

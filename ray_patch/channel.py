@@ -272,7 +272,7 @@ class FeedClient:
         fut: Any = concurrent.futures.Future()
         with self._lock:
             if self.broken is not None:
-                fut.set_exception(self.broken)
+                fut.set_exception(self._failure())
                 return fut
             call_id = next(self._ids)
             data = dumps((call_id, frame))
@@ -306,14 +306,20 @@ class FeedClient:
 
     def _break(self, why: ChannelError) -> None:  # under self._lock
         if self.broken is None:
-            self.broken = why
+            self.broken = ChannelError(str(why))
             try:
                 self.sock.close()
             except OSError:
                 pass
         for fut in self.waiting.values():
-            fut.set_exception(why)
+            fut.set_exception(self._failure())
         self.waiting.clear()
+
+    def _failure(self) -> ChannelError:
+        """A fresh error per waiting batch: one the driver raises gets a traceback, and
+        an error shared with ``broken`` would keep the driver's frames (and the
+        program's nodes in them) alive as long as this client."""
+        return ChannelError(str(self.broken))
 
     def close(self) -> None:
         with self._lock:

@@ -50,6 +50,8 @@ def test_exact_under_random_faults(cluster, cfg, kinds):
     assert res.injected == len(kinds), [f["skipped"] for f in res.faults]
     if cfg.shared:  # the faults hit batches the resident executors were fed
         assert res.fed > 0
+    if cfg.put:  # and batches whose new data the driver sent in the frames
+        assert res.fed > 0 and res.sent > 0, (res.fed, res.sent)
     # A fault aimed at a reducer brought it back from a checkpoint and a replay.
     for f in res.faults:
         if f["kind"] in chaos.REDUCER_FAULTS:
