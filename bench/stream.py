@@ -67,9 +67,10 @@ locality-exactly-once~new, ray-expert-node~new, ...; --new-data adds it to every
 gets a batch of new data each time: the size's MB of float64 in --partitions arrays
 (size / partitions each; 4 distinct batches per size, made before the run and used in
 turn), handed to the pipeline inside the measured batch: ``Objects(parts)`` in the IR
-series (irfront sends them to the executors in its frames; ``ray.put`` first works too,
-slower: docs/BENCHMARKS.md), ``ray.put`` of each partition in the baselines, which pin
-one task per node, or per partition, over their own. The compiled graph has no new-data series (see
+series (irfront sends them to the executors in its frames), ``ray.put`` of each
+partition in the baselines, which pin one task per node, or per partition, over their
+own. The suffix "~put" instead (IR series only): the driver puts the partitions and the
+batch gets their refs, ``Objects([ray.put(p) ...])``. The compiled graph has no new-data series (see
 CGRAPH_NEW_DATA). Before the rotation the run measures what moving a batch's bytes costs
 on this machine (``bytes_floor``): the driver's puts, and one copy of the batch over
 loopback TCP to another process.
@@ -114,17 +115,23 @@ def series_options(name: str):
 
 
 NEW = "~new"  # a series suffix: new data every batch (see the module's docstring)
+PUT = "~put"  # the same, the IR series' driver putting the partitions itself
 POOL = 4  # distinct batches of new data per series and size, used in turn
 
 
-def split_new(name: str) -> tuple[str, bool]:
-    """``"locality~new"`` -> ``("locality", True)``; no suffix: ``(name, False)``."""
-    return (name[:-len(NEW)], True) if name.endswith(NEW) else (name, False)
+def split_new(name: str) -> tuple[str, str]:
+    """``"locality~new"`` -> ``("locality", "new")``, ``"locality~put"`` -> ``("locality",
+    "put")``; no suffix: ``(name, "")`` (the same input every batch)."""
+    for suffix in (NEW, PUT):
+        if name.endswith(suffix):
+            return name[:-len(suffix)], suffix[1:]
+    return name, ""
 
 
 def plain_name(name: str) -> str:
     base, new = split_new(name)
-    return PLAIN_NAMES.get(base, base) + (", new data" if new else "")
+    return PLAIN_NAMES.get(base, base) + {"new": ", new data", "put": ", new data put",
+                                          "": ""}[new]
 
 
 # Why the compiled graph has no new-data series: its input would carry the batch's
@@ -253,11 +260,11 @@ def parse_args(argv=None):
     a.sizes = [float(s) for s in a.sizes.split(",") if s]
     a.schedulers = [s for s in a.schedulers.split(",") if s]
     if a.new_data:
-        a.schedulers = [s if s.endswith(NEW) or s == INFERRED else s + NEW
+        a.schedulers = [s if split_new(s)[1] or s == INFERRED else s + NEW
                         for s in a.schedulers]
-        a.alone = ",".join(s if s.endswith(NEW) else s + NEW
+        a.alone = ",".join(s if split_new(s)[1] else s + NEW
                            for s in a.alone.split(",") if s)
-        a.baselines = ",".join(s if s.endswith(NEW) else s + NEW
+        a.baselines = ",".join(s if split_new(s)[1] else s + NEW
                                for s in a.baselines.split(",")
                                if s not in ("", "none", "compiled-graph"))
     if any("-noresident" in s for s in a.schedulers):  # the ablation's own floor
@@ -267,7 +274,8 @@ def parse_args(argv=None):
     if bad:
         ap.error(f"--alone: {bad} not in --schedulers")
     a.baselines = [s for s in a.baselines.split(",") if s and s != "none"]
-    bad = [b for b in a.baselines if split_new(b)[0] not in bl.BASELINES]
+    bad = [b for b in a.baselines if split_new(b)[0] not in bl.BASELINES
+           or split_new(b)[1] == "put"]
     if "compiled-graph" + NEW in a.baselines:
         ap.error(f"--baselines: compiled-graph{NEW}: {CGRAPH_NEW_DATA}")
     if bad:
@@ -309,7 +317,8 @@ class Config:
                 if self.new:  # a stream's source hands the batch's partitions over
                     parts = self.pool[self.count % len(self.pool)]
                     self.count += 1
-                    deps = Objects(list(parts))
+                    deps = Objects(list(parts) if self.new == "new" else
+                                   [ray.put(p) for p in parts])
                 else:
                     deps = self.deps
                 node = wl.build_batch(deps, ctx.reducers[self.actor_key], args.maps,
@@ -853,8 +862,11 @@ def run(args, ctx, address):
                 base, lead = split_lead(name)
                 sw = describe(series_options(base)) + (f" lead {lead * 1e3:g} ms"
                                                        if lead else "")
-            if split_new(name)[1]:
-                sw += "; new data every batch (put by the driver)"
+            if split_new(name)[1] == "new":
+                sw += ("; new data every batch (" + ("put by the driver" if
+                       split_new(name)[0] in bl.BASELINES else "Objects of values") + ")")
+            elif split_new(name)[1] == "put":
+                sw += "; new data every batch (Objects of refs the driver put)"
             if args.work_ms > 0:
                 sw += f"; maps compute {args.work_ms:g} ms per partition"
             if name in ctx.phases:

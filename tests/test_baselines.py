@@ -43,6 +43,36 @@ def test_plain_baseline_sums_match_python(cluster, name):
         ray.kill(a)
 
 
+@pytest.mark.parametrize("name", bl.PLAIN_BASELINES)
+def test_new_data_baselines_with_work_match_python(cluster, name):
+    """The new-data baselines (each batch's own partitions, put by the driver) with
+    computing stages give the sums plain Python gives on the same batches."""
+    bl.ship_by_value()
+    layout = bl.Layout(bl.cpu_node_ids(), PARTITIONS, MAPS, REDUCERS)
+    reducers = bl.start_reducers(layout)
+    batches = [bl.new_partitions(DATA_MB, PARTITIONS, seed) for seed in range(BATCHES)]
+    for k, parts in enumerate(batches):
+        ray.get(bl.SUBMIT_NEW[name](layout, parts, reducers, time.time(), None, 2))
+    want = np.zeros(REDUCERS)
+    for parts in batches:
+        for p in parts:
+            x = p
+            for _ in range(MAPS):
+                x = bl.burn(x, 2)
+            want += bl.shuffle_sums(x, REDUCERS)
+    totals = ray.get([a.get_total.remote() for a in reducers])
+    np.testing.assert_allclose(totals, want, rtol=1e-12)
+    for a in reducers:
+        ray.kill(a)
+
+
+def test_work_reps_calibrates_to_the_asked_time():
+    assert bl.work_reps(1000, 0) == (0, 0.0)
+    reps, per_pass_ms = bl.work_reps(1 << 16, 5.0)
+    assert reps >= 1 and per_pass_ms > 0
+    assert bl.burn(np.zeros(4), 0) is not None and bl.burn(np.zeros(4), 1)[0] == 1.0
+
+
 def test_layout_spreads_partitions_and_reducers_evenly():
     layout = bl.Layout(["a", "b", "c", "d"], 16, 2, 8)
     assert layout.parts_on == [4, 4, 4, 4]
