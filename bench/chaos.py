@@ -533,8 +533,11 @@ def _teardown(cluster: Any, reducers: InitActors, extra: Any) -> None:
             ray.kill(h, no_restart=True)
     except Exception:  # noqa: BLE001  (an actor already gone)
         pass
-    if extra is not None and extra in cluster.worker_nodes:
-        cluster.remove_node(extra)
+    if extra is not None:
+        if extra in cluster.worker_nodes:
+            cluster.remove_node(extra)
+        # the next run (or test) sees the cluster's own nodes only
+        cluster.wait_dead(extra.node_id)
     ray_patch.refresh_nodes()
 
 

@@ -7,6 +7,7 @@ import ray
 
 import ray_patch
 import ray_patch.executors as executors
+from irfront.cluster import release_runtime
 from irfront.errors import note_node
 from irfront.ir.nodes import Node
 from irfront.lowering.options import LoweringOptions, get_options, set_options
@@ -39,11 +40,10 @@ def shutdown() -> None:
     rt = ray_patch.current_runtime()
     if rt is not None:
         ray_patch.free_groups(list(rt.groups))
-        rt.release()  # its tables (the resident feeds' connections close), then
         for h in executors.forget(rt.token):  # the persistent per-node stage executors
             ray.kill(h)
-    ray_patch.reset()
-    if ray.is_initialized():
+    release_runtime()  # its tables (the resident feeds' connections close), while Ray
+    if ray.is_initialized():  # is up
         ray.shutdown()
 
 

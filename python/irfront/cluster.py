@@ -169,11 +169,24 @@ class LocalCluster:
         self.worker_nodes.remove(node)
         return node
 
+    @staticmethod
+    def wait_dead(node_id: str, timeout_s: float = 60.0) -> bool:
+        """Waits until the GCS reports node ``node_id`` dead (a removed node, or one
+        whose raylet died, stays alive in ``ray.nodes()`` until its health checks
+        fail); False if it still looks alive after ``timeout_s``."""
+        import time
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes()):
+                return True
+            time.sleep(0.2)
+        return False
+
     def shutdown(self) -> None:
         """Disconnects the driver and stops every node; safe to call twice."""
+        release_runtime()
         if ray.is_initialized():
             ray.shutdown()
-        ray_patch.reset()
         if self._cluster is not None:
             self._cluster.shutdown()
             self._cluster = None
@@ -189,6 +202,19 @@ class LocalCluster:
         state = "running" if self._cluster is not None else "stopped"
         return (f"LocalCluster(num_nodes={self.num_nodes}, cpus_per_node="
                 f"{self.cpus_per_node}, object_store_mb={self.object_store_mb}, {state})")
+
+
+def release_runtime() -> None:
+    """Lets go of what ray_patch's runtime holds (its tables: the resident feeds, whose
+    connections close, and routes holding refs) while Ray is still up, then collects:
+    a Ray object whose last reference goes after ``ray.shutdown()``, in any thread,
+    reaches a core worker that is gone (Ray then ends the process)."""
+    import gc
+    rt = ray_patch.current_runtime()
+    if rt is not None:
+        rt.release()
+    ray_patch.reset()
+    gc.collect()
 
 
 def connect(address: str = "auto", **init_kwargs) -> None:
