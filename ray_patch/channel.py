@@ -263,7 +263,9 @@ class FeedClient:
         self.broken: ChannelError | None = None
         self._lock = threading.Lock()
         self._ids = iter(range(1 << 62))
-        threading.Thread(target=self._answers, daemon=True, name="irf-feed").start()
+        self._reader = threading.Thread(target=self._answers, daemon=True,
+                                        name="irf-feed")
+        self._reader.start()
 
     def send(self, frame: Any) -> Any:
         """One frame; returns the future of its answer. Raises ``RefInFrame`` when the
@@ -322,5 +324,9 @@ class FeedClient:
         return ChannelError(str(self.broken))
 
     def close(self) -> None:
+        """Closes the connection and waits (a little) for the answer thread to end,
+        so that nothing of this client outlives it in another thread."""
         with self._lock:
             self._break(ChannelError("closed"))
+        if self._reader is not threading.current_thread():
+            self._reader.join(timeout=2.0)

@@ -7,7 +7,7 @@ import ray
 
 import ray_patch
 import ray_patch.executors as executors
-from irfront.cluster import release_runtime
+from irfront.cluster import quiet_shutdown, release_runtime
 from irfront.errors import note_node
 from irfront.ir.nodes import Node
 from irfront.lowering.options import LoweringOptions, get_options, set_options
@@ -43,8 +43,7 @@ def shutdown() -> None:
         for h in executors.forget(rt.token):  # the persistent per-node stage executors
             ray.kill(h)
     release_runtime()  # its tables (the resident feeds' connections close), while Ray
-    if ray.is_initialized():  # is up
-        ray.shutdown()
+    quiet_shutdown()  # is up
 
 
 def get(x: Any, timeout: float | None = None) -> Any:

@@ -185,8 +185,7 @@ class LocalCluster:
     def shutdown(self) -> None:
         """Disconnects the driver and stops every node; safe to call twice."""
         release_runtime()
-        if ray.is_initialized():
-            ray.shutdown()
+        quiet_shutdown()
         if self._cluster is not None:
             self._cluster.shutdown()
             self._cluster = None
@@ -215,6 +214,23 @@ def release_runtime() -> None:
         rt.release()
     ray_patch.reset()
     gc.collect()
+
+
+def quiet_shutdown() -> None:
+    """``ray.shutdown()`` with the garbage collector paused: a collection that another
+    thread triggers meanwhile would release Ray objects against a core worker being torn
+    down (Ray ends the process when that happens)."""
+    import gc
+    if not ray.is_initialized():
+        return
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        ray.shutdown()
+    finally:
+        if was:
+            gc.enable()
 
 
 def connect(address: str = "auto", **init_kwargs) -> None:
