@@ -62,6 +62,7 @@ PART_LEN = 40_000  # int64 per partition: > 100 KB, so objects live in the objec
 PARTS = 6
 RECOVERY_BOUND = 3  # recoveries of reducers per injected fault, at most
 EFFECT_TIMEOUT_S = 20.0  # a fault must have taken effect by then (its process gone)
+INJECTOR_JOIN_S = 180.0  # the run waits this long for a fault being injected
 
 
 # ---- the pipeline ----------------------------------------------------------------------------
@@ -509,7 +510,13 @@ def run_one(cluster: Any, cfg: Config, kinds: list[str], seed: int, batches: int
         res.error = f"{type(e).__name__}: {e}"[:500]
     finally:
         done.set()
-        inj.join(timeout=EFFECT_TIMEOUT_S * 2)
+        # the injector may be inside a fault (a node's removal takes long under load):
+        # the teardown waits for it, so that nothing of this run outlives it there
+        inj.join(timeout=INJECTOR_JOIN_S)
+        if inj.is_alive():
+            res.error = (res.error + "; " if res.error else "") + (
+                f"the fault injector was still running {INJECTOR_JOIN_S:.0f} s after "
+                "the stream ended")
         res.wall_s = time.perf_counter() - t0
         recs = stream.stats.recoveries
         res.recoveries = len(recs)

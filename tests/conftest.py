@@ -35,9 +35,33 @@ def special_node() -> str:
                 if n["Alive"] and n["Resources"].get("special"))
 
 
+_SESSION_CLUSTERS: list = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._irf_exitstatus = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """The session cluster stops here, after pytest has printed its summary: Ray's
+    core worker can end the process while it shuts down (a Ray object released from
+    another thread against the torn-down worker), which must not hide the summary or
+    change the exit status."""
+    if not _SESSION_CLUSTERS:
+        return
+    status = getattr(config, "_irf_exitstatus", None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for c in _SESSION_CLUSTERS:
+        c.shutdown()
+    if status is not None:
+        os._exit(status)
+
+
 @pytest.fixture(scope="session")
 def cluster():
-    """A running 4-node local cluster with the driver connected to it."""
+    """A running 4-node local cluster with the driver connected to it (stopped after
+    the session's summary, ``pytest_unconfigure``)."""
     from irfront.cluster import LocalCluster
 
     class SessionCluster(LocalCluster):
@@ -52,10 +76,8 @@ def cluster():
     # Workers import the test modules (tasks defined there) from tests/.
     c = SessionCluster(num_nodes=NUM_NODES, cpus_per_node=CPUS_PER_NODE,
                        object_store_mb=200, pythonpath=[TESTS])
-    try:
-        yield c
-    finally:
-        c.shutdown()
+    _SESSION_CLUSTERS.append(c)
+    yield c
 
 
 @pytest.fixture
