@@ -137,12 +137,17 @@ def overhead_block(data: list, path: str) -> str:
             f" Data: `{path}`.\n")
 
 
+def _cell(v: Any) -> str:
+    """A table cell: a float to two decimals, anything else as it is."""
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
 def rows_block(data: dict, path: str) -> str:
     rows = data["rows"]
     cols = list(rows[0])
     lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |",
              "|---" * len(cols) + "|"]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     cmd = data.get("command")
     return "\n".join(lines) + "\n\n" + _where(data.get("provenance")) + \
         (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
