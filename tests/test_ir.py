@@ -378,3 +378,33 @@ def test_a_users_own_strategy_on_a_node_means_unpinned():
     node = Map(where.options(scheduling_strategy="SPREAD"), [1, 2, 3, 4])
     assert len(node.get(timeout=60)) == 4
     assert node.placement().counts == {"unpinned": 4}
+
+
+@ray.remote
+class _Adder:
+    @irfront.combines(__import__("operator").add)
+    def reduce(self, *partials):
+        self.total = getattr(self, "total", 0) + sum(int(np.asarray(p).sum())
+                                                     for p in partials)
+
+    def plain(self, *partials):
+        pass
+
+
+@ray.remote
+def _three(x):
+    return x, x, x
+
+
+def test_a_method_declares_its_combine_once():
+    """``@irfront.combines`` on the actor method is what ``combine=`` would say, for every
+    ReduceActors on that method (IR or inferred); another method gets none, and an
+    explicit ``combine=`` wins."""
+    import operator
+    actors = InitActors(_Adder, 3)
+    parts = Map(_three, [ray.ObjectRef.nil()] * 2, num_returns=3)
+    assert ReduceActors("reduce", actors, parts).combine is operator.add
+    assert ReduceActors("plain", actors, parts).combine is None
+    assert ReduceActors("reduce", actors, parts, combine=max).combine is max
+    with pytest.raises(TypeError, match="plain function"):
+        irfront.combines(_three)

@@ -23,13 +23,13 @@ from irfront.errors import IRError
 from irfront.inference import analyze, explain_inferred, infer, is_deferred
 from irfront.ir import (REDUCER_OPTIONS, Broadcast, CheckpointedReducer, InitActors, Map,
                         MapActors, NeedsRestore, Node, Objects, ReduceActors,
-                        SumReducerBase)
+                        SumReducerBase, combines)
 from irfront.lowering import (SCHEDULERS, LoweringOptions, NodePlacement, get_options,
                               lowering_options, options_for, set_options)
 
 __all__ = [
     "__version__", "analyze", "Batch", "BatchRecord", "Broadcast",
-    "CheckpointedReducer", "CheckpointStore", "connect", "DirectoryStore",
+    "CheckpointedReducer", "CheckpointStore", "combines", "connect", "DirectoryStore",
     "explain_inferred", "get", "get_options", "infer", "InFlightWindow", "init",
     "InitActors", "IRError", "is_deferred", "LocalCluster", "lowering_options",
     "LoweringOptions", "Map", "MapActors", "MicroBatchStream", "NeedsRestore", "Node",

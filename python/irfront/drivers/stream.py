@@ -265,6 +265,22 @@ class _StageStop(Exception):
         self.error, self.batch = error, batch
 
 
+def _first_checkpoints(handles: list) -> list[tuple[int, Any]]:
+    """Each reducer's checkpoint when the stream first logs a call to it, even before
+    any call: a restore must bring back a state, never keep the live one (a reducer
+    recovered while alive before its first periodic checkpoint would otherwise apply
+    its calls twice). A reducer that is restarting (its checkpoint fails, or it waits
+    for a restore) has its initial state, which ``(-1, None)`` keeps."""
+    out = []
+    for ref in [h.checkpoint.remote() for h in handles]:
+        try:
+            got = ray.get(ref)
+        except ray.exceptions.RayError:
+            got = None
+        out.append((-1, None) if got is None else got)
+    return out
+
+
 class MicroBatchStream:
     """Submits batches on a fixed schedule with a bound on unfinished batches, and keeps
     exactly-once reducers exact through failures."""
@@ -425,10 +441,8 @@ class MicroBatchStream:
                 seeded = self.durable.seeded.get(key)
             if seeded is not None:  # restored from the store by this driver
                 ckpt = list(seeded)
-            elif c.seq == 0:
-                ckpt = [(-1, None)] * n
-            else:  # applied calls before this driver: start from their state
-                ckpt = list(ray.get([h.checkpoint.remote() for h in handles]))
+            else:
+                ckpt = _first_checkpoints(handles)
             g = _Reducers(list(handles), ckpt, [s for s, _ in ckpt],
                           [dict() for _ in range(n)], recoveries=[0] * n,
                           name=c.actors.name, horizon=[-1] * n,

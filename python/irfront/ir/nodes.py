@@ -365,6 +365,31 @@ class _ActorCall(Node):
         return self.actors.n
 
 
+_COMBINE_ATTR = "__irfront_combine__"
+
+
+def combines(merge: Any) -> Any:
+    """Declares, once on the actor method, the merge ``ReduceActors(..., combine=)``
+    would take: ``@irfront.combines(operator.add)`` over ``def reduce(self, *partials)``
+    says the method only adds up its partials. Every ``ReduceActors`` on that method
+    (written in the IR, or recognised from plain Ray code under ``irfront.infer``) then
+    merges each node's pieces per actor, as with ``combine=merge``."""
+    if not callable(merge) or isinstance(merge, RemoteFunction):
+        raise TypeError(f"combines: pass a plain function of two partials returning one "
+                        f"(e.g. operator.add); got {merge!r}")
+
+    def mark(method: Any) -> Any:
+        setattr(method, _COMBINE_ATTR, merge)
+        return method
+    return mark
+
+
+def declared_combine(actor_cls: Any, method: str) -> Any:
+    """The merge ``combines`` declared on ``actor_cls``'s ``method``, or None."""
+    body = actor_cls.__ray_metadata__.modified_class
+    return getattr(getattr(body, method, None), _COMBINE_ATTR, None)
+
+
 class ReduceActors(_ActorCall):
     """Actor i runs ``method(*args[i], *objects)``: every object, in order, as separate
     arguments; or, when ``objects`` is a Map with num_returns == number of actors, the
@@ -376,7 +401,8 @@ class ReduceActors(_ActorCall):
     for a reducer that sums its partials). A grouped shuffle then merges, on each node,
     the pieces that node's partitions send to each actor, so actor i gets one partial
     per source node instead of one per partition, in no particular order; the method
-    must take any number of them from one to one per partition (``*partials``)."""
+    must take any number of them from one to one per partition (``*partials``).
+    Without ``combine``, the merge the method declared with ``combines`` applies."""
 
     kind = "ReduceActors"
 
@@ -384,6 +410,8 @@ class ReduceActors(_ActorCall):
                  args: Sequence | None = None, *, combine: Any = None,
                  replaces: Node | None = None):
         super().__init__(method, actors, objects, args, replaces)
+        if combine is None:
+            combine = declared_combine(actors.actor_cls, method)
         src = self.objects
         if isinstance(src, Map) and src.num_returns > 1 and src.num_returns != actors.n:
             raise IRError(self.label, f"objects come from {src.label} with num_returns="
