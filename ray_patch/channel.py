@@ -36,6 +36,7 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import socket
 import threading
 from typing import Any, NamedTuple
@@ -151,6 +152,14 @@ class _Listener:
                 return True, self.apply(self.actor, piece)
         except Exception as e:  # noqa: BLE001 - the user's method raised: it travels back
             return False, e
+
+
+def raylet_gone(raylet_pid: int) -> bool:
+    """Whether this worker process outlived its raylet (it was the parent: an orphan is
+    re-parented). Such a process still serves its sockets for a while, but Ray counts
+    its actor dead and restarts it elsewhere: what it applied would be lost, so the
+    resident path refuses to use it (the driver then recovers through Ray)."""
+    return os.getppid() != raylet_pid
 
 
 def open_channel(actor: Any, apply: Any, method: str) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
 from typing import Any
 
@@ -158,6 +159,7 @@ class ResidentExecutor:
         self.inputs = LRU(1024, max_bytes=INPUT_MAX_BYTES,
                           size=lambda e: nbytes(e[0]))
         self.feed = None  # (address, server): the driver's frames come in here
+        self.raylet = os.getppid()  # this worker's raylet (channel.raylet_gone)
         self.evicting = False  # an eviction of unused inputs is scheduled
 
     # ---- what the executor keeps between batches (fed batches name them) ------
@@ -233,6 +235,9 @@ class ResidentExecutor:
         import time as time_
         try:
             route, fn_key, spec, ids, sent = frame
+            if channel.raylet_gone(self.raylet):
+                raise channel.ChannelError("this executor's node is gone (its raylet "
+                                           "died)")
             fn = self.fns.get(fn_key)  # with its method, both sent through Ray
             handles = self.routes.get(route[0])
             if fn is None or handles is None:

@@ -254,6 +254,11 @@ class Runtime:
                 pass
         return marked
 
+    def dead_nodes(self) -> set[str]:
+        """Hex ids of the known nodes the node table says are dead, or marked dead."""
+        return {self.hex_of[n] for n, (_, alive) in self._node_state.items()
+                if not alive} | set(self.failed_nodes)
+
     def alive_nodes(self) -> list[str]:
         return [self.hex_of[n] for n, (cpus, alive) in sorted(self._node_state.items())
                 if alive and cpus > 0]

@@ -10,6 +10,7 @@ Seeded: ``IRF_CHAOS_SEED=N pytest tests/test_chaos.py`` replays seed N (default 
 from __future__ import annotations
 
 import gc
+import time
 import os
 import sys
 
@@ -32,7 +33,14 @@ def locality(cluster, scheduler_mode):
     import ray_patch
     irfront.init(scheduler="locality")
     yield
-    gc.collect()  # a run's nodes (closures in its batches) go, and their groups with them
+    # A run's nodes (closures in its batches) go, and their groups with them: at once,
+    # or once the threads that still answer a dead node's calls end (bounded wait).
+    deadline = time.monotonic() + 20
+    while True:
+        gc.collect()
+        if ray_patch.group_count() == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert ray_patch.group_count() == 0, "a run left groups behind"
 
 

@@ -147,3 +147,54 @@ def test_explain_totals_are_bounded():
         session_mod._count(table, (f"f{i}", "why"))
     assert len(table) == session_mod.MAX_KEYS + 1
     assert sum(table.values()) == 3 * session_mod.MAX_KEYS
+
+
+@ray.remote
+class _CombinedSum:
+    def __init__(self):
+        self.total = 0
+
+    @irfront.combines(__import__("operator").add)
+    def reduce(self, *parts):
+        self.total += int(sum(int(p.sum()) for p in parts))
+
+    def get(self):
+        return self.total
+
+
+@ray.remote
+def _split4(p):
+    import numpy as np
+    return tuple(np.array_split(p, 4))
+
+
+def test_a_declared_combine_applies_to_plain_code_in_a_stream(defaults):
+    """Plain Ray code under infer, one block per micro-batch of a MicroBatchStream,
+    into reducers whose method declares ``@irfront.combines(operator.add)``: the
+    recognised ReduceActors takes the merge, and the sums read through the program's
+    own handles equal plain Python's (differential)."""
+    import numpy as np
+    from irfront import Batch, MicroBatchStream
+    rng = np.random.default_rng(5)
+    data = [[rng.integers(0, 100, 1000) for _ in range(8)] for _ in range(8)]
+    reds: list = []
+
+    def batch(parts):
+        def submit(start):
+            with irfront.infer() as block:
+                if not reds:
+                    reds.extend(_CombinedSum.remote() for _ in range(4))
+                sh = [_split4.options(num_returns=4).remote(ray.put(p)) for p in parts]
+                out = [a.reduce.remote(*[s[i] for s in sh]) for i, a in enumerate(reds)]
+                return block.finish(out)
+        return Batch(submit)
+
+    MicroBatchStream(interval_s=0.0, max_in_flight=2).run(batch(p) for p in data)
+    with irfront.infer() as block:
+        got = block.finish(ray.get([a.get.remote() for a in reds]))
+    want = [0] * 4
+    for parts in data:
+        for p in parts:
+            for i, c in enumerate(np.array_split(p, 4)):
+                want[i] += int(c.sum())
+    assert got == want

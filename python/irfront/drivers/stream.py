@@ -314,6 +314,8 @@ class MicroBatchStream:
         self._stage_retries: dict[tuple[int, int, int], int] = {}  # (key, seq, source)
         self._batch_of: dict[tuple[int, int], int] = {}  # (key, call) -> batch, in flight
         self._stop_batch = -1  # a stage stopped the stream at this batch (draining)
+        # dead nodes whose reducers were recovered (None: not read yet)
+        self._seen_dead: set[str] | None = None
         self.max_stage_retries = max_stage_retries
         self._resident_sent: dict[ray.ObjectRef, float] = {}  # executor call -> when
         self.stats = StreamReport()
@@ -526,8 +528,36 @@ class MicroBatchStream:
                     self._save_durable(key, i, val)
                 for s in [s for s in g.kept[i] if s <= val[0]]:
                     del g.kept[i][s]
+        for key, i in self._on_dead_nodes():
+            broken.setdefault((key, i), ray.exceptions.NodeDiedError(
+                f"the node of reducer {self.reducers[key].name}[{i}] died"))
         for (key, i), cause in broken.items():
             self._recover(key, i, cause)
+
+    def _on_dead_nodes(self) -> list[tuple[int, int]]:
+        """Reducers on nodes the node table newly says are dead (re-read at most every
+        refresh interval). A process on a dead node can outlive its raylet for a while
+        and still answer on its channels, so nothing else need fail: the driver
+        recovers such a reducer (Ray restarts it elsewhere) instead of trusting it."""
+        rt = ray_patch.current_runtime()
+        if rt is None:
+            return []
+        rt.refresh_nodes()
+        if self._seen_dead is None:  # nodes dead before the stream's first poll
+            self._seen_dead = rt.dead_nodes()
+            return []
+        dead = rt.dead_nodes() - self._seen_dead
+        if not dead:
+            return []
+        self._seen_dead |= dead
+        self._note_failures(sorted(dead))
+        out = []
+        for key, g in self.reducers.items():
+            for i, h in enumerate(g.handles):
+                n = rt.actor_node.get(h._actor_id.binary())
+                if n is not None and rt.hex_of[n] in dead:
+                    out.append((key, i))
+        return out
 
     def _resident_answer(self, r: Any, w: _Pending, broken: dict) -> None:
         """One source node's executor call of resident batch ``seq``: per reducer, its
