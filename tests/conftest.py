@@ -42,20 +42,47 @@ def pytest_sessionfinish(session, exitstatus):
     session.config._irf_exitstatus = int(exitstatus)
 
 
+_REAPER = """
+import os, signal, sys, time
+parent, pids = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+def alive(p):
+    try:
+        os.kill(p, 0)
+        return True
+    except OSError:
+        return False
+deadline = time.monotonic() + 60
+while alive(parent) and time.monotonic() < deadline:
+    time.sleep(0.05)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for p in pids:
+        if alive(p):
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+    end = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.1)
+"""
+
+
 def pytest_unconfigure(config):
-    """The session cluster stops here, after pytest has printed its summary: Ray's
-    core worker can end the process while it shuts down (a Ray object released from
-    another thread against the torn-down worker), which must not hide the summary or
-    change the exit status."""
+    """The session cluster stops here, after pytest has printed its summary, and the
+    exit status is the tests'. Ray's core worker can end the driver process while it
+    shuts down (a Ray object released from another thread against the torn-down
+    worker), so the driver does not shut Ray down in-process: it exits, and a reaper
+    process it starts ends the cluster's processes by pid once it is gone."""
     if not _SESSION_CLUSTERS:
         return
+    import subprocess
     status = getattr(config, "_irf_exitstatus", None)
+    pids = [p for c in _SESSION_CLUSTERS for p in c.process_ids()]
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()),
+                      *map(str, pids)], start_new_session=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    for c in _SESSION_CLUSTERS:
-        c.shutdown()
-    if status is not None:
-        os._exit(status)
+    os._exit(0 if status is None else status)
 
 
 @pytest.fixture(scope="session")

@@ -169,6 +169,14 @@ class LocalCluster:
         self.worker_nodes.remove(node)
         return node
 
+    def process_ids(self) -> list[int]:
+        """The pids of every live process of every node this cluster started (GCS,
+        raylets, object stores, agents; Ray's workers end with their raylet)."""
+        if self._cluster is None:
+            return []
+        return [p.pid for node in self._cluster.list_all_nodes()
+                for _, p in node.live_processes()]
+
     @staticmethod
     def wait_dead(node_id: str, timeout_s: float = 60.0) -> bool:
         """Waits until the GCS reports node ``node_id`` dead (a removed node, or one
