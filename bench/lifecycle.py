@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import operator
 import os
-import sys
 import time
 
 import benchpath  # noqa: F401  (first: sys.path, Ray on loopback)
@@ -111,12 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(rows[-1], flush=True)
     common.print_table(rows, title=f"after each stream ({time.time() - t0:.0f} s)")
     if a.json:
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump({"rows": rows, "provenance": common.provenance(load0),
-                       "command": "bench/lifecycle.py " + " ".join(
-                           sys.argv[1:] if argv is None else argv)}, f, indent=1)
-        print(f"wrote {a.json}")
+        common.write_rows(a.json, rows, load0, "bench/lifecycle.py", argv)
     return rows
 
 

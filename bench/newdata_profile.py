@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import operator
 import os
 import pstats
-import sys
 import time
 
 import benchpath  # noqa: F401  (first: sys.path, Ray on loopback)
@@ -110,12 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common.print_table(rows, title=f"driver time per {a.size_mb:g} MB batch of new data "
                                    f"(ms, cProfile)")
     if a.json:
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump({"rows": rows, "provenance": common.provenance(load0),
-                       "command": "bench/newdata_profile.py " + " ".join(
-                           sys.argv[1:] if argv is None else argv)}, f, indent=1)
-        print(f"wrote {a.json}")
+        common.write_rows(a.json, rows, load0, "bench/newdata_profile.py", argv)
     return rows
 
 

@@ -213,15 +213,14 @@ class LocalCluster:
 
 def release_runtime() -> None:
     """Lets go of what ray_patch's runtime holds (its tables: the resident feeds, whose
-    connections close, and routes holding refs) while Ray is still up, then collects:
-    a Ray object whose last reference goes after ``ray.shutdown()``, in any thread,
-    reaches a core worker that is gone (Ray then ends the process)."""
-    import gc
+    connections close, and routes holding refs) while Ray is still up
+    (``quiet_shutdown`` then collects: a Ray object whose last reference goes after
+    ``ray.shutdown()``, in any thread, reaches a core worker that is gone, and Ray then
+    ends the process)."""
     rt = ray_patch.current_runtime()
     if rt is not None:
         rt.release()
     ray_patch.reset()
-    gc.collect()
 
 
 def quiet_shutdown() -> None:
