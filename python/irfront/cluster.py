@@ -36,6 +36,29 @@ HEALTH_CHECK = {
 }
 
 
+def _started_by(node) -> list:
+    """The processes a node's raylet started (its workers), found before it is killed:
+    once it is, they are re-parented and can no longer be told apart."""
+    import psutil
+    try:
+        return [psutil.Process(p.pid).children(recursive=True)
+                for name, p in node.live_processes() if name == "raylet"][0]
+    except (IndexError, psutil.Error):
+        return []
+
+
+def _kill_all(procs: list, timeout_s: float = 10.0) -> None:
+    """SIGKILLs ``procs`` (psutil processes, by pid) and waits, bounded, until they are
+    gone."""
+    import psutil
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout_s)
+
+
 def _force_loopback() -> None:
     """Ray binds to the machine's interface address unless told otherwise; this keeps
     it (and every raylet it starts, which inherits the environment) on loopback. Only
@@ -158,14 +181,21 @@ class LocalCluster:
         return node
 
     def remove_node(self, node=None, allow_graceful: bool = False):
-        """Removes a worker node (default: the last one added): a node failure."""
+        """Removes a worker node (default: the last one added): a node failure.
+
+        Not graceful (the default), it is a machine going away: the node's own processes
+        and the workers its raylet started (actors, executors) are killed together. Ray's
+        ``Cluster.remove_node`` kills only the node's own processes, and a worker then
+        lives on, and answers direct actor calls, until it notices its raylet is gone."""
         if node is None:
             node = self.worker_nodes[-1]
         elif isinstance(node, int):
             node = self.worker_nodes[node]
         elif isinstance(node, str):
             node = next(w for w in self.worker_nodes if w.node_id == node)
+        workers = [] if allow_graceful else _started_by(node)
         self._cluster.remove_node(node, allow_graceful=allow_graceful)
+        _kill_all(workers)
         self.worker_nodes.remove(node)
         return node
 
