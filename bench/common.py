@@ -132,15 +132,16 @@ def write_json(path: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def write_rows(path: str, rows: Sequence[dict[str, Any]], load_start: Sequence[float],
-               script: str, argv: Sequence[str] | None = None) -> None:
-    """A run as ``{"rows", "provenance", "command"}`` (what ``scripts/doc_figures.py``'s
-    ``rows`` blocks read): ``script`` run with ``argv`` (default: this process's)."""
+               script: str, argv: Sequence[str] | None = None, **extra: Any) -> None:
+    """A run as ``{"rows", "provenance", "command", **extra}`` (what
+    ``scripts/doc_figures.py``'s ``rows`` blocks read): ``script`` run with ``argv``
+    (default: this process's)."""
     import sys
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"rows": list(rows), "provenance": provenance(load_start),
                    "command": f"{script} " + " ".join(
-                       sys.argv[1:] if argv is None else argv)}, f, indent=1)
+                       sys.argv[1:] if argv is None else argv), **extra}, f, indent=1)
     print(f"wrote {path}")
 
 

@@ -35,6 +35,36 @@ def test_options_for_names_the_switch():
     assert "resident" in irfront.lowering.options.SWITCHES
 
 
+def test_lowering_options_and_quiet_change_only_the_calling_thread():
+    """A block of lowering options (and irfront.infer's quiet(), which turns executors
+    off for irfront's own calls) must not switch the resident path off for a stream
+    running in another thread."""
+    import threading
+    from irfront.inference.quiet import quiet
+    from irfront.lowering.options import get_options, lowering_options
+    inside, outside = threading.Event(), threading.Event()
+    seen = {}
+
+    def other():
+        inside.wait(10)
+        seen["other"] = (get_options().enabled("executors"), get_options().scheduler)
+        outside.set()
+
+    process = irfront.get_options()
+    block = "spread" if process.scheduler == "pack" else "pack"
+    t = threading.Thread(target=other)
+    t.start()
+    with lowering_options(options_for("locality")), quiet(), \
+            lowering_options(scheduler=block):
+        seen["here"] = (get_options().enabled("executors"), get_options().scheduler)
+        inside.set()
+        assert outside.wait(10)
+    t.join(10)
+    assert seen["here"] == (False, block)
+    assert seen["other"] == (process.enabled("executors"), process.scheduler)
+    assert irfront.get_options() is process
+
+
 def test_resident_stream_is_exact_and_submits_no_reducer_call(cluster, monkeypatch):
     seen = []
     real = irfront.lowering.resident.lower_resident

@@ -207,6 +207,13 @@ class LocalCluster:
         return [p.pid for node in self._cluster.list_all_nodes()
                 for _, p in node.live_processes()]
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the processes every node's raylet started (Ray's workers: tasks,
+        actors, executors), for fault injection by pid."""
+        if self._cluster is None:
+            return []
+        return [w.pid for node in self._cluster.list_all_nodes() for w in _started_by(node)]
+
     @staticmethod
     def wait_dead(node_id: str, timeout_s: float = 60.0) -> bool:
         """Waits until the GCS reports node ``node_id`` dead (a removed node, or one

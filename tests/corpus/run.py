@@ -75,6 +75,8 @@ def main() -> None:
     for name in names:
         prog = PROGRAMS[name]
         rec = {"wall_s": math.inf}
+        # which program is running, for a caller that must name the one that hung
+        print(f"CORPUS-START {name}", file=sys.stderr, flush=True)
         for _ in range(max(1, a.repeat)):
             run = irfront.infer(prog) if a.mode == "infer" else prog
             before = set(map(str, ray.util.list_named_actors()))

@@ -125,6 +125,8 @@ class StreamReport:
     node_failures: list[str] = field(default_factory=list)
     backpressure: dict = field(default_factory=dict)
     stage_retries: int = 0  # a batch's stage failed with a Ray failure and ran again
+    # calls sent again to a reducer that was briefly unavailable but kept its state
+    resent_unavailable: int = 0
     failed_batch: Optional[dict] = None  # the batch whose stage stopped the stream
 
     def summary(self) -> str:
@@ -532,7 +534,28 @@ class MicroBatchStream:
             broken.setdefault((key, i), ray.exceptions.NodeDiedError(
                 f"the node of reducer {self.reducers[key].name}[{i}] died"))
         for (key, i), cause in broken.items():
+            if isinstance(cause, ray.exceptions.ActorUnavailableError) and \
+                    self._still_restored(key, i):
+                # "temporarily unavailable, may or may not have run" (e.g. a caller whose
+                # view of a restarted reducer lagged): the reducer kept its restored
+                # state, so its unconfirmed calls are sent again (it takes each once)
+                g = self.reducers[key]
+                log.warning("reducer %s[%d] was unavailable to a call (%s) but kept its "
+                            "state: its unconfirmed calls are sent again", g.name, i, cause)
+                self.stats.resent_unavailable += self._replay(key, i, g.confirmed[i])
+                continue
             self._recover(key, i, cause)
+
+    def _still_restored(self, key: int, i: int) -> bool:
+        """Whether reducer i answers and still holds the state of its last restore (not
+        restarted by Ray since), asked with a bounded wait."""
+        h = self.reducers[key].handles[i]
+        try:
+            _, ready = ray.get(h.applied_status.remote(),
+                               timeout=min(10.0, self.restart_timeout_s))
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return False
+        return bool(ready)
 
     def _on_dead_nodes(self) -> list[tuple[int, int]]:
         """Reducers on nodes the node table newly says are dead (re-read at most every
@@ -713,7 +736,25 @@ class MicroBatchStream:
         ck_seq = g.ckpt[i][0]
         g.confirmed[i] = ck_seq
         g.horizon[i] = g.last
-        seqs = sorted(s for s in g.kept[i] if s > ck_seq)
+        replayed = self._replay(key, i, ck_seq)
+        self.stats.replayed += replayed
+        # A checkpoint right after the replay: the kept calls can go without waiting for
+        # the next checkpoint round.
+        self._pending[h.checkpoint.remote()] = _Pending(Wait.CHECKPOINT, key, i, g.last)
+        self.stats.recoveries.append({
+            "reducer": i, "group": g.name, "cause": type(cause).__name__,
+            "checkpoint_seq": ck_seq, "replayed": replayed, "node": node,
+            "dead_nodes": list(self.stats.node_failures),
+            "seconds": time.perf_counter() - t0, "at": time.time()})
+        log.info("reducer %s[%d] back on node %s after %.2f s, %d calls replayed", g.name, i,
+                 node[:12], time.perf_counter() - t0, replayed)
+
+    def _replay(self, key: int, i: int, after: int) -> int:
+        """Sends reducer i its kept calls after call ``after`` again, in order (a
+        reducer applies each call once); returns how many."""
+        g = self.reducers[key]
+        h = g.handles[i]
+        seqs = sorted(s for s in g.kept[i] if s > after)
         for s in seqs:
             c = g.kept[i][s]
             if isinstance(c, ResidentCall):  # every source's piece, from the driver
@@ -722,17 +763,7 @@ class MicroBatchStream:
                 continue
             ref = ray_patch.resend_call(h, c.method, c.args, c.invoke)
             self._pending[ref] = _Pending(Wait.APPLY, key, i, s)
-        self.stats.replayed += len(seqs)
-        # A checkpoint right after the replay: the kept calls can go without waiting for
-        # the next checkpoint round.
-        self._pending[h.checkpoint.remote()] = _Pending(Wait.CHECKPOINT, key, i, g.last)
-        self.stats.recoveries.append({
-            "reducer": i, "group": g.name, "cause": type(cause).__name__,
-            "checkpoint_seq": ck_seq, "replayed": len(seqs), "node": node,
-            "dead_nodes": list(self.stats.node_failures),
-            "seconds": time.perf_counter() - t0, "at": time.time()})
-        log.info("reducer %s[%d] back on node %s after %.2f s, %d calls replayed", g.name, i,
-                 node[:12], time.perf_counter() - t0, len(seqs))
+        return len(seqs)
 
     def _restore(self, h: Any, ckpt: tuple[int, Any], name: str, cause: Any,
                  epoch: int) -> str:

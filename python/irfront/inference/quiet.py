@@ -7,7 +7,8 @@ While a thread is inside ``quiet()``:
   recorded as the user's (per thread: a program's other threads are not affected);
 - group tasks keep Ray's own task names and actors stay unnamed
   (``ray_patch.submit.plain_names``), and no named per-node executor actors are made
-  (``executors`` off), so errors and ``ray.util.list_named_actors()`` read as the plain
+  (``executors`` off in this thread's lowering options only: a stream in another thread
+  keeps its executors), so errors and ``ray.util.list_named_actors()`` read as the plain
   program's.
 Nested uses count.
 """

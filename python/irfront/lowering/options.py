@@ -3,6 +3,9 @@
     irfront.init(scheduler="locality")            # or "pack", "spread", "vanilla"
     with irfront.lowering_options(fuse=False): ...
 
+``init``/``set_options`` set the process's options; ``lowering_options`` overrides them
+for the calling thread only, inside its block (a stream in another thread, or irfront's
+own calls under ``irfront.infer``, keep theirs).
 Scheduler names are ``vanilla`` (plain ``.remote()``: Ray places each task) and the C++
 core's task policies (``ray_patch.submit.POLICIES`` less ``actors``, which places actor
 groups). Each optimisation is a switch: ``None`` means on under ``locality`` (except
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -159,13 +163,18 @@ def options_for(name: str) -> LoweringOptions:
 
 
 _options = LoweringOptions()
+_local = threading.local()  # .stack: this thread's lowering_options blocks, innermost last
 
 
 def get_options() -> LoweringOptions:
-    return _options
+    """The calling thread's options: its innermost ``lowering_options`` block's, or the
+    process's."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else _options
 
 
 def set_options(options: LoweringOptions) -> None:
+    """Sets the process's options (every thread outside a ``lowering_options`` block)."""
     global _options
     if not isinstance(options, LoweringOptions):
         raise TypeError(f"options must be LoweringOptions; got {type(options).__name__}")
@@ -175,12 +184,16 @@ def set_options(options: LoweringOptions) -> None:
 @contextlib.contextmanager
 def lowering_options(options: LoweringOptions | None = None,
                      **changes: Any) -> Iterator[LoweringOptions]:
-    """``with lowering_options(scheduler="pack"): ...`` evaluates nodes under other options
-    inside the block; ``lowering_options(options_for("locality-nobatch"))`` under a whole
-    options value (with ``changes`` applied on top)."""
-    old = _options
-    set_options((options or old).replace(**changes))
+    """``with lowering_options(scheduler="pack"): ...`` evaluates this thread's nodes
+    under other options inside the block; ``lowering_options(options_for(
+    "locality-nobatch"))`` under a whole options value (with ``changes`` applied on
+    top). Other threads are not affected."""
+    opts = (options or get_options()).replace(**changes)
+    if not isinstance(opts, LoweringOptions):
+        raise TypeError(f"options must be LoweringOptions; got {type(opts).__name__}")
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(opts)
     try:
-        yield _options
+        yield opts
     finally:
-        set_options(old)
+        stack.pop()

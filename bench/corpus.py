@@ -1,0 +1,175 @@
+"""The corpus of plain Ray programs (tests/corpus/programs.py), run many times, plainly
+and under ``irfront.infer``: does any program hang, how many of each program's task calls
+run as groups, and what infer does to each program's wall time.
+
+    python bench/corpus.py --passes 20 --fault-every 4 --json bench/results/corpus.json
+
+On an embedded 4 x 2-CPU cluster, each pass runs every program once in a fresh driver
+process (``tests/corpus/run.py``), plain and infer in turn (the order alternates per
+pass, so neither mode always runs on a warmer cluster). A program that runs past the
+runner's per-program limit, or a driver still running after ``--pass-timeout`` s, is a
+hang: it is reported with the program's name, and the run exits 1.
+
+Every ``--fault-every``-th infer pass also gets a fault: at a seeded random moment of the
+pass a thread SIGKILLs one of Ray's worker processes (a task's, an actor's or an
+executor's, chosen among the processes the raylets started; by pid). Programs may then
+raise (an actor died), which is reported but is not a hang; those passes are left out of
+the wall times and the comparison of results.
+
+Per program (rows of the JSON, ``scripts/doc_figures.py``'s ``rows`` kind): task calls
+and how many ran as groups, median wall time in each mode over the passes without a
+fault, their ratio, hangs, and passes whose result differed from plain's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import benchpath  # noqa: F401  (first: sys.path, Ray on loopback)
+
+import common  # noqa: E402
+from irfront.cluster import LocalCluster  # noqa: E402
+
+RUNNER = os.path.join(benchpath.ROOT, "tests", "corpus", "run.py")
+
+
+def one_pass(address: str, mode: str, timeout_s: float) -> tuple[dict, str | None]:
+    """One driver running every program once: (its per-program JSON, the program that
+    was running when the driver outlived ``timeout_s``, or None)."""
+    proc = subprocess.Popen([sys.executable, RUNNER, "--address", address, "--mode", mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, errs = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, errs = proc.communicate()
+        started = [ln.split()[1] for ln in errs.splitlines()
+                   if ln.startswith("CORPUS-START ")]
+        return {}, (started[-1] if started else "<before the first program>")
+    line = next((x for x in out.splitlines() if x.startswith("CORPUS-JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"{mode} runner failed (rc {proc.returncode}):\n{errs[-3000:]}")
+    return json.loads(line[len("CORPUS-JSON "):]), None
+
+
+class Injector(threading.Thread):
+    """SIGKILLs one random worker process of ``cluster`` at a random moment in
+    [0, ``within_s``) (seeded), unless stopped first."""
+
+    def __init__(self, cluster: LocalCluster, rng: random.Random, within_s: float):
+        super().__init__(daemon=True)
+        self.cluster, self.delay = cluster, rng.uniform(0, within_s)
+        self.rng, self.stop, self.killed = rng, threading.Event(), None
+
+    def run(self) -> None:
+        import psutil
+        if self.stop.wait(self.delay):
+            return
+        pids = self.cluster.worker_pids()
+        if pids:
+            pid = self.rng.choice(pids)
+            try:
+                psutil.Process(pid).kill()
+                self.killed = pid
+            except psutil.Error:
+                pass
+
+
+def _same(plain: dict, infer: dict) -> bool:
+    return (plain.get("result"), plain.get("raised")) == (infer.get("result"),
+                                                          infer.get("raised"))
+
+
+def summarise(passes: list[dict]) -> tuple[list[dict], dict]:
+    """Per-program rows and the corpus's totals from every pass's records."""
+    names = sorted({n for p in passes for n in p["programs"]})
+    rows = []
+    for name in names:
+        def recs(mode, faults=None):
+            return [p["programs"][name] for p in passes if p["mode"] == mode
+                    and name in p["programs"]
+                    and (faults is None or p["fault"] is faults)]
+        plain_ok, infer_ok = recs("plain", False), recs("infer", False)
+        calls = max((r.get("tasks", 0) for r in infer_ok), default=0)
+        grouped = max((r.get("grouped", 0) for r in infer_ok), default=0)
+        wp = common.median([r["wall_s"] for r in plain_ok]) * 1e3 if plain_ok else None
+        wi = common.median([r["wall_s"] for r in infer_ok]) * 1e3 if infer_ok else None
+        ref = plain_ok[0] if plain_ok else {}
+        rows.append({
+            "program": name, "task_calls": calls, "grouped": grouped,
+            "grouped_pct": round(100.0 * grouped / calls, 1) if calls else None,
+            "wall_plain_ms": round(wp, 1) if wp is not None else None,
+            "wall_infer_ms": round(wi, 1) if wi is not None else None,
+            "infer_over_plain": round(wi / wp, 2) if wp and wi else None,
+            # the driver outlived the pass, or the runner's own per-program limit fired
+            "hangs": sum(1 for p in passes if p["hung"] == name) + sum(
+                1 for r in recs("plain") + recs("infer")
+                if (r.get("raised") or [None])[0] == "Hang"),
+            "differs": sum(1 for r in infer_ok if not _same(ref, r)),
+            "raised_under_fault": sum(1 for r in recs("infer", True) if r.get("raised")),
+        })
+    with_calls = [r for r in rows if r["task_calls"]]
+    total_calls = sum(r["task_calls"] for r in rows)
+    totals = {
+        "passes": len(passes), "fault_passes": sum(1 for p in passes if p["fault"]),
+        "hangs": sum(r["hangs"] for r in rows),
+        "pooled_grouped_pct": round(100.0 * sum(r["grouped"] for r in rows) / total_calls, 1)
+        if total_calls else None,
+        "mean_grouped_pct": round(sum(r["grouped_pct"] for r in with_calls)
+                                  / len(with_calls), 1) if with_calls else None,
+        "programs_with_calls": len(with_calls),
+        "programs_at_0pct": sum(1 for r in with_calls if r["grouped"] == 0),
+        "over_1_05x": sorted(r["program"] for r in rows
+                             if (r["infer_over_plain"] or 0) > 1.05),
+    }
+    return rows, totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--passes", type=int, default=20, help="passes per mode")
+    ap.add_argument("--fault-every", type=int, default=4,
+                    help="every Nth infer pass gets a fault (0: none)")
+    ap.add_argument("--pass-timeout", type=float, default=300.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", default="bench/results/corpus.json")
+    a = ap.parse_args(argv)
+    if a.passes < 1:
+        ap.error("--passes must be at least 1")
+    load0 = os.getloadavg()
+    rng = random.Random(a.seed)
+    passes: list[dict] = []
+    with LocalCluster(num_nodes=4, cpus_per_node=2, object_store_mb=200) as cluster:
+        for k in range(a.passes):
+            order = ("plain", "infer") if k % 2 == 0 else ("infer", "plain")
+            for mode in order:
+                fault = mode == "infer" and a.fault_every > 0 and (k + 1) % a.fault_every == 0
+                inj = Injector(cluster, rng, 10.0) if fault else None
+                t0 = time.monotonic()
+                if inj:
+                    inj.start()
+                programs, hung = one_pass(cluster.address, mode, a.pass_timeout)
+                if inj:
+                    inj.stop.set()
+                    inj.join()
+                passes.append({"mode": mode, "fault": fault, "hung": hung,
+                               "killed": inj.killed if inj else None,
+                               "programs": programs})
+                print(f"pass {k + 1}/{a.passes} {mode:5s}{' +fault' if fault else '':7s} "
+                      f"{time.monotonic() - t0:6.1f} s"
+                      f"{'  HUNG in ' + hung if hung else ''}", flush=True)
+    rows, totals = summarise(passes)
+    common.print_table(rows, title="corpus: plain vs irfront.infer")
+    print(json.dumps(totals, indent=1))
+    common.write_rows(a.json, rows, load0, "bench/corpus.py", argv, totals=totals)
+    return 1 if totals["hangs"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
