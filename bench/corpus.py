@@ -10,11 +10,13 @@ pass, so neither mode always runs on a warmer cluster). A program that runs past
 runner's per-program limit, or a driver still running after ``--pass-timeout`` s, is a
 hang: it is reported with the program's name, and the run exits 1.
 
-Every ``--fault-every``-th infer pass also gets a fault: at a seeded random moment of the
-pass a thread SIGKILLs one of Ray's worker processes (a task's, an actor's or an
-executor's, chosen among the processes the raylets started; by pid). Programs may then
-raise (an actor died), which is reported but is not a hang; those passes are left out of
-the wall times and the comparison of results.
+Every ``--fault-every``-th pass (both its plain and its infer driver) also gets a
+fault: at a seeded random moment of the pass a thread SIGKILLs one of Ray's worker
+processes (a task's, an actor's or an executor's; by pid, among the workers the
+cluster's raylets started). Programs may then raise (an actor died), which is reported
+per mode but is not a hang; those passes are left out of the wall times and of the
+comparison of results. A program that hangs under infer where the same fault plainly
+does not is the bug this looks for.
 
 Per program (rows of the JSON, ``scripts/doc_figures.py``'s ``rows`` kind): task calls
 and how many ran as groups, median wall time in each mode over the passes without a
@@ -39,9 +41,10 @@ from irfront.cluster import LocalCluster  # noqa: E402
 RUNNER = os.path.join(benchpath.ROOT, "tests", "corpus", "run.py")
 
 
-def one_pass(address: str, mode: str, timeout_s: float) -> tuple[dict, str | None]:
+def one_pass(address: str, mode: str, timeout_s: float) -> tuple[dict, str | None, str]:
     """One driver running every program once: (its per-program JSON, the program that
-    was running when the driver outlived ``timeout_s``, or None)."""
+    was running when the driver outlived ``timeout_s`` or None, the end of its stderr
+    then: the runner's stack dump)."""
     proc = subprocess.Popen([sys.executable, RUNNER, "--address", address, "--mode", mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -51,11 +54,11 @@ def one_pass(address: str, mode: str, timeout_s: float) -> tuple[dict, str | Non
         out, errs = proc.communicate()
         started = [ln.split()[1] for ln in errs.splitlines()
                    if ln.startswith("CORPUS-START ")]
-        return {}, (started[-1] if started else "<before the first program>")
+        return {}, (started[-1] if started else "<before the first program>"), errs[-6000:]
     line = next((x for x in out.splitlines() if x.startswith("CORPUS-JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"{mode} runner failed (rc {proc.returncode}):\n{errs[-3000:]}")
-    return json.loads(line[len("CORPUS-JSON "):]), None
+    return json.loads(line[len("CORPUS-JSON "):]), None, ""
 
 
 class Injector(threading.Thread):
@@ -75,8 +78,10 @@ class Injector(threading.Thread):
         if pids:
             pid = self.rng.choice(pids)
             try:
-                psutil.Process(pid).kill()
-                self.killed = pid
+                proc = psutil.Process(pid)
+                title = proc.cmdline()[:1]
+                proc.kill()
+                self.killed = [pid] + title
             except psutil.Error:
                 pass
 
@@ -112,7 +117,8 @@ def summarise(passes: list[dict]) -> tuple[list[dict], dict]:
                 1 for r in recs("plain") + recs("infer")
                 if (r.get("raised") or [None])[0] == "Hang"),
             "differs": sum(1 for r in infer_ok if not _same(ref, r)),
-            "raised_under_fault": sum(1 for r in recs("infer", True) if r.get("raised")),
+            "raised_fault_plain": sum(1 for r in recs("plain", True) if r.get("raised")),
+            "raised_fault_infer": sum(1 for r in recs("infer", True) if r.get("raised")),
         })
     with_calls = [r for r in rows if r["task_calls"]]
     total_calls = sum(r["task_calls"] for r in rows)
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--passes", type=int, default=20, help="passes per mode")
     ap.add_argument("--fault-every", type=int, default=4,
-                    help="every Nth infer pass gets a fault (0: none)")
+                    help="every Nth pass gets a fault, in both modes (0: none)")
     ap.add_argument("--pass-timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="bench/results/corpus.json")
@@ -145,29 +151,34 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     rng = random.Random(a.seed)
     passes: list[dict] = []
+    hangs: list[dict] = []  # each driver that outlived its pass, with its stack dump
     with LocalCluster(num_nodes=4, cpus_per_node=2, object_store_mb=200) as cluster:
         for k in range(a.passes):
             order = ("plain", "infer") if k % 2 == 0 else ("infer", "plain")
             for mode in order:
-                fault = mode == "infer" and a.fault_every > 0 and (k + 1) % a.fault_every == 0
+                fault = a.fault_every > 0 and (k + 1) % a.fault_every == 0
                 inj = Injector(cluster, rng, 10.0) if fault else None
                 t0 = time.monotonic()
                 if inj:
                     inj.start()
-                programs, hung = one_pass(cluster.address, mode, a.pass_timeout)
+                programs, hung, stack = one_pass(cluster.address, mode, a.pass_timeout)
                 if inj:
                     inj.stop.set()
                     inj.join()
                 passes.append({"mode": mode, "fault": fault, "hung": hung,
                                "killed": inj.killed if inj else None,
                                "programs": programs})
+                if hung:
+                    hangs.append({"pass": k + 1, "mode": mode, "fault": fault,
+                                  "program": hung, "stderr_tail": stack})
                 print(f"pass {k + 1}/{a.passes} {mode:5s}{' +fault' if fault else '':7s} "
                       f"{time.monotonic() - t0:6.1f} s"
                       f"{'  HUNG in ' + hung if hung else ''}", flush=True)
     rows, totals = summarise(passes)
     common.print_table(rows, title="corpus: plain vs irfront.infer")
     print(json.dumps(totals, indent=1))
-    common.write_rows(a.json, rows, load0, "bench/corpus.py", argv, totals=totals)
+    common.write_rows(a.json, rows, load0, "bench/corpus.py", argv, totals=totals,
+                      hung_drivers=hangs)
     return 1 if totals["hangs"] else 0
 
 

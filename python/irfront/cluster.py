@@ -36,6 +36,10 @@ HEALTH_CHECK = {
 }
 
 
+# The process titles of the agents a raylet starts beside its workers (Ray 2.60).
+_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
 def _started_by(node) -> list:
     """The processes a node's raylet started (its workers), found before it is killed:
     once it is, they are re-parented and can no longer be told apart."""
@@ -208,11 +212,24 @@ class LocalCluster:
                 for _, p in node.live_processes()]
 
     def worker_pids(self) -> list[int]:
-        """The pids of the processes every node's raylet started (Ray's workers: tasks,
-        actors, executors), for fault injection by pid."""
+        """The pids of the Ray workers (tasks, actors, executors) every node's raylet
+        started, for fault injection by pid. Not the node's agents, which the raylet
+        also starts: the raylet exits with them (a node failure, not a worker's)."""
+        import psutil
         if self._cluster is None:
             return []
-        return [w.pid for node in self._cluster.list_all_nodes() for w in _started_by(node)]
+        out = []
+        for node in self._cluster.list_all_nodes():
+            for p in _started_by(node):
+                try:
+                    cmd = p.cmdline()
+                except psutil.Error:
+                    continue
+                if cmd and cmd[0] not in _AGENTS and (
+                        cmd[0].startswith("ray::") or
+                        any(c.endswith("default_worker.py") for c in cmd)):
+                    out.append(p.pid)
+        return out
 
     @staticmethod
     def wait_dead(node_id: str, timeout_s: float = 60.0) -> bool:

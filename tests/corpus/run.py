@@ -10,6 +10,7 @@ grouped, recording CPU, the block's driver CPU).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import os
@@ -82,6 +83,9 @@ def main() -> None:
             before = set(map(str, ray.util.list_named_actors()))
             t0 = time.perf_counter()
             signal.alarm(HANG_S)  # a program that hangs is a failure, not a stuck run
+            # and if the alarm cannot interrupt it (blocked in Ray's C++), every
+            # thread's stack, for the caller that ends this driver
+            faulthandler.dump_traceback_later(HANG_S + 5)
             try:
                 rec["result"] = describe(run())
             except Hang:
@@ -90,6 +94,7 @@ def main() -> None:
                 rec["raised"] = err(e)
             finally:
                 signal.alarm(0)
+                faulthandler.cancel_dump_traceback_later()
             rec["wall_s"] = min(rec["wall_s"], time.perf_counter() - t0)
             rec["named"] = sorted(set(map(str, ray.util.list_named_actors())) - before)
             if a.mode == "infer" and run.session is not None:
