@@ -51,6 +51,16 @@ def resource_demand(options: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def executor_eligible(options: dict[str, Any], max_retries: int | None) -> bool:
+    """Whether work with these (effective) options may run on a persistent per-node
+    executor (``ray_patch.executors``, ``ray_patch.resident``): executors reserve
+    nothing and run in the driver's environment, so a stage that asks for resources, a
+    runtime_env, more than one CPU, or no retries runs as Ray tasks."""
+    cpus = float(options.get("num_cpus", 1) or 0)
+    return not resource_demand(options) and cpus <= 1 and \
+        not options.get("runtime_env") and max_retries != 0
+
+
 def user_placement(options: dict[str, Any]) -> str | None:
     """The option that keeps Ray's own placement (see UNPINNED_OPTIONS), or None."""
     for k in UNPINNED_OPTIONS:

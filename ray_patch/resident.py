@@ -64,7 +64,7 @@ from ray.remote_function import RemoteFunction
 
 from ray_patch import channel, executors as executors_, shipping, wire
 from ray_patch.lru import LRU
-from ray_patch.options import effective_options, pinned_actor_options, resource_demand
+from ray_patch.options import effective_options, executor_eligible, pinned_actor_options
 from ray_patch.ray_private import weak_handle
 from ray_patch.resident_worker import GATHER, ResidentExecutor
 from ray_patch.runtime import GroupRecord, current_runtime, get_runtime
@@ -371,8 +371,7 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
     fn, _ = check_remote_function(fn)
     args = as_tuples(arg_tuples)
     rt = get_runtime()
-    with rt.lock:
-        gid = rt.new_group_id() if group_id is None else int(group_id)
+    with rt.group(group_id) as gid:
         nodes, dep = place(rt, gid, np.full(len(args), 1.0), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy,
                            plan_cache=plan_cache)
@@ -387,47 +386,43 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                               num_returns, [rt.strategies[n] for n in order], base)
         fn_key = body.key
         driver_node = rt.driver_node_hex()
-        try:
-            for source, n in enumerate(order):
-                a = node_call(by_node[n])
-                spec, refs = shipping.pack(a)
-                ids = tuple(x.binary() for x in refs)
-                batch.node_args.append(a)
-                handle, st = _executor(rt, n), _feed(rt, n)
-                r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
-                     method, prefixes, None, timeout_s, epochs, route.nonce, base)
-                shape = (fn_key, method, route.key)
-                prev = st.last.get(shape, ())  # the shape's previous batch's inputs
-                st.last[shape] = ids
-                sent = None
-                if FEED and st.ready(handle, (fn_key, method), route.key):
-                    sent = _sendable(refs, st.ids, prev, driver_node)
-                if sent is not None:
-                    try:  # the method is the one the executor holds with the function
-                        fut = st.client.send(((route.key, None) + r[2:6] + (None,) +
-                                              r[7:], (fn_key, method), spec, ids, sent))
-                    except (wire.RefInFrame, wire.FrameTooLarge):  # refs keep their
-                        # owner, and a frame is bounded: through Ray
-                        fut = None
-                    if fut is not None:
-                        st.fed += 1
-                        st.sent += len(sent)
-                        fut.add_done_callback(st.answered)
-                        batch.refs.append(fut)
-                        continue
-                # The executor keeps the inputs only when they repeat (a broadcast read
-                # by every batch), not each batch's own data; the function and the
-                # route it keeps always (later batches of the shape name them).
-                keep = FEED and set(ids).issubset(prev)
-                ref = handle.run.remote((r, body, spec, ids if keep else None, fn_key),
-                                        *refs)
-                if FEED:
-                    st.seeding.append((ref, ids if keep else (), (fn_key, method),
-                                       route.key))
-                batch.refs.append(ref)
-        except BaseException:
-            rt.scheduler.free_group(gid)
-            raise
+        for source, n in enumerate(order):
+            a = node_call(by_node[n])
+            spec, refs = shipping.pack(a)
+            ids = tuple(x.binary() for x in refs)
+            batch.node_args.append(a)
+            handle, st = _executor(rt, n), _feed(rt, n)
+            r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
+                 method, prefixes, None, timeout_s, epochs, route.nonce, base)
+            shape = (fn_key, method, route.key)
+            prev = st.last.get(shape, ())  # the shape's previous batch's inputs
+            st.last[shape] = ids
+            sent = None
+            if FEED and st.ready(handle, (fn_key, method), route.key):
+                sent = _sendable(refs, st.ids, prev, driver_node)
+            if sent is not None:
+                try:  # the method is the one the executor holds with the function
+                    fut = st.client.send(((route.key, None) + r[2:6] + (None,) +
+                                          r[7:], (fn_key, method), spec, ids, sent))
+                except (wire.RefInFrame, wire.FrameTooLarge):  # refs keep their
+                    # owner, and a frame is bounded: through Ray
+                    fut = None
+                if fut is not None:
+                    st.fed += 1
+                    st.sent += len(sent)
+                    fut.add_done_callback(st.answered)
+                    batch.refs.append(fut)
+                    continue
+            # The executor keeps the inputs only when they repeat (a broadcast read
+            # by every batch), not each batch's own data; the function and the
+            # route it keeps always (later batches of the shape name them).
+            keep = FEED and set(ids).issubset(prev)
+            ref = handle.run.remote((r, body, spec, ids if keep else None, fn_key),
+                                    *refs)
+            if FEED:
+                st.seeding.append((ref, ids if keep else (), (fn_key, method),
+                                   route.key))
+            batch.refs.append(ref)
         rec = GroupRecord(gid, f"{fn._function.__name__}@resident", dep, policy, nodes,
                           in_core=True)
         rt.record(rec, ((by_node[n][0], ref) for n, ref in zip(order, batch.refs)
@@ -436,13 +431,10 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
 
 
 def residentable(fn: RemoteFunction, max_retries: int | None) -> bool:
-    """Whether a node task can run on the resident executors: they reserve nothing and
-    run in the driver's environment (as ``ray_patch.executors``)."""
+    """Whether a node task can run on the resident executors (as on
+    ``ray_patch.executors``: ``options.executor_eligible``)."""
     fn, own = check_remote_function(fn)
-    merged = effective_options(fn, own)
-    cpus = float(merged.get("num_cpus", 1) or 0)
-    return not resource_demand(merged) and cpus <= 1 and not merged.get("runtime_env") \
-        and max_retries != 0
+    return executor_eligible(effective_options(fn, own), max_retries)
 
 
 # ---- plain actors behind a channel keep Ray's one-method-at-a-time contract -------------

@@ -16,12 +16,13 @@ re-entered while it is placing a group.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import ray
@@ -143,6 +144,25 @@ class Runtime:
         while gid in self.groups:
             gid = next_group_id()
         return gid
+
+    @contextlib.contextmanager
+    def group(self, group_id: int | None = None) -> Iterator[int]:
+        """One group's submission as a transaction, under the runtime's lock: yields its
+        id (a new one, or the caller's). If the body raises, the group goes: the core's
+        hold on it (placed CPU load) is released, and its record too if the body had
+        recorded it. Every group submission (tasks, per-node tasks, actors, actor
+        calls, resident batches) runs inside one."""
+        with self.lock:
+            gid = self.new_group_id() if group_id is None else int(group_id)
+            before = self.groups.get(gid)
+            try:
+                yield gid
+            except BaseException:
+                if self.groups.get(gid) is not before:  # the body had recorded it
+                    self.free(gid)
+                else:
+                    self.scheduler.free_group(gid)
+                raise
 
     def defer_free(self, group_id: int) -> None:
         """Queue a free (safe from finalizers / other threads); applied on the next call."""

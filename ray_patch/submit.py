@@ -22,8 +22,8 @@ from ray.remote_function import RemoteFunction
 from ray_patch import metrics, shipping
 import ray_patch.executors as executors_
 from ray_patch.ray_private import task_caller, unwrap_task, weak_handle
-from ray_patch.options import (effective_options, pinned_actor_options,
-                               resource_demand, user_placement)
+from ray_patch.options import (effective_options, executor_eligible,
+                               pinned_actor_options, resource_demand, user_placement)
 from ray_patch.scheduler import Policy
 from ray_patch.runtime import NO_NODE, GroupRecord, Runtime, current_runtime, get_runtime
 from ray_patch.validate import (MAX_ID, MAX_RETRIES, MAX_RETURNS, GroupError, as_tuples,
@@ -245,8 +245,9 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
         return _submit_unpinned(rt, fn, user_options, args, group_id, group_dependency,
                                 policy, num_returns, name, max_retries)
     demand = resource_demand(merged)
-    with rt.lock:
-        gid = rt.new_group_id() if group_id is None else int(group_id)
+    # The group is freed if anything in the block raises (e.g. arguments that do not fit
+    # fn's signature).
+    with rt.group(group_id) as gid:
         cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy,
@@ -254,32 +255,24 @@ def submit_group(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]], *,
         base = user_options.get("name") or name or task_name(fn)
         strat = rt.strategies
         out = []
-        try:
-            extra = _task_options(user_options, max_retries, num_returns,
-                                  _group_name(base, gid, rt.name_tasks if name_tasks is None
-                                              else name_tasks))
-            if batch:
-                out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra,
-                                      demand)
-            else:
-                # One .options() per node of the group, not per task: Ray's option
-                # handling is most of the per-task submission cost.
-                pinned: dict[int, Any] = {}
-                for i, a in enumerate(args):
-                    f = pinned.get(nodes[i])
-                    if f is None:
-                        f = pinned[nodes[i]] = task_caller(
-                            fn, {"scheduling_strategy": strat[nodes[i]], **extra})
-                    out.append(f(*a))
-        except BaseException:  # e.g. arguments that do not fit fn's signature
-            rt.scheduler.free_group(gid)
-            raise
-        rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
-        try:
-            rt.record(rec, enumerate(out))
-        except BaseException:
-            rt.free(gid)
-            raise
+        extra = _task_options(user_options, max_retries, num_returns,
+                              _group_name(base, gid, rt.name_tasks if name_tasks is None
+                                          else name_tasks))
+        if batch:
+            out = _submit_batched(rt, fn, args, nodes, cpus, num_returns or 1, extra,
+                                  demand)
+        else:
+            # One .options() per node of the group, not per task: Ray's option
+            # handling is most of the per-task submission cost.
+            pinned: dict[int, Any] = {}
+            for i, a in enumerate(args):
+                f = pinned.get(nodes[i])
+                if f is None:
+                    f = pinned[nodes[i]] = task_caller(
+                        fn, {"scheduling_strategy": strat[nodes[i]], **extra})
+                out.append(f(*a))
+        rt.record(GroupRecord(gid, base, dep, policy, nodes, in_core=True),
+                  enumerate(out))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("group g%d %s (%s, depends on %s): %s", gid, base, policy, dep,
                       rt.counts(gid))
@@ -328,8 +321,7 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         raise GroupError(f"submit_per_node pins one task per node; {task_name(fn)} has "
                          f"its own {own}: submit it with submit_group instead")
     rt = get_runtime()
-    with rt.lock:
-        gid = rt.new_group_id() if group_id is None else int(group_id)
+    with rt.group(group_id) as gid:
         cpus = float(merged.get("num_cpus", 1) or 0)
         nodes, dep = place(rt, gid, np.full(len(args), cpus), _inputs_of(args),
                            group_dependency=group_dependency, policy=policy,
@@ -341,24 +333,17 @@ def submit_per_node(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         by_node: dict[int, list[int]] = {}
         for i, n in enumerate(nodes.tolist()):
             by_node.setdefault(n, []).append(i)
-        # The executors reserve nothing and run in the driver's environment: a stage
-        # with resources, a runtime_env, more than one CPU or no retries runs as tasks.
-        executors = executors and not resource_demand(merged) and cpus <= 1 and \
-            not merged.get("runtime_env") and max_retries != 0
-        try:
-            body = shipping.inline(fn._function) if executors else None
-            for n in sorted(by_node):
-                idx = by_node[n]
-                if executors:
-                    spec, refs = shipping.pack(node_call(idx))
-                    out[n] = (idx, executors_.executor_call(rt, n, num_returns)(
-                        body, spec, *refs))
-                    continue
-                f = task_caller(fn, {"scheduling_strategy": rt.strategies[n], **opts})
-                out[n] = (idx, f(*node_call(idx)))
-        except BaseException:
-            rt.scheduler.free_group(gid)
-            raise
+        executors = executors and executor_eligible(merged, max_retries)
+        body = shipping.inline(fn._function) if executors else None
+        for n in sorted(by_node):
+            idx = by_node[n]
+            if executors:
+                spec, refs = shipping.pack(node_call(idx))
+                out[n] = (idx, executors_.executor_call(rt, n, num_returns)(
+                    body, spec, *refs))
+                continue
+            f = task_caller(fn, {"scheduling_strategy": rt.strategies[n], **opts})
+            out[n] = (idx, f(*node_call(idx)))
         rec = GroupRecord(gid, base, dep, policy, nodes, in_core=True)
         rt.record(rec, ((idx[0], refs) for idx, refs in out.values()))
     return out, gid
@@ -371,8 +356,7 @@ def _submit_unpinned(rt: Runtime, fn: RemoteFunction, user_options: dict[str, An
     """A group whose tasks Ray places (see ray_patch.options.UNPINNED_OPTIONS): one
     group id and name,
     its outputs registered, no placement by the core (``placement()`` says "unpinned")."""
-    with rt.lock:
-        gid = rt.new_group_id() if group_id is None else int(group_id)
+    with rt.group(group_id) as gid:
         base = user_options.get("name") or name or task_name(fn)
         f = fn.options(**_task_options(user_options, max_retries, num_returns,
                                        _group_name(base, gid, rt.name_tasks)))
@@ -537,8 +521,7 @@ def group_actors(actor_cls: ActorClass, n: int,
     merged = effective_options(actor_cls, actor_options)
     unpinned = user_placement(merged) is not None
     rt = get_runtime()
-    with rt.lock:
-        gid = rt.new_group_id() if group_id is None else int(group_id)
+    with rt.group(group_id) as gid:
         cpus = merged.get("num_cpus")
         pin = None
         if cpus is None:  # Ray: 1 CPU to place an actor, 0 while it lives
@@ -554,18 +537,14 @@ def group_actors(actor_cls: ActorClass, n: int,
                                resources=resource_demand(merged))
         base = task_name(actor_cls)
         handles = []
-        try:
-            for i, a in enumerate(args):
-                if names is not None:
-                    name, exact = names[i], True
-                else:
-                    named = name_actors and not getattr(_names, "plain", 0)
-                    name, exact = f"{base}[g{gid}:{i}]" if named else None, False
-                handles.append(_create_actor(rt, actor_cls, a, nodes[i], name,
-                                             actor_options, exact=exact, pin=pin))
-        except BaseException:
-            rt.scheduler.free_group(gid)
-            raise
+        for i, a in enumerate(args):
+            if names is not None:
+                name, exact = names[i], True
+            else:
+                named = name_actors and not getattr(_names, "plain", 0)
+                name, exact = f"{base}[g{gid}:{i}]" if named else None, False
+            handles.append(_create_actor(rt, actor_cls, a, nodes[i], name,
+                                         actor_options, exact=exact, pin=pin))
         rt.record(GroupRecord(gid, base, dep, "unpinned" if unpinned else policy, nodes,
                               in_core=not unpinned), ())
     _confirm_actor_nodes(rt, handles, gid)
@@ -653,8 +632,7 @@ def call_actors(handles: Sequence[Any], method: str, arg_tuples: Sequence[Sequen
                          "pass one per actor")
     rt = get_runtime()
     named = rt.name_tasks if name_tasks is None else name_tasks
-    with rt.lock:
-        gid = rt.new_group_id() if group_id is None else int(group_id)
+    with rt.group(group_id) as gid:
         base = name or method
         nodes = np.full(len(handles), NO_NODE, dtype=np.int64)
         out = []

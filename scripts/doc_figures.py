@@ -17,7 +17,8 @@ is (re)written from PATH (relative to the repository). KIND:
   configuration;
 - ``overhead``: a ``bench/submit_overhead.py`` run;
 - ``rows``: any run that writes ``{"rows": [...], "provenance": ..., "command": ...}``
-  (``bench/lifecycle.py``): its rows as a table.
+  (``bench/lifecycle.py``, ``bench/corpus.py``): its rows as a table, and its
+  ``totals`` (a dict) as a second one when it has them.
 
     python scripts/doc_figures.py            # rewrites every block
     python scripts/doc_figures.py --check    # exit 1 if a block differs from its JSON
@@ -148,6 +149,12 @@ def rows_block(data: dict, path: str) -> str:
     lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |",
              "|---" * len(cols) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    totals = data.get("totals")
+    if totals:  # the run's own summary over its rows
+        lines += ["", "| total | value |", "|---|---|"]
+        lines += [f"| {k.replace('_', ' ')} | "
+                  f"{', '.join(map(str, v)) if isinstance(v, list) else _cell(v)} |"
+                  for k, v in totals.items()]
     cmd = data.get("command")
     return "\n".join(lines) + "\n\n" + _where(data.get("provenance")) + \
         (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"

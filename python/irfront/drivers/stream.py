@@ -127,6 +127,8 @@ class StreamReport:
     stage_retries: int = 0  # a batch's stage failed with a Ray failure and ran again
     # calls sent again to a reducer that was briefly unavailable but kept its state
     resent_unavailable: int = 0
+    # resident executor calls whose pieces the driver sent again (failed or silent)
+    resident_fallbacks: int = 0
     failed_batch: Optional[dict] = None  # the batch whose stage stopped the stream
 
     def summary(self) -> str:
@@ -601,6 +603,9 @@ class MicroBatchStream:
                 return
             if not _is_failure(e):  # a fed batch: its feed broke, or the executor no
                 raise  # longer held what the batch named
+            log.warning("resident batch %d: the executor of source %d failed (%s: %s); "
+                        "its pieces are sent again", seq, source, type(e).__name__, e)
+            self.stats.resident_fallbacks += 1
             self._note_failures(ray_patch.node_failed())
             self._resend_source(key, source, seq)
             return
@@ -691,6 +696,7 @@ class MicroBatchStream:
                     log.warning("resident batch %d: the executor of source %d did not "
                                 "answer in %.0f s; its pieces are sent again", w.seq,
                                 w.source, self.restart_timeout_s)
+                    self.stats.resident_fallbacks += 1
                     self._resend_source(w.key, w.source, w.seq)
 
     def _save_durable(self, key: int, i: int, val: tuple[int, Any]) -> None:
