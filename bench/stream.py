@@ -352,7 +352,7 @@ class Inferred:
         def submit(start):
             with irfront.infer() as block:
                 if ctx.inferred_reducers is None:
-                    ctx.inferred_reducers = [wl.Reducer.remote(i)
+                    ctx.inferred_reducers = [wl.CombiningReducer.remote(i)
                                              for i in range(args.reducers)]
                 if self.deps is None:
                     self.deps = wl.generate_dependencies.remote(self.data_mb)

@@ -65,9 +65,6 @@ class _Reducer:
         self.total = 0.0
         self.records = []
 
-    # Declared once on the method: irfront.infer's recognised reduce merges each node's
-    # partials per reducer (as the IR series' combine=operator.add); plain Ray ignores it.
-    @combines(operator.add)
     def reduce(self, start, tag, *partials):
         now = time.time()
         self.total += sum(partials)
@@ -85,6 +82,21 @@ class _Reducer:
 
 _Reducer.__name__ = _Reducer.__qualname__ = "Reducer"  # its name in Ray's dashboard
 Reducer = ray.remote(_Reducer)
+
+
+class _CombiningReducer(_Reducer):
+    """``Reducer`` whose ``reduce`` declares its merge on the method, as plain Ray code
+    does for ``irfront.infer`` (the inferred series): the recognised reduce then merges
+    each node's partials per reducer, as the IR series' ``combine=operator.add``. Plain
+    Ray ignores the declaration."""
+
+    @combines(operator.add)
+    def reduce(self, start, tag, *partials):
+        return _Reducer.reduce(self, start, tag, *partials)
+
+
+_CombiningReducer.__name__ = _CombiningReducer.__qualname__ = "Reducer"
+CombiningReducer = ray.remote(_CombiningReducer)
 
 
 @ray.remote(**REDUCER_OPTIONS)

@@ -41,7 +41,9 @@ def locality(cluster, scheduler_mode):
         if ray_patch.group_count() == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert ray_patch.group_count() == 0, "a run left groups behind"
+    rt = ray_patch.current_runtime()
+    left = [(r.group_id, r.name, r.policy) for r in rt.groups.values()] if rt else []
+    assert ray_patch.group_count() == 0, f"a run left groups behind: {left}"
 
 
 def test_the_short_matrix_covers_every_configuration_and_fault_kind():

@@ -543,7 +543,8 @@ class MicroBatchStream:
                 # state, so its unconfirmed calls are sent again (it takes each once)
                 g = self.reducers[key]
                 log.warning("reducer %s[%d] was unavailable to a call (%s) but kept its "
-                            "state: its unconfirmed calls are sent again", g.name, i, cause)
+                            "state: its unconfirmed calls are sent again", g.name, i,
+                            str(cause))
                 self.stats.resent_unavailable += self._replay(key, i, g.confirmed[i])
                 continue
             self._recover(key, i, cause)
@@ -603,8 +604,10 @@ class MicroBatchStream:
                 return
             if not _is_failure(e):  # a fed batch: its feed broke, or the executor no
                 raise  # longer held what the batch named
+            # strings, not the error: a kept log record must not keep its traceback's
+            # frames (and the run's nodes and groups) alive
             log.warning("resident batch %d: the executor of source %d failed (%s: %s); "
-                        "its pieces are sent again", seq, source, type(e).__name__, e)
+                        "its pieces are sent again", seq, source, type(e).__name__, str(e))
             self.stats.resident_fallbacks += 1
             self._note_failures(ray_patch.node_failed())
             self._resend_source(key, source, seq)
