@@ -7,9 +7,10 @@ While a thread is inside ``quiet()``:
   recorded as the user's (per thread: a program's other threads are not affected);
 - group tasks keep Ray's own task names and actors stay unnamed
   (``ray_patch.submit.plain_names``), and no named per-node executor actors are made
-  (``executors`` off in this thread's lowering options only: a stream in another thread
-  keeps its executors), so errors and ``ray.util.list_named_actors()`` read as the plain
-  program's.
+  (``executors`` and ``resident`` off in this thread's lowering options only: a stream
+  in another thread keeps its executors), so errors and ``ray.util.list_named_actors()``
+  read as the plain program's, and a recognised reduce returns one ref per actor call as
+  Ray does (the resident path answers per source node, which only a stream driver reads).
 Nested uses count.
 """
 from __future__ import annotations
@@ -35,10 +36,11 @@ def quiet() -> Iterator[None]:
     _local.depth = getattr(_local, "depth", 0) + 1
     try:
         with plain_names():
-            if get_options().executors is False:
+            opts = get_options()
+            if opts.executors is False and opts.resident is False:
                 yield
             else:
-                with lowering_options(executors=False):
+                with lowering_options(executors=False, resident=False):
                     yield
     finally:
         _local.depth -= 1
