@@ -180,6 +180,7 @@ def _slow_on_executor(marker, part):
     return part
 
 
+@pytest.mark.timeout(300)  # a hang guard (the fallback must not wait forever), not a speed bound
 def test_an_executor_that_does_not_answer_is_bypassed(cluster, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="irfront.stream")
     marker = str(tmp_path / "slowed")
@@ -187,7 +188,6 @@ def test_an_executor_that_does_not_answer_is_bypassed(cluster, tmp_path, caplog)
     with lowering_options(RESIDENT):
         from streams import SumReducer as R
         reducers = InitActors(R, 4, [(i,) for i in range(4)])
-        t0 = time.monotonic()
 
         def batch(parts):
             def submit(start):
@@ -202,7 +202,7 @@ def test_an_executor_that_does_not_answer_is_bypassed(cluster, tmp_path, caplog)
     assert totals == expected_totals(src, 4)
     assert s.stats.lost_calls == 0
     assert "did not answer" in caplog.text  # the fallback sent the pieces
-    assert time.monotonic() - t0 < 60
+    assert s.stats.resident_fallbacks >= 1  # counted as well as logged
 
 
 @ray.remote
