@@ -75,9 +75,8 @@ def sample(k: int) -> dict:
     alive = sum(1 for a in actors().values() if a["State"] == "ALIVE"
                 and a["ActorClassName"] == "LifecycleReducer")
     rt = ray_patch.get_runtime()
-    ex = [h for hexid, h in executors.executor_nodes(rt.token).items()]
-    states = ray.get([h.__ray_call__.remote(_executor_state) for h in ex
-                      if "Resident" in repr(h)]) if ex else []
+    ex = list(executors.executor_nodes(rt.token, "resident").values())
+    states = ray.get([h.__ray_call__.remote(_executor_state) for h in ex]) if ex else []
     row = {"streams": k, "reducers_alive": alive,
            "driver_routes": len(resident._routes(rt)),
            "driver_feeds": len(resident._feeds(rt))}

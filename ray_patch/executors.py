@@ -43,34 +43,45 @@ _ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
     _executor_class())
 
 _lock = threading.Lock()
-# (runtime token, node index) -> (node hex id, executor handle, {num_returns: method})
-_EXECUTORS: dict[tuple[int, int], tuple[str, Any, dict[int, Any]]] = {}
+# (runtime token, kind, node index) -> (node hex id, executor handle, {num_returns:
+# method}); kind "stage" (this module's) or "resident" (ray_patch.resident's)
+_EXECUTORS: dict[tuple[int, str, int], tuple[str, Any, dict[int, Any]]] = {}
 
 
-def executor_call(rt: Any, node: int, num_returns: int) -> Any:
-    """``run.remote`` of the executor on node index ``node`` (created on first use),
-    returning ``num_returns`` objects (its option wrapper built once per executor)."""
-    hexid = rt.hex_of[node]
-    key = (rt.token, node)
+def executor_for(rt: Any, kind: str, node: int, make: Any) -> tuple[str, Any, dict]:
+    """The ``kind`` executor of node index ``node``: ``(node hex id, handle, its method
+    wrappers)``, made by ``make()`` (a handle) on first use. Every kind lives in one
+    table, so ``forget`` drops them all at shutdown and ``executor_nodes`` lists them."""
+    key = (rt.token, kind, node)
     with _lock:
         hit = _EXECUTORS.get(key)
         if hit is None:
-            cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
-            job = ray.get_runtime_context().get_job_id()
-            h = _ExecutorActor.options(
-                scheduling_strategy=rt.strategies[node], max_concurrency=cpus,
-                name=f"StageExecutor~{job}-{rt.token}-{hexid[:12]}").remote()
-            hit = _EXECUTORS[key] = (hexid, h, {})
-        methods = hit[2]
+            hit = _EXECUTORS[key] = (rt.hex_of[node], make(), {})
+    return hit
+
+
+def executor_call(rt: Any, node: int, num_returns: int) -> Any:
+    """``run.remote`` of the stage executor on node index ``node`` (created on first
+    use), returning ``num_returns`` objects (its option wrapper built once per
+    executor)."""
+    def make() -> Any:
+        cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
+        job = ray.get_runtime_context().get_job_id()
+        return _ExecutorActor.options(
+            scheduling_strategy=rt.strategies[node], max_concurrency=cpus,
+            name=f"StageExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}").remote()
+
+    _, h, methods = executor_for(rt, "stage", node, make)
+    with _lock:
         m = methods.get(num_returns)
         if m is None:
-            m = methods[num_returns] = (hit[1].run.options(num_returns=num_returns)
-                                        if num_returns != 1 else hit[1].run).remote
+            m = methods[num_returns] = (h.run.options(num_returns=num_returns)
+                                        if num_returns != 1 else h.run).remote
     return m
 
 
 def forget(token: int) -> list[Any]:
-    """Drops a runtime's executors; returns the executor handles (to kill)."""
+    """Drops a runtime's executors (every kind); returns their handles (to kill)."""
     with _lock:
         handles = [v[1] for k, v in _EXECUTORS.items() if k[0] == token]
         for k in [k for k in _EXECUTORS if k[0] == token]:
@@ -78,7 +89,9 @@ def forget(token: int) -> list[Any]:
     return handles
 
 
-def executor_nodes(token: int) -> dict[str, Any]:
-    """A runtime's executors: node hex id it was pinned to -> handle."""
+def executor_nodes(token: int | None, kind: str | None = None) -> dict[str, Any]:
+    """A runtime's executors (``token`` None: every runtime's) of ``kind`` (None: every
+    kind): node hex id it was pinned to -> handle."""
     with _lock:
-        return {v[0]: v[1] for k, v in _EXECUTORS.items() if k[0] == token}
+        return {v[0]: v[1] for k, v in _EXECUTORS.items()
+                if (token is None or k[0] == token) and (kind is None or k[1] == kind)}

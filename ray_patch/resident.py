@@ -332,28 +332,19 @@ def _feed(rt: Any, node: int) -> _Feed:
 
 
 def _resident_executors(rt: Any) -> list:
-    with executors_._lock:
-        return [v[1] for k, v in executors_._EXECUTORS.items()
-                if k[0] == rt.token and isinstance(k[1], tuple) and k[1][0] == "resident"]
+    return list(executors_.executor_nodes(rt.token, "resident").values())
 
 
 def _executor(rt: Any, node: int) -> Any:
-    """Node ``node``'s resident executor (created on first use). They
-    live in ray_patch.executors' table (key ``(token, ("resident", node))``), so
-    ``executors.forget`` drops them with the stage executors at shutdown and
-    ``executors.executor_nodes`` lists them."""
-    key = (rt.token, ("resident", node))
-    with executors_._lock:
-        hit = executors_._EXECUTORS.get(key)
-        if hit is None:
-            cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
-            job = ray.get_runtime_context().get_job_id()
-            h = _ExecutorActor.options(
-                scheduling_strategy=rt.strategies[node],
-                name=f"ResidentExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}"
-            ).remote(cpus)
-            hit = executors_._EXECUTORS[key] = (rt.hex_of[node], h, {})
-    return hit[1]
+    """Node ``node``'s resident executor (created on first use), in
+    ``ray_patch.executors``' table with the stage executors (kind ``"resident"``)."""
+    def make() -> Any:
+        cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
+        job = ray.get_runtime_context().get_job_id()
+        return _ExecutorActor.options(
+            scheduling_strategy=rt.strategies[node],
+            name=f"ResidentExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}").remote(cpus)
+    return executors_.executor_for(rt, "resident", node, make)[1]
 
 
 def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],

@@ -98,8 +98,7 @@ def resident_pids() -> list[int]:
     """The processes of this driver's resident executors."""
     import ray
     from ray_patch import executors as ex
-    hs = [v[1] for k, v in list(ex._EXECUTORS.items())
-          if isinstance(k[1], tuple) and k[1][0] == "resident"]
+    hs = list(ex.executor_nodes(None, "resident").values())
     return ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in hs])
 
 

@@ -284,10 +284,8 @@ def _held(ids: set) -> set:
     """Which of these inputs (ref ids) some resident executor keeps."""
     from ray_patch import executors as ex
     held = set()
-    for k, v in list(ex._EXECUTORS.items()):
-        if isinstance(k[1], tuple) and k[1][0] == "resident":
-            held |= ids & set(ray.get(v[1].__ray_call__.remote(
-                lambda self: list(self.inputs))))
+    for h in ex.executor_nodes(None, "resident").values():
+        held |= ids & set(ray.get(h.__ray_call__.remote(lambda self: list(self.inputs))))
     return held
 
 
