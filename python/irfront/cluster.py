@@ -25,14 +25,16 @@ LOOPBACK = "127.0.0.1"
 # health-checks every raylet over gRPC; a node is dead after `failure_threshold` checks
 # in a row fail. Ray's defaults: a check every 3 s, 5 failures (15 s), a 10 s timeout
 # per check, the first check 5 s after a node joins. Here: a killed raylet refuses the
-# check at once, so it is declared dead about 3 x 0.5 = 1.5 s after it dies (measured:
-# docs/RELIABILITY.md, "Detecting a dead node"); a raylet that is alive but starved of
-# CPU gets 2 s per check, so it must stay silent for about 7.5 s to be declared dead.
+# check at once, so it is declared dead about 5 x 0.5 = 2.5 s after it dies; a raylet
+# that is alive but starved of CPU gets 5 s per check, so it must stay silent for about
+# 27 s to be declared dead (at 2 s and 3 failures, 7.5 s of starvation was enough on a
+# 2-core machine with busy loops beside the tests: a whole node of the session's
+# cluster was lost mid-run).
 HEALTH_CHECK = {
     "health_check_initial_delay_ms": 1000,
     "health_check_period_ms": 500,
-    "health_check_timeout_ms": 2000,
-    "health_check_failure_threshold": 3,
+    "health_check_timeout_ms": 5000,
+    "health_check_failure_threshold": 5,
 }
 
 
