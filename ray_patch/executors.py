@@ -50,33 +50,38 @@ _EXECUTORS: dict[tuple[int, str, int], tuple[str, Any, dict[int, Any]]] = {}
 
 def executor_for(rt: Any, kind: str, node: int, make: Any) -> tuple[str, Any, dict]:
     """The ``kind`` executor of node index ``node``: ``(node hex id, handle, its method
-    wrappers)``, made by ``make()`` (a handle) on first use. Every kind lives in one
-    table, so ``forget`` drops them all at shutdown and ``executor_nodes`` lists them."""
+    wrappers)``, made on first use by ``make(strategy, cpus, name)``: pinned with
+    ``strategy``, as many threads as the node's ``cpus``, named
+    ``<Kind>Executor~<job>-<runtime>-<node>``. Every kind lives in one table, so
+    ``forget`` drops them all at shutdown and ``executor_nodes`` lists them."""
     key = (rt.token, kind, node)
-    with _lock:
-        hit = _EXECUTORS.get(key)
-        if hit is None:
-            hit = _EXECUTORS[key] = (rt.hex_of[node], make(), {})
+    hit = _EXECUTORS.get(key)  # the per-call path: no lock once made
+    if hit is None:
+        with _lock:
+            hit = _EXECUTORS.get(key)
+            if hit is None:
+                hexid = rt.hex_of[node]
+                job = ray.get_runtime_context().get_job_id()
+                h = make(rt.strategies[node], max(1, int(rt.node_cpus(node))),
+                         f"{kind.capitalize()}Executor~{job}-{rt.token}-{hexid[:12]}")
+                hit = _EXECUTORS[key] = (hexid, h, {})
     return hit
+
+
+def _make_stage(strategy: Any, cpus: int, name: str) -> Any:
+    return _ExecutorActor.options(scheduling_strategy=strategy, max_concurrency=cpus,
+                                  name=name).remote()
 
 
 def executor_call(rt: Any, node: int, num_returns: int) -> Any:
     """``run.remote`` of the stage executor on node index ``node`` (created on first
     use), returning ``num_returns`` objects (its option wrapper built once per
     executor)."""
-    def make() -> Any:
-        cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
-        job = ray.get_runtime_context().get_job_id()
-        return _ExecutorActor.options(
-            scheduling_strategy=rt.strategies[node], max_concurrency=cpus,
-            name=f"StageExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}").remote()
-
-    _, h, methods = executor_for(rt, "stage", node, make)
-    with _lock:
-        m = methods.get(num_returns)
-        if m is None:
-            m = methods[num_returns] = (h.run.options(num_returns=num_returns)
-                                        if num_returns != 1 else h.run).remote
+    _, h, methods = executor_for(rt, "stage", node, _make_stage)
+    m = methods.get(num_returns)
+    if m is None:
+        m = methods[num_returns] = (h.run.options(num_returns=num_returns)
+                                    if num_returns != 1 else h.run).remote
     return m
 
 

@@ -335,16 +335,14 @@ def _resident_executors(rt: Any) -> list:
     return list(executors_.executor_nodes(rt.token, "resident").values())
 
 
+def _make_resident(strategy: Any, cpus: int, name: str) -> Any:
+    return _ExecutorActor.options(scheduling_strategy=strategy, name=name).remote(cpus)
+
+
 def _executor(rt: Any, node: int) -> Any:
     """Node ``node``'s resident executor (created on first use), in
     ``ray_patch.executors``' table with the stage executors (kind ``"resident"``)."""
-    def make() -> Any:
-        cpus = max(1, int(rt._node_state.get(node, (1.0, True))[0]))
-        job = ray.get_runtime_context().get_job_id()
-        return _ExecutorActor.options(
-            scheduling_strategy=rt.strategies[node],
-            name=f"ResidentExecutor~{job}-{rt.token}-{rt.hex_of[node][:12]}").remote(cpus)
-    return executors_.executor_for(rt, "resident", node, make)[1]
+    return executors_.executor_for(rt, "resident", node, _make_resident)[1]
 
 
 def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],

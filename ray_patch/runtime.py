@@ -279,6 +279,10 @@ class Runtime:
         return {self.hex_of[n] for n, (_, alive) in self._node_state.items()
                 if not alive} | set(self.failed_nodes)
 
+    def node_cpus(self, node: int) -> float:
+        """Node index ``node``'s CPUs as the node table last said (1 if unknown)."""
+        return self._node_state.get(node, (1.0, True))[0]
+
     def alive_nodes(self) -> list[str]:
         return [self.hex_of[n] for n, (cpus, alive) in sorted(self._node_state.items())
                 if alive and cpus > 0]

@@ -417,7 +417,7 @@ def _submit_batched(rt: Runtime, fn: RemoteFunction, args: list[tuple], nodes: n
     out: list[Any] = [None] * len(args)
     base = {key: v for key, v in extra.items() if key != "num_returns"}
     for n, calls in by_node.items():
-        node_cpus = rt._node_state.get(n, (1.0, True))[0]
+        node_cpus = rt.node_cpus(n)
         slots = max(1, min(len(calls), int(node_cpus // cpus) if cpus > 0 else 1))
         have = capacity.get(n, {})
         for r, amount in (demand or {}).items():
