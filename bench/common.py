@@ -131,6 +131,13 @@ def write_json(path: str, rows: Sequence[dict[str, Any]]) -> None:
         f.write("\n")
 
 
+def _plain(v: Any) -> Any:
+    """JSON for what ``json`` cannot write itself: numpy scalars and arrays as numbers."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return str(v)
+
+
 def write_rows(path: str, rows: Sequence[dict[str, Any]], load_start: Sequence[float],
                script: str, argv: Sequence[str] | None = None, **extra: Any) -> None:
     """A run as ``{"rows", "provenance", "command", **extra}`` (what
@@ -141,7 +148,8 @@ def write_rows(path: str, rows: Sequence[dict[str, Any]], load_start: Sequence[f
     with open(path, "w") as f:
         json.dump({"rows": list(rows), "provenance": provenance(load_start),
                    "command": f"{script} " + " ".join(
-                       sys.argv[1:] if argv is None else argv), **extra}, f, indent=1)
+                       sys.argv[1:] if argv is None else argv), **extra}, f, indent=1,
+                  default=_plain)
     print(f"wrote {path}")
 
 

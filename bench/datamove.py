@@ -319,6 +319,7 @@ def default_skew(H: int) -> list[int]:
 
 def main(argv=None):
     args = parse_args(argv)
+    args.load0 = os.getloadavg()
     cluster = None
     if args.address:
         irfront.init(address=args.address)
@@ -462,8 +463,8 @@ def report(args, rows, hosts, skew, R, rate, wall, results):
     if args.json:
         payload = {"rows": rows, "hosts": hosts.addrs, "cpus": hosts.cpus, "skew": skew,
                    "reducers": R, "idle_tx_bytes_per_s": rate, "wall_s": wall,
-                   "args": {k: v for k, v in vars(args).items()},
-                   "machine": common.machine_info() | {"loadavg_end": os.getloadavg()},
+                   "args": {k: v for k, v in vars(args).items() if k != "load0"},
+                   "provenance": common.provenance(args.load0),
                    "latencies_ms": {f"{n}@{s:g}": [x for b in rs for x in b["lat_ms"]]
                                     for (n, s), rs in results.items()},
                    "per_batch": {f"{n}@{s:g}": [{k: b[k] for k in ("placed", "placed_task",

@@ -129,6 +129,7 @@ def build_batch(parts: list, reducers: InitActors, maps: int, num_reducers: int,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.load0 = os.getloadavg()
     opts = irfront.options_for(args.scheduler)
     cluster = irfront.LocalCluster(num_nodes=args.nodes, cpus_per_node=args.cpus_per_node,
                                    object_store_mb=args.object_store_mb)
@@ -238,13 +239,8 @@ def run(args, opts) -> int:
     print()
     common.print_table([{"metric": k, "value": v} for k, v in summary.items()
                         if not isinstance(v, (dict, list))], title="summary")
-    if args.json:
-        import json
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"summary": summary, "samples": rows}, f, indent=1,
-                      default=lambda v: v.item() if hasattr(v, "item") else str(v))
-            f.write("\n")
+    if args.json:  # rows: the samples
+        common.write_rows(args.json, rows, args.load0, "bench/longrun.py", summary=summary)
     ok = (stats.lost_calls == 0 and all_applied and exact
           and summary["groups_back_to_start"])
     return 0 if ok else 1

@@ -39,6 +39,8 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
+import common  # noqa: E402
+
 
 def serve(path: str) -> None:
     from irfront.cluster import LocalCluster
@@ -72,6 +74,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--every", type=int, default=25)
     a = ap.parse_args()
+    load0 = os.getloadavg()
     if a.serve:
         serve(a.serve)
         return 0
@@ -158,7 +161,8 @@ def main() -> int:
            "rss_warm_mib": round(ys[0] / 1024, 1), "rss_end_mib": round(ys[-1] / 1024, 1),
            "slope_kib_per_batch": round(slope(xs, ys), 2),
            "env": {k: v for k, v in os.environ.items() if k.startswith("RAY_")
-                   and k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}}
+                   and k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+           "provenance": common.provenance(load0)}
     print(json.dumps(out), flush=True)
     return 0
 

@@ -29,7 +29,7 @@ import numpy as np
 
 import benchpath  # noqa: E402,F401  (first: sys.path)
 
-from common import median, machine_info, print_table, time_ms, write_json  # noqa: E402
+from common import median, print_table, time_ms, write_rows  # noqa: E402
 
 from ray_patch.scheduler import GroupScheduler, Policy  # noqa: E402
 
@@ -178,6 +178,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--seed", type=int, default=2018)
     parser.add_argument("--no-oracle", action="store_true", help="skip the optimum")
     args = parser.parse_args(argv)
+    load0 = os.getloadavg()
 
     from tqdm import tqdm
 
@@ -207,10 +208,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
         title=f"Placement benchmark (seed {args.seed}, {NODE_CPUS:g} CPUs per node)",
     )
     if args.json:
-        write_json(args.json, rows)
-        meta_path = os.path.splitext(args.json)[0] + ".meta.json"
-        write_json(meta_path, [dict(machine_info(), seed=args.seed, quick=args.quick)])
-        print(f"wrote {args.json}")
+        write_rows(args.json, rows, load0, "bench/placement.py", argv,
+                   seed=args.seed, quick=args.quick, node_cpus=NODE_CPUS)
     return rows
 
 

@@ -23,7 +23,6 @@ the p50 of the phase's second half. Latency here is to the *last* reducer of a b
 from __future__ import annotations
 
 import argparse
-import json
 import operator
 import os
 import statistics
@@ -35,6 +34,7 @@ sys.path.insert(0, HERE)
 import benchpath  # noqa: E402,F401  (Ray on loopback)
 import ray  # noqa: E402
 
+import common  # noqa: E402
 import stream_workload as wl  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from irfront import Broadcast, InitActors
     from irfront.cluster import LocalCluster
     ray.cloudpickle.register_pickle_by_value(wl)
-    load0 = os.getloadavg()[0]
+    load0 = os.getloadavg()
     rows = []
     with LocalCluster(num_nodes=4, cpus_per_node=2) as cluster:
         irfront.init(address=cluster.address)
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                                                        tiny), red2)
         irfront.shutdown()
     print(f"resident rebuilds (4 x 2 CPUs + 1 joining, floor data, {a.batches} batches "
-          f"per phase, one per {a.interval_ms:g} ms; load average {load0:.1f} -> "
+          f"per phase, one per {a.interval_ms:g} ms; load average {load0[0]:.1f} -> "
           f"{os.getloadavg()[0]:.1f})")
     print(f"{'phase':38} {'first batch ms':>14} {'driver ms':>9} {'all fed from':>12} "
           f"{'steady p50 ms':>13}")
@@ -114,10 +114,7 @@ def main(argv=None) -> int:
         print(f"{r['phase']:38} {r['first_ms']:14.1f} {r['driver_first_ms']:9.1f} "
               f"{str(r['first_fed_batch']):>12} {r['steady_p50_ms']:13.1f}")
     if a.json:
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        with open(a.json, "w") as fh:
-            json.dump({"rows": rows, "load": [load0, os.getloadavg()[0]]}, fh, indent=1)
-        print(f"wrote {a.json}")
+        common.write_rows(a.json, rows, load0, "bench/resident_rebuild.py", argv)
     return 0
 
 

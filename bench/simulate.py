@@ -48,7 +48,7 @@ import numpy as np
 
 import benchpath  # noqa: E402,F401  (first: sys.path)
 
-from common import machine_info, print_table, write_json  # noqa: E402
+from common import print_table, write_rows  # noqa: E402
 
 from ray_patch.scheduler import GroupScheduler, Policy  # noqa: E402
 
@@ -432,6 +432,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PATH")
     args = parser.parse_args(argv)
+    load0 = os.getloadavg()
     sizes = ([int(x) for x in args.nodes.split(",")] if args.nodes
              else QUICK_NODES if args.quick else FULL_NODES)
     rows = []
@@ -457,11 +458,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
                f"{args.cpu_ns_per_byte:g} ns CPU per input byte, seed {args.seed})"),
     )
     if args.json:
-        write_json(args.json, rows)
-        write_json(os.path.splitext(args.json)[0] + ".meta.json",
-                   [dict(machine_info(), seed=args.seed, cpus=args.cpus, gbps=args.gbps,
-                         cpu_ns_per_byte=args.cpu_ns_per_byte)])
-        print(f"wrote {args.json}")
+        write_rows(args.json, rows, load0, "bench/simulate.py", argv, seed=args.seed,
+                   cpus=args.cpus, gbps=args.gbps, cpu_ns_per_byte=args.cpu_ns_per_byte)
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")
