@@ -311,7 +311,7 @@ def fault_worker_sigkill(tg: Target, f: Fault, rng: random.Random) -> None:
 def fault_executor_kill(tg: Target, f: Fault, rng: random.Random) -> None:
     """A persistent per-node executor killed (``ray.kill``, Ray restarts it)."""
     rt = ray_patch.get_runtime()
-    ex = sorted(executors_.executor_nodes(rt.token).items())
+    ex = sorted(executors_.executor_nodes(rt).items())
     if not ex:
         f.skipped = "no executors under this configuration"
         return

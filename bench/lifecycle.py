@@ -75,7 +75,7 @@ def sample(k: int) -> dict:
     alive = sum(1 for a in actors().values() if a["State"] == "ALIVE"
                 and a["ActorClassName"] == "LifecycleReducer")
     rt = ray_patch.get_runtime()
-    ex = list(executors.executor_nodes(rt.token, "resident").values())
+    ex = list(executors.executor_nodes(rt, "resident").values())
     states = ray.get([h.__ray_call__.remote(_executor_state) for h in ex]) if ex else []
     row = {"streams": k, "reducers_alive": alive,
            "driver_routes": len(resident._routes(rt)),

@@ -15,7 +15,6 @@ that is placed there.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import ray
@@ -42,29 +41,25 @@ _ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
                             max_restarts=-1, max_task_retries=-1)(
     _executor_class())
 
-_lock = threading.Lock()
-# (runtime token, kind, node index) -> (node hex id, executor handle, {num_returns:
-# method}); kind "stage" (this module's) or "resident" (ray_patch.resident's)
-_EXECUTORS: dict[tuple[int, str, int], tuple[str, Any, dict[int, Any]]] = {}
-
-
 def executor_for(rt: Any, kind: str, node: int, make: Any) -> tuple[str, Any, dict]:
     """The ``kind`` executor of node index ``node``: ``(node hex id, handle, its method
     wrappers)``, made on first use by ``make(strategy, cpus, name)``: pinned with
     ``strategy``, as many threads as the node's ``cpus``, named
-    ``<Kind>Executor~<job>-<runtime>-<node>``. Every kind lives in one table, so
-    ``forget`` drops them all at shutdown and ``executor_nodes`` lists them."""
-    key = (rt.token, kind, node)
-    hit = _EXECUTORS.get(key)  # the per-call path: no lock once made
+    ``<Kind>Executor~<job>-<runtime>-<node>``. Every kind lives in the runtime's one
+    table (``rt.executors``; kind "stage" is this module's, "resident"
+    ray_patch.resident's), so ``forget`` drops them all at shutdown and
+    ``executor_nodes`` lists them."""
+    key = (kind, node)
+    hit = rt.executors.get(key)  # the per-call path: no lock once made
     if hit is None:
-        with _lock:
-            hit = _EXECUTORS.get(key)
+        with rt.lock:
+            hit = rt.executors.get(key)
             if hit is None:
                 hexid = rt.hex_of[node]
                 job = ray.get_runtime_context().get_job_id()
                 h = make(rt.strategies[node], max(1, int(rt.node_cpus(node))),
                          f"{kind.capitalize()}Executor~{job}-{rt.token}-{hexid[:12]}")
-                hit = _EXECUTORS[key] = (hexid, h, {})
+                hit = rt.executors[key] = (hexid, h, {})
     return hit
 
 
@@ -85,18 +80,16 @@ def executor_call(rt: Any, node: int, num_returns: int) -> Any:
     return m
 
 
-def forget(token: int) -> list[Any]:
+def forget(rt: Any) -> list[Any]:
     """Drops a runtime's executors (every kind); returns their handles (to kill)."""
-    with _lock:
-        handles = [v[1] for k, v in _EXECUTORS.items() if k[0] == token]
-        for k in [k for k in _EXECUTORS if k[0] == token]:
-            del _EXECUTORS[k]
+    with rt.lock:
+        handles = [v[1] for v in rt.executors.values()]
+        rt.executors.clear()
     return handles
 
 
-def executor_nodes(token: int | None, kind: str | None = None) -> dict[str, Any]:
-    """A runtime's executors (``token`` None: every runtime's) of ``kind`` (None: every
-    kind): node hex id it was pinned to -> handle."""
-    with _lock:
-        return {v[0]: v[1] for k, v in _EXECUTORS.items()
-                if (token is None or k[0] == token) and (kind is None or k[1] == kind)}
+def executor_nodes(rt: Any, kind: str | None = None) -> dict[str, Any]:
+    """A runtime's executors of ``kind`` (None: every kind): node hex id it was pinned
+    to -> handle."""
+    with rt.lock:
+        return {v[0]: v[1] for k, v in rt.executors.items() if kind is None or k[0] == kind}

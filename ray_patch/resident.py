@@ -332,7 +332,7 @@ def _feed(rt: Any, node: int) -> _Feed:
 
 
 def _resident_executors(rt: Any) -> list:
-    return list(executors_.executor_nodes(rt.token, "resident").values())
+    return list(executors_.executor_nodes(rt, "resident").values())
 
 
 def _make_resident(strategy: Any, cpus: int, name: str) -> Any:
@@ -427,8 +427,9 @@ def residentable(fn: RemoteFunction, max_retries: int | None) -> bool:
 
 
 # ---- plain actors behind a channel keep Ray's one-method-at-a-time contract -------------
-_SERIALIZED: dict[int, Any] = {}  # id(user's ActorClass) -> (it, its locked twin)
-_SERIALIZED_IDS: set = set()  # actor ids made from a locked twin
+# id(user's ActorClass) -> (it, its locked twin, channel-safe): per process, as classes
+# are; the actors made from a twin are the runtime's ("serialized_actors" table)
+_SERIALIZED: dict[int, Any] = {}
 
 
 def _wants_lock(body: type, options: dict) -> bool:
@@ -483,9 +484,9 @@ def mark_serialized(actor_cls: Any, handles: Sequence[Any]) -> None:
         hit = _SERIALIZED.get(id(actor_cls))
         if hit is None or hit[0] is not actor_cls or not hit[2]:
             return
-        if len(_SERIALIZED_IDS) > 1_000_000:
-            _SERIALIZED_IDS.clear()
-        _SERIALIZED_IDS.update(h._actor_id.binary() for h in handles)
+        made = _serialized_actors(get_runtime())
+        for h in handles:
+            made[h._actor_id.binary()] = True
 
 
 def channel_safe(actor_cls: Any, handles: Sequence[Any], checkpointed: bool) -> bool:
@@ -497,5 +498,15 @@ def channel_safe(actor_cls: Any, handles: Sequence[Any], checkpointed: bool) -> 
         return False
     if checkpointed:
         return True
+    rt = current_runtime()
+    if rt is None:
+        return False
     with _lock:
-        return all(h._actor_id.binary() in _SERIALIZED_IDS for h in handles)
+        made = _serialized_actors(rt)
+        return all(h._actor_id.binary() in made for h in handles)
+
+
+def _serialized_actors(rt: Any) -> LRU:
+    """The actors of this runtime made from a locked twin (bounded: one that falls out
+    only loses the channel, its pieces go through Ray)."""
+    return rt.table("serialized_actors", 100_000)

@@ -101,8 +101,16 @@ class Runtime:
         # (actor id, via __ray_call__, method, name, num_returns) -> option wrapper
         self.call_wrappers = LRU(10_000)  # on weak handles (ray_private.weak_handle)
         # the other per-cluster tables of ray_patch (table(): the resident path's routes
-        # and feeds), bounded, released together with the runtime (release())
+        # and feeds, batched task functions), bounded, released together with the
+        # runtime (release())
         self._tables: dict[str, LRU] = {}
+        # (kind, int node id) -> (node hex id, executor handle, {num_returns: method}):
+        # the per-node executors (ray_patch.executors), at most kinds x nodes
+        self.executors: dict[tuple[str, int], tuple[str, Any, dict[int, Any]]] = {}
+        # (monotonic time read, {int node id: resources}): the non-CPU capacities last
+        # sent to the core (ray_patch.submit.node_resources)
+        self.resources_sent: tuple[float, dict[int, dict[str, float]]] = (
+            -float("inf"), {})
         self.token = next(_TOKENS)  # identifies this runtime to finalizers
         self._last_refresh = -float("inf")
         self._pending_free: collections.deque[int] = collections.deque()

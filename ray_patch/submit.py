@@ -105,15 +105,12 @@ def _depends_on(rt: Runtime, explicit: int | None,
     return None
 
 
-_RESOURCES_SENT: dict[int, tuple[float, dict[int, dict[str, float]]]] = {}
-
-
 def node_resources(rt: Runtime, force: bool = False) -> dict[int, dict[str, float]]:
     """Each known node's capacities of resources other than CPU (GPUs, custom resources,
     memory, accelerator types) as Ray reports them (``ray.nodes()``), sent to the core
     when they change. Read only for groups that demand such resources, at most every
     ``rt.refresh_interval_s`` (and whenever the node table has grown) unless ``force``."""
-    last, sent = _RESOURCES_SENT.get(rt.token, (-float("inf"), {}))
+    last, sent = rt.resources_sent
     now = time.monotonic()
     if not force and now - last < rt.refresh_interval_s and len(sent) >= len(rt.hex_of):
         return sent
@@ -128,9 +125,7 @@ def node_resources(rt: Runtime, force: bool = False) -> dict[int, dict[str, floa
             rt.scheduler.set_node_resources(nid, res)
             sent[nid] = res
             rt.plans.invalidate(f"node {rt.hex_of[nid][:12]} resources {res}")
-    if len(_RESOURCES_SENT) > 64:  # runtimes of finished Ray jobs
-        _RESOURCES_SENT.clear()
-    _RESOURCES_SENT[rt.token] = (now, sent)
+    rt.resources_sent = (now, sent)
     return sent
 
 
@@ -387,19 +382,18 @@ def _batch_body(body: Any, k: int):
     return run_batch
 
 
-_BATCHED: dict[tuple[int, int], tuple[RemoteFunction, RemoteFunction]] = {}
-
-
-def _batched_function(fn: RemoteFunction, k: int) -> RemoteFunction:
-    """``fn`` as a task running several calls in turn (cached per function and k)."""
-    hit = _BATCHED.get((id(fn), k))
+def _batched_function(rt: Runtime, fn: RemoteFunction, k: int) -> RemoteFunction:
+    """``fn`` as a task running several calls in turn (cached per function and k, in the
+    runtime's ``batched`` table: the entry holds ``fn``, so its ``id`` is not reused)."""
+    table = rt.table("batched", 1024)
+    hit = table.get((id(fn), k))
     if hit is not None and hit[0] is fn:
         return hit[1]
     opts = {key: v for key, v in fn._default_options.items()
             if v is not None and key not in ("num_returns", "name")}
     body = _batch_body(fn._function, k)
     batched = ray.remote(**opts)(body) if opts else ray.remote(body)
-    _BATCHED[(id(fn), k)] = (fn, batched)
+    table[(id(fn), k)] = (fn, batched)
     return batched
 
 
@@ -413,7 +407,7 @@ def _submit_batched(rt: Runtime, fn: RemoteFunction, args: list[tuple], nodes: n
     by_node: dict[int, list[int]] = {}
     for i, n in enumerate(nodes.tolist()):
         by_node.setdefault(n, []).append(i)
-    batched = _batched_function(fn, k)
+    batched = _batched_function(rt, fn, k)
     out: list[Any] = [None] * len(args)
     base = {key: v for key, v in extra.items() if key != "num_returns"}
     for n, calls in by_node.items():

@@ -97,8 +97,8 @@ def actor_pids(handles: list) -> list[int]:
 def resident_pids() -> list[int]:
     """The processes of this driver's resident executors."""
     import ray
-    from ray_patch import executors as ex
-    hs = list(ex.executor_nodes(None, "resident").values())
+    from ray_patch import current_runtime, executors as ex
+    hs = list(ex.executor_nodes(current_runtime(), "resident").values())
     return ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in hs])
 
 

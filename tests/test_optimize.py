@@ -181,7 +181,7 @@ def test_executors_run_each_nodes_share_as_an_actor_call():
         red.get()
     rt = ray_patch.get_runtime()
     alive = set(rt.alive_nodes())
-    pinned = executors.executor_nodes(rt.token)
+    pinned = executors.executor_nodes(rt)
     assert len(alive) == NUM_NODES and alive <= set(pinned)
     # Each executor runs on the node it was pinned to (Ray ignores a soft affinity for a
     # request of no resources: the executor asks for one byte of memory).

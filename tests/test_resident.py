@@ -282,9 +282,9 @@ def _scribble(part):
 
 def _held(ids: set) -> set:
     """Which of these inputs (ref ids) some resident executor keeps."""
-    from ray_patch import executors as ex
+    from ray_patch import current_runtime, executors as ex
     held = set()
-    for h in ex.executor_nodes(None, "resident").values():
+    for h in ex.executor_nodes(current_runtime(), "resident").values():
         held |= ids & set(ray.get(h.__ray_call__.remote(lambda self: list(self.inputs))))
     return held
 
@@ -499,7 +499,7 @@ def _alive(class_name: str) -> int:
 @pytest.mark.parametrize("mode", [  # without resident: in `make test-slow`
     "locality", pytest.param("locality-noresident", marks=pytest.mark.slow)])
 def test_streams_made_and_dropped_leave_no_actor_alive(cluster, mode):
-    """Ten streams, each with InitActors of its own, closed and dropped: every reducer
+    """Four streams, each with InitActors of its own, closed and dropped: every reducer
     ends, as plain Ray's actors do when their last handle goes (no cache of irfront's
     keeps one alive), on the resident path and without it."""
     import gc
@@ -522,7 +522,7 @@ def test_streams_made_and_dropped_leave_no_actor_alive(cluster, mode):
         s.close()
 
     with lowering_options(options_for(mode)):
-        for _ in range(10):
+        for _ in range(4):
             one_stream()
     gc.collect()
     deadline = time.monotonic() + 60

@@ -40,7 +40,7 @@ def shutdown() -> None:
     rt = ray_patch.current_runtime()
     if rt is not None:
         ray_patch.free_groups(list(rt.groups))
-        for h in executors.forget(rt.token):  # the persistent per-node stage executors
+        for h in executors.forget(rt):  # the persistent per-node stage executors
             ray.kill(h)
     release_runtime()  # its tables (the resident feeds' connections close), while Ray
     quiet_shutdown()  # is up
