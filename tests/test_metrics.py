@@ -28,7 +28,7 @@ pytestmark = [needs_core, pytest.mark.timeout(240)]
 
 NUM_BATCHES = 8
 REDUCERS = 2
-POLL_S = 60.0  # Ray's metrics_report_interval_ms (10 s by default) sets the pace
+POLL_S = 60.0  # metrics_report_interval_ms sets the pace (2 s in the session cluster)
 POLL_MAX = 120
 POLL_EVERY_S = 0.5
 
