@@ -16,8 +16,10 @@ is (re)written from PATH (relative to the repository). KIND:
 - ``chaos``: a ``bench/chaos.py`` run: runs, faults injected, broken promises, per
   configuration;
 - ``overhead``: a ``bench/submit_overhead.py`` run;
+- ``datamove``: a ``bench/datamove.py`` run (latency, bytes placed and moved, where the
+  tasks ran);
 - ``rows``: any run that writes ``{"rows": [...], "provenance": ..., "command": ...}``
-  (``bench/lifecycle.py``, ``bench/corpus.py``): its rows as a table, and its
+  (``bench/lifecycle.py``, ``bench/corpus.py``): its rows' scalar columns as a table, and its
   ``totals`` (a dict) as a second one when it has them.
 
     python scripts/doc_figures.py            # rewrites every block
@@ -145,7 +147,8 @@ def _cell(v: Any) -> str:
 
 def rows_block(data: dict, path: str) -> str:
     rows = data["rows"]
-    cols = list(rows[0])
+    # scalar columns only: lists and dicts (per-batch samples) stay in the JSON
+    cols = [c for c in rows[0] if not isinstance(rows[0][c], (list, dict))]
     lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |",
              "|---" * len(cols) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
@@ -160,8 +163,27 @@ def rows_block(data: dict, path: str) -> str:
         (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
 
 
-KINDS = {"stream": stream_block, "runs": runs_block, "chaos": chaos_block,
-         "overhead": overhead_block, "rows": rows_block}
+def datamove_block(data: dict, path: str) -> str:
+    """bench/datamove.py's rows: latency, bytes placed and moved, where tasks ran."""
+    def mb(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+    lines = ["| series | MB/part | p50 ms | p99 ms | p50 / vanilla+fuse | placed MB | "
+             "join / opt / core MB | net MB | net / placed | join tasks per host | "
+             "reducers per host |", "|---" * 11 + "|"]
+    for r in data["rows"]:
+        name = f"**{r['series']}**" if r["series"] == "locality" else r["series"]
+        lines.append(
+            f"| {name} | {r['size_mb']:g} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | "
+            f"{mb(r.get('p50_vs_vfuse'))} | {mb(r['placed_mb'])} | "
+            f"{mb(r['join_mb'])} / {mb(r['opt_join_mb'])} / {mb(r.get('core_mb'))} | "
+            f"{mb(r.get('net_mb'))} | {mb(r.get('net_vs_placed'))} | {r['join_tasks']} | "
+            f"{r['reducers']} |")
+    return "\n".join(lines) + "\n\n" + _where(data.get("provenance")) + \
+        f" Data: `{path}`.\n"
+
+
+KINDS = {"stream": stream_block, "datamove": datamove_block, "runs": runs_block,
+         "chaos": chaos_block, "overhead": overhead_block, "rows": rows_block}
 
 
 def render(text: str) -> str:
