@@ -353,7 +353,9 @@ class Runtime:
         """Asks Ray where objects not produced by a known group live, and their size."""
         try:
             found = ray.experimental.get_object_locations(refs)
-        except Exception:  # a lookup failure only costs locality
+        except (ray.exceptions.RayError, OSError) as e:  # a failed lookup costs locality
+            log.debug("object locations unavailable (%s: %s): placed without them",
+                      type(e).__name__, str(e))
             return
         for ref, info in found.items():
             nodes = [n for n in (self.node_int(h) for h in info.get("node_ids") or ())

@@ -46,7 +46,6 @@ docs/RELIABILITY.md).
 """
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import time
@@ -62,7 +61,9 @@ from ray_patch.resident import forget_route
 from ray_patch.resident_worker import StageFailed
 from irfront.drivers.backpressure import InFlightWindow
 from irfront.drivers.checkpoints import CheckpointStore, DirectoryStore
+from irfront.drivers.delivery import Paths
 from irfront.drivers.durable import DurableStreamState
+from irfront.drivers.ledger import Ledger, Pending, ReducerGroup, Wait
 from irfront.drivers.metrics import StreamMetrics
 from irfront.ir.nodes import Node
 from irfront.ir.reducers import NeedsRestore
@@ -138,45 +139,6 @@ class StreamReport:
                 f"{self.checkpoints} checkpoints, kept <= {self.kept_peak} calls, "
                 f"in flight <= {bp.get('peak_in_flight')} (max {bp.get('max_in_flight')}), "
                 f"held back {bp.get('held_back_s', 0.0):.2f} s")
-
-
-@dataclass
-class _Reducers:
-    """The driver's view of one group of exactly-once reducers."""
-
-    handles: list
-    ckpt: list[tuple[int, Any]]  # last checkpoint per actor: (seq, state)
-    confirmed: list[int]  # last call known applied, per actor
-    kept: list[dict[int, ReducerCall]]  # calls after the checkpoint, per actor
-    last: int = -1  # last call numbered for this group
-    recoveries: list[int] = field(default_factory=list)
-    name: str = ""
-    # per actor: the last call sent before its last recovery; resident answers about
-    # calls up to it are superseded by the replay (lowering/resident.py)
-    horizon: list[int] = field(default_factory=list)
-    # per actor: the token of its last restore; a resident answer counts only if it
-    # carries it (an answer about a state lost in a fault says nothing of the restored one)
-    epoch: list[int] = field(default_factory=list)
-
-
-class Wait(enum.Enum):
-    """What a pending ref is: a reducer call (``APPLY``), a resident piece sent again by
-    the driver (``REPLAY``: answers the last applied call), a checkpoint (``CHECKPOINT``),
-    or a source node's executor call of a resident batch (``RESIDENT``)."""
-
-    APPLY = "apply"
-    REPLAY = "replay"
-    CHECKPOINT = "checkpoint"
-    RESIDENT = "resident"
-
-
-@dataclass(frozen=True)
-class _Pending:
-    kind: Wait
-    key: int  # the reducer group
-    reducer: int  # -1: every reducer of the group (a resident executor call)
-    seq: int
-    source: int = -1  # resident calls and replays: the source node's index
 
 
 @dataclass
@@ -312,16 +274,16 @@ class MicroBatchStream:
         self.max_recoveries = max_recoveries
         self._gate = None
         self.window = InFlightWindow(max_in_flight)
-        self.reducers: dict[int, _Reducers] = {}  # id(InitActors) -> state
-        self._actor_nodes: dict[int, Any] = {}  # id -> InitActors (kept alive)
-        self._pending: dict[Any, _Pending] = {}  # refs (and fed batches' futures)
+        # the reducers: what was sent, confirmed, checkpointed and kept; what each
+        # pending ref is (drivers/ledger.py)
+        self.ledger = Ledger()
+        # how calls reach the reducers: Ray actor calls, the resident path
+        self.paths = Paths()
         self._stage_retries: dict[tuple[int, int, int], int] = {}  # (key, seq, source)
-        self._batch_of: dict[tuple[int, int], int] = {}  # (key, call) -> batch, in flight
         self._stop_batch = -1  # a stage stopped the stream at this batch (draining)
         # dead nodes whose reducers were recovered (None: not read yet)
         self._seen_dead: set[str] | None = None
         self.max_stage_retries = max_stage_retries
-        self._resident_sent: dict[ray.ObjectRef, float] = {}  # executor call -> when
         self.stats = StreamReport()
         self._batches = 0
         self._abs_batch = 0  # the source's number of the batch being submitted
@@ -338,6 +300,11 @@ class MicroBatchStream:
         # Ray metrics (irfront_batch_latency_seconds, ...; drivers/metrics.py), tagged
         # with the stream's name; a few records per batch.
         self.metrics = StreamMetrics(name)
+
+    @property
+    def reducers(self) -> dict[int, ReducerGroup]:
+        """The stream's reducer groups, by id of their InitActors (the ledger's)."""
+        return self.ledger.groups
 
     # ---- the gate for ahead-of-time batches ---------------------------------------------
     def _get_gate(self):
@@ -383,10 +350,8 @@ class MicroBatchStream:
         self._gate = None
         for g in self.reducers.values():  # the routes the resident path made for them
             forget_route(g.handles)
-        self.reducers.clear()
-        self._actor_nodes.clear()
-        self._pending.clear()
-        self._resident_sent.clear()
+        self.ledger.clear()
+        self.paths.clear()
 
     def __enter__(self) -> "MicroBatchStream":
         return self
@@ -412,18 +377,13 @@ class MicroBatchStream:
     # ---- submitting ---------------------------------------------------------------------
     def _submit(self, b: Batch, arg: Any) -> tuple[list, list[tuple[int, int, int]]]:
         log: list[ReducerCall] = []
-        EVALUATOR.results.call_log = log
-        EVALUATOR.results.actor_directory = self.durable
-        try:
+        with EVALUATOR.results.batch_scope(log, self.durable):
             out = b.submit(arg)
             if isinstance(out, Node):
                 refs = [r for r in flat_objects(out, out.eval())
                         if isinstance(r, (ray.ObjectRef, Future))]
             else:
                 refs = list(out or ())
-        finally:
-            EVALUATOR.results.call_log = None
-            EVALUATOR.results.actor_directory = None
         logged = {r for c in log for r in (c.refs if isinstance(c, ResidentCall)
                                            else (c.ref,))}
         calls = []
@@ -436,57 +396,38 @@ class MicroBatchStream:
         return [r for r in refs if r not in logged], calls
 
     def _track(self, c: ReducerCall | ResidentCall) -> int:
-        key = id(c.actors)
-        g = self.reducers.get(key)
-        if g is None:
+        """A call the batch logged: its group (made on first use), kept and waited for
+        along the path it took."""
+        def make() -> ReducerGroup:
             handles = EVALUATOR.eval(c.actors)
-            n = len(handles)
             seeded = None
             if self.durable is not None:
                 self.durable.group_of(c.actors)  # raises if not created by the stream
-                seeded = self.durable.seeded.get(key)
-            if seeded is not None:  # restored from the store by this driver
-                ckpt = list(seeded)
-            else:
-                ckpt = _first_checkpoints(handles)
-            g = _Reducers(list(handles), ckpt, [s for s, _ in ckpt],
-                          [dict() for _ in range(n)], recoveries=[0] * n,
-                          name=c.actors.name, horizon=[-1] * n,
-                          epoch=EVALUATOR.results.epochs(c.actors))
-            self.reducers[key] = g
-            self._actor_nodes[key] = c.actors
-        g.last = max(g.last, c.seq)
-        self._batch_of[(key, c.seq)] = self._abs_batch
+                seeded = self.durable.seeded.get(id(c.actors))
+            ckpt = list(seeded) if seeded is not None else _first_checkpoints(handles)
+            return ReducerGroup.new(handles, ckpt, c.actors.name,
+                                    EVALUATOR.results.epochs(c.actors))
+
+        key, _ = self.ledger.group(c.actors, make)
         if self.durable is not None:
             self.durable.track(self.durable.group_of(c.actors), c.seq, self._abs_batch)
-        if isinstance(c, ResidentCall):  # kept for every reducer; one answer per source
-            for i in range(len(g.handles)):
-                if c.seq > g.confirmed[i]:
-                    g.kept[i][c.seq] = c
-                    self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[i]))
-            now = time.monotonic()
-            for s, ref in enumerate(c.refs):
-                self._pending[ref] = _Pending(Wait.RESIDENT, key, -1, c.seq, s)
-                self._resident_sent[ref] = now
-            return key
-        if c.seq > g.confirmed[c.index]:
-            g.kept[c.index][c.seq] = c
-            self._pending[c.ref] = _Pending(Wait.APPLY, key, c.index, c.seq)
-            self.stats.kept_peak = max(self.stats.kept_peak, len(g.kept[c.index]))
+        self.paths.of(c).sent(self.ledger, key, c, self._abs_batch)
+        self.stats.kept_peak = self.ledger.kept_peak
         return key
 
     def _checkpoint_all(self) -> None:
         for key, g in self.reducers.items():
             for i, h in enumerate(g.handles):
-                self._pending[h.checkpoint.remote()] = _Pending(Wait.CHECKPOINT, key, i,
-                                                                g.last)
+                self.ledger.expect(h.checkpoint.remote(),
+                                   Pending(Wait.CHECKPOINT, key, i, g.last))
 
     # ---- completion and recovery --------------------------------------------------------
     def _poll(self, timeout: float) -> None:
         """Takes in finished reducer calls and checkpoints; recovers failed reducers."""
-        if not self._pending:
+        pending = self.ledger.pending
+        if not pending:
             return
-        refs = list(self._pending)
+        refs = list(pending)
         ready = _wait(refs, 1, timeout)
         if not ready:
             if timeout > 0:  # a stall: a node may have died unseen
@@ -496,9 +437,9 @@ class MicroBatchStream:
         ready = _wait(refs, len(refs), 0)
         broken: dict[tuple[int, int], Any] = {}
         for r in ready:
-            w = self._pending.pop(r)
+            w = pending.pop(r)
             key, i, seq = w.key, w.reducer, w.seq
-            if w.kind is not Wait.CHECKPOINT and self._batch_of.get(
+            if w.kind is not Wait.CHECKPOINT and self.ledger.batch_of.get(
                     (key, seq), -1) >= self._stop_batch >= 0:
                 continue  # the stream stopped at an earlier batch
             if w.kind is Wait.RESIDENT:
@@ -519,19 +460,16 @@ class MicroBatchStream:
                 continue
             g = self.reducers[key]
             if w.kind is Wait.APPLY:
-                g.confirmed[i] = max(g.confirmed[i], seq)
+                g.confirmed_up_to(i, seq)
             elif w.kind is Wait.REPLAY:  # a resident piece sent again: the last applied
-                self._resident_confirm(g, i, val)
+                g.confirmed_resident(i, val)
             elif val is None:  # restarted by Ray since its last restore: recover it
                 broken[(key, i)] = NeedsRestore(f"reducer {g.name}[{i}] answered a "
                                                 "checkpoint as restarted")
-            elif val[0] > g.ckpt[i][0]:
-                g.ckpt[i] = val
+            elif g.checkpointed(i, val):
                 self.stats.checkpoints += 1
                 if self.durable is not None:
                     self._save_durable(key, i, val)
-                for s in [s for s in g.kept[i] if s <= val[0]]:
-                    del g.kept[i][s]
         for key, i in self._on_dead_nodes():
             broken.setdefault((key, i), ray.exceptions.NodeDiedError(
                 f"the node of reducer {self.reducers[key].name}[{i}] died"))
@@ -585,7 +523,7 @@ class MicroBatchStream:
                     out.append((key, i))
         return out
 
-    def _resident_answer(self, r: Any, w: _Pending, broken: dict) -> None:
+    def _resident_answer(self, r: Any, w: Pending, broken: dict) -> None:
         """One source node's executor call of resident batch ``seq``: per reducer, its
         last applied call (confirmed if about the state last restored) or the error of
         its call (recovered; an error about a call before the reducer's last recovery is
@@ -594,7 +532,7 @@ class MicroBatchStream:
         tasks; reducers take a piece once)."""
         key, source, seq = w.key, w.source, w.seq
         g = self.reducers[key]
-        self._resident_sent.pop(r, None)
+        self.paths.resident.answered(r)
         try:
             val = _value(r)
         except (ray.exceptions.RayError, ChannelError, StageFailed) as e:
@@ -610,13 +548,13 @@ class MicroBatchStream:
                         "its pieces are sent again", seq, source, type(e).__name__, str(e))
             self.stats.resident_fallbacks += 1
             self._note_failures(ray_patch.node_failed())
-            self._resend_source(key, source, seq)
+            self.paths.resident.resend_source(self.ledger, key, source, seq)
             return
         for i, v in enumerate(val):
             if (key, i) in broken:
                 continue
             if not isinstance(v, BaseException):
-                self._resident_confirm(g, i, v)
+                g.confirmed_resident(i, v)
                 continue
             if seq <= g.horizon[i]:  # superseded by the replay
                 continue
@@ -624,17 +562,7 @@ class MicroBatchStream:
                 raise v
             broken[(key, i)] = v
 
-    @staticmethod
-    def _resident_confirm(g: _Reducers, i: int, answer: tuple[int, int]) -> None:
-        """A reducer's answer to a resident piece: ``(last applied, epoch)``. It counts
-        when it is about the state the driver last restored (its epoch), whichever path
-        brought the piece: after a recovery, a piece an executor sent may complete a
-        replayed call as well as the driver's own replay can."""
-        last, epoch = answer
-        if epoch == g.epoch[i]:
-            g.confirmed[i] = max(g.confirmed[i], last)
-
-    def _stage_failed(self, w: _Pending, err: BaseException, broken: dict) -> None:
+    def _stage_failed(self, w: Pending, err: BaseException, broken: dict) -> None:
         """Batch ``w.seq``'s stage raised ``err`` (no reducer applied anything of it: a
         reducer applies a call only once every source sent a good piece, and calls only
         in order). A Ray failure type (a side actor, a worker, a node or an object went
@@ -648,16 +576,17 @@ class MicroBatchStream:
         g = self.reducers[w.key]
         if isinstance(err, _FAILURES) and n <= self.max_stage_retries:
             log.warning("batch %s (call %d of %s): its stage failed (%s); try %d of %d",
-                        self._batch_of.get((w.key, w.seq)), w.seq, g.name,
+                        self.ledger.batch_of.get((w.key, w.seq)), w.seq, g.name,
                         type(err).__name__, n, self.max_stage_retries)
             self.stats.stage_retries += 1
             if w.kind is Wait.APPLY:
                 broken.setdefault((w.key, w.reducer), err)
             else:
-                self._resend_source(w.key, w.source, w.seq, rerun=True,
-                                    only=w.reducer if w.kind is Wait.REPLAY else None)
+                self.paths.resident.resend_source(
+                    self.ledger, w.key, w.source, w.seq, rerun=True,
+                    only=w.reducer if w.kind is Wait.REPLAY else None)
             return
-        batch = self._batch_of.get((w.key, w.seq))
+        batch = self.ledger.batch_of.get((w.key, w.seq))
         if self.stats.failed_batch is None:
             self.stats.failed_batch = {"batch": batch, "group": g.name, "call": w.seq,
                                        "source": w.source, "error": repr(err)[:500]}
@@ -666,46 +595,21 @@ class MicroBatchStream:
                          "none after")
         raise _StageStop(err, batch)
 
-    def _resend_source(self, key: int, source: int, seq: int, rerun: bool = False,
-                       only: int | None = None) -> None:
-        """Source ``source``'s pieces of resident batch ``seq`` sent again by the driver
-        (plain tasks) to every reducer that has not confirmed it (or to reducer ``only``):
-        its executor failed or did not answer in time, or (``rerun``) its plain task
-        failed and runs again."""
-        g = self.reducers[key]
-        rerun_done = not rerun
-        for i in range(len(g.handles)) if only is None else (only,):
-            c = g.kept[i].get(seq)
-            if c is None or g.confirmed[i] >= seq or (only is None and seq <= g.horizon[i]):
-                continue
-            if not rerun_done:  # its plain task ran and failed: run it again
-                c.batch.forget_source(source)
-                rerun_done = True
-            ref = c.batch.replay_source(source, i)
-            self._pending[ref] = _Pending(Wait.REPLAY, key, i, seq, source)
-
     def _resident_stalls(self) -> None:
         """Executor calls unanswered for ``restart_timeout_s``: their pieces are sent
         again through the fallback (reducers take a piece once; a late answer is then
         ignored)."""
-        if not self._resident_sent:
-            return
-        limit = time.monotonic() - self.restart_timeout_s
-        for ref, t in list(self._resident_sent.items()):
-            if t < limit:
-                del self._resident_sent[ref]
-                w = self._pending.pop(ref, None)
-                if w is not None:
-                    log.warning("resident batch %d: the executor of source %d did not "
-                                "answer in %.0f s; its pieces are sent again", w.seq,
-                                w.source, self.restart_timeout_s)
-                    self.stats.resident_fallbacks += 1
-                    self._resend_source(w.key, w.source, w.seq)
+        for w in self.paths.resident.stalled(self.ledger, self.restart_timeout_s):
+            log.warning("resident batch %d: the executor of source %d did not answer in "
+                        "%.0f s; its pieces are sent again", w.seq, w.source,
+                        self.restart_timeout_s)
+            self.stats.resident_fallbacks += 1
+            self.paths.resident.resend_source(self.ledger, w.key, w.source, w.seq)
 
     def _save_durable(self, key: int, i: int, val: tuple[int, Any]) -> None:
         g = self.reducers[key]
-        group = self.durable.group_of(self._actor_nodes[key])
-        oldest = {self.durable.group_of(self._actor_nodes[k]): min(s for s, _ in r.ckpt)
+        group = self.durable.group_of(self.ledger.actors[key])
+        oldest = {self.durable.group_of(self.ledger.actors[k]): min(s for s, _ in r.ckpt)
                   for k, r in self.reducers.items()}
         t0 = time.perf_counter()
         saved = self.durable.save(group, i, val[0], val[1], oldest)
@@ -735,21 +639,17 @@ class MicroBatchStream:
                     g.name, i, type(cause).__name__, g.ckpt[i][0])
         self.metrics.recovered(type(cause).__name__)
         self._note_failures(ray_patch.node_failed())
-        for r, w in list(self._pending.items()):
-            if (w.key, w.reducer) == (key, i):  # superseded by the replay below
-                del self._pending[r]
+        self.ledger.drop_pending_of(key, i)  # superseded by the replay below
         h = g.handles[i]
-        g.epoch[i] = random.getrandbits(62)
-        node = self._restore(h, g.ckpt[i], f"{g.name}[{i}]", cause, g.epoch[i])
+        epoch = random.getrandbits(62)
+        node = self._restore(h, g.ckpt[i], f"{g.name}[{i}]", cause, epoch)
         ray_patch.update_actor_node(h, node)
-        ck_seq = g.ckpt[i][0]
-        g.confirmed[i] = ck_seq
-        g.horizon[i] = g.last
+        ck_seq = g.restored(i, epoch)
         replayed = self._replay(key, i, ck_seq)
         self.stats.replayed += replayed
         # A checkpoint right after the replay: the kept calls can go without waiting for
         # the next checkpoint round.
-        self._pending[h.checkpoint.remote()] = _Pending(Wait.CHECKPOINT, key, i, g.last)
+        self.ledger.expect(h.checkpoint.remote(), Pending(Wait.CHECKPOINT, key, i, g.last))
         self.stats.recoveries.append({
             "reducer": i, "group": g.name, "cause": type(cause).__name__,
             "checkpoint_seq": ck_seq, "replayed": replayed, "node": node,
@@ -760,19 +660,11 @@ class MicroBatchStream:
 
     def _replay(self, key: int, i: int, after: int) -> int:
         """Sends reducer i its kept calls after call ``after`` again, in order (a
-        reducer applies each call once); returns how many."""
-        g = self.reducers[key]
-        h = g.handles[i]
-        seqs = sorted(s for s in g.kept[i] if s > after)
-        for s in seqs:
-            c = g.kept[i][s]
-            if isinstance(c, ResidentCall):  # every source's piece, from the driver
-                for source, ref in enumerate(c.replay(i)):
-                    self._pending[ref] = _Pending(Wait.REPLAY, key, i, s, source)
-                continue
-            ref = ray_patch.resend_call(h, c.method, c.args, c.invoke)
-            self._pending[ref] = _Pending(Wait.APPLY, key, i, s)
-        return len(seqs)
+        reducer applies each call once), each along its own path; returns how many."""
+        calls = self.reducers[key].kept_after(i, after)
+        for s, c in calls:
+            self.paths.of(c).replay(self.ledger, key, i, s, c)
+        return len(calls)
 
     def _restore(self, h: Any, ckpt: tuple[int, Any], name: str, cause: Any,
                  epoch: int) -> str:
@@ -828,16 +720,15 @@ class MicroBatchStream:
                 return
             for (key, i), cause in broken.items():
                 self._recover(key, i, cause)
-            while self._pending:
+            while self.ledger.pending:
                 if time.monotonic() > deadline:
                     raise RecoveryError("reducers did not come back for the final check "
                                         f"within {self.restart_timeout_s * 4} s")
                 self._poll(timeout=1.0)
 
     def _finished(self, f: _InFlight) -> bool:
-        for key, i, seq in f.calls:
-            if self.reducers[key].confirmed[i] < seq:
-                return False
+        if self.ledger.unconfirmed(f.calls):
+            return False
         if f.refs:
             ready = _wait(f.refs, len(f.refs), 0)
             if len(ready) < len(f.refs):
@@ -862,7 +753,7 @@ class MicroBatchStream:
             if not self._finished(f):
                 if not block:
                     return
-                waiting = list(self._pending) + list(f.refs)
+                waiting = list(self.ledger.pending) + list(f.refs)
                 ready = _wait(waiting, 1, 1.0)
                 if not ready:  # a stall: a node may have died unseen
                     self._note_failures(ray_patch.node_failed())
@@ -872,8 +763,7 @@ class MicroBatchStream:
             rec = f.record
             rec.done = time.time()
             del in_flight[seq]
-            for key, _, call in f.calls:
-                self._batch_of.pop((key, call), None)
+            self.ledger.closed(f.calls)
             self.window.closed(seq)
             # From the batch's slot; with interval_s=0 (no grid) from when it was ready
             # to go, i.e. when it began waiting for room in the window.
@@ -907,11 +797,11 @@ class MicroBatchStream:
         ones are dropped (none can apply: a reducer applies calls in order)."""
         self._stop_batch = batch if batch is not None else -1
         need = {}
-        for (key, call), b in self._batch_of.items():
+        for (key, call), b in self.ledger.batch_of.items():
             if b < self._stop_batch:
                 need[key] = max(need.get(key, -1), call)
         deadline = time.monotonic() + self.restart_timeout_s
-        while self._pending and time.monotonic() < deadline and any(
+        while self.ledger.pending and time.monotonic() < deadline and any(
                 c < need.get(key, -1) for key, g in self.reducers.items()
                 for c in g.confirmed):
             try:
@@ -982,13 +872,13 @@ class MicroBatchStream:
             t_next = max(t_next + self.interval_s, time.time() - self.interval_s)
         deadline = time.monotonic() + self.restart_timeout_s * 4
         final = self.durable is None or not self.reducers  # the last checkpoint taken
-        while in_flight or self._pending or not final:
+        while in_flight or self.ledger.pending or not final:
             if time.monotonic() > deadline:
                 raise RecoveryError(f"stream did not drain within {self.restart_timeout_s * 4}"
                                     f" s: {len(in_flight)} batches unfinished")
             if in_flight:
                 self._retire(in_flight, block=True)
-            elif self._pending:
+            elif self.ledger.pending:
                 self._poll(timeout=1.0)
             else:  # durable: checkpoint the end, so a later driver resumes after it
                 self._checkpoint_all()
@@ -999,6 +889,6 @@ class MicroBatchStream:
         s = self.stats
         s.batches += seq
         s.elapsed_s += time.perf_counter() - t0
-        s.lost_calls = sum(g.last - c for g in self.reducers.values() for c in g.confirmed)
+        s.lost_calls = self.ledger.lost_calls()
         s.backpressure = self.window.report()
         return records

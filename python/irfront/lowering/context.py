@@ -6,10 +6,11 @@ node dropped by the program frees its group (a finalizer queues the free).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Iterator, Optional, Protocol
 
 from irfront.errors import IRError
 from irfront.ir.nodes import InitActors, Node
@@ -103,21 +104,26 @@ class Results:
 
     @property
     def call_log(self) -> list[ReducerCall] | None:
-        """Set by a driver (for its thread) while it submits a batch."""
+        """Set by a driver (for its thread) while it submits a batch (``batch_scope``)."""
         return self._scope.call_log
-
-    @call_log.setter
-    def call_log(self, log: list[ReducerCall] | None) -> None:
-        self._scope.call_log = log
 
     @property
     def actor_directory(self) -> ActorDirectory | None:
         """Set by a durable driver (for its thread) while it submits a batch."""
         return self._scope.actor_directory
 
-    @actor_directory.setter
-    def actor_directory(self, d: ActorDirectory | None) -> None:
-        self._scope.actor_directory = d
+    @contextlib.contextmanager
+    def batch_scope(self, log: list, directory: ActorDirectory | None = None) -> Iterator[None]:
+        """While a driver submits a batch on this thread: exactly-once reducer calls
+        go into ``log``, and a durable driver's ``directory`` finds its actors. A scope
+        and not an argument: the batch is built by the user's ``submit``, which
+        evaluates nodes through ``node.eval()``, so the driver cannot hand the context
+        down; the scope is this thread's and ends with the batch."""
+        self._scope.call_log, self._scope.actor_directory = log, directory
+        try:
+            yield
+        finally:
+            self._scope.call_log = self._scope.actor_directory = None
 
     def get(self, node: Node) -> Result | None:
         return self._results.get(node)
