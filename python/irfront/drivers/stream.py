@@ -434,45 +434,54 @@ class MicroBatchStream:
                 self._note_failures(ray_patch.node_failed())
                 self._resident_stalls()
             return
-        ready = _wait(refs, len(refs), 0)
         broken: dict[tuple[int, int], Any] = {}
-        for r in ready:
-            w = pending.pop(r)
-            key, i, seq = w.key, w.reducer, w.seq
-            if w.kind is not Wait.CHECKPOINT and self.ledger.batch_of.get(
-                    (key, seq), -1) >= self._stop_batch >= 0:
-                continue  # the stream stopped at an earlier batch
-            if w.kind is Wait.RESIDENT:
-                self._resident_answer(r, w, broken)
-                continue
-            if (key, i) in broken:
-                continue
-            try:
-                val = ray.get(r)
-            except ray.exceptions.RayError as e:
-                stage = _stage_error(e)
-                if stage is not None:  # the batch's stage failed, not the reducer
-                    self._stage_failed(w, stage, broken)
-                    continue
-                if not _is_failure(e):
-                    raise
-                broken[(key, i)] = e
-                continue
-            g = self.reducers[key]
-            if w.kind is Wait.APPLY:
-                g.confirmed_up_to(i, seq)
-            elif w.kind is Wait.REPLAY:  # a resident piece sent again: the last applied
-                g.confirmed_resident(i, val)
-            elif val is None:  # restarted by Ray since its last restore: recover it
-                broken[(key, i)] = NeedsRestore(f"reducer {g.name}[{i}] answered a "
-                                                "checkpoint as restarted")
-            elif g.checkpointed(i, val):
-                self.stats.checkpoints += 1
-                if self.durable is not None:
-                    self._save_durable(key, i, val)
+        for r in _wait(refs, len(refs), 0):
+            self._answer(r, pending.pop(r), broken)
         for key, i in self._on_dead_nodes():
             broken.setdefault((key, i), ray.exceptions.NodeDiedError(
                 f"the node of reducer {self.reducers[key].name}[{i}] died"))
+        self._mend(broken)
+
+    def _answer(self, r: Any, w: Pending, broken: dict) -> None:
+        """What ref ``r`` (pending as ``w``) answered, told to the ledger; a reducer that
+        failed goes into ``broken``."""
+        key, i, seq = w.key, w.reducer, w.seq
+        if w.kind is not Wait.CHECKPOINT and self.ledger.batch_of.get(
+                (key, seq), -1) >= self._stop_batch >= 0:
+            return  # the stream stopped at an earlier batch
+        if w.kind is Wait.RESIDENT:
+            self._resident_answer(r, w, broken)
+            return
+        if (key, i) in broken:
+            return
+        try:
+            val = ray.get(r)
+        except ray.exceptions.RayError as e:
+            stage = _stage_error(e)
+            if stage is not None:  # the batch's stage failed, not the reducer
+                self._stage_failed(w, stage, broken)
+                return
+            if not _is_failure(e):
+                raise
+            broken[(key, i)] = e
+            return
+        g = self.reducers[key]
+        if w.kind is Wait.APPLY:
+            g.confirmed_up_to(i, seq)
+        elif w.kind is Wait.REPLAY:  # a resident piece sent again: the last applied
+            g.confirmed_resident(i, val)
+        elif val is None:  # restarted by Ray since its last restore: recover it
+            broken[(key, i)] = NeedsRestore(f"reducer {g.name}[{i}] answered a "
+                                            "checkpoint as restarted")
+        elif g.checkpointed(i, val):
+            self.stats.checkpoints += 1
+            if self.durable is not None:
+                self._save_durable(key, i, val)
+
+    def _mend(self, broken: dict[tuple[int, int], Any]) -> None:
+        """Brings back each reducer in ``broken``: recovered from its checkpoint, or,
+        briefly unavailable but still holding its restored state, sent its unconfirmed
+        calls again."""
         for (key, i), cause in broken.items():
             if isinstance(cause, ray.exceptions.ActorUnavailableError) and \
                     self._still_restored(key, i):
@@ -819,13 +828,27 @@ class MicroBatchStream:
                 f"stream {self.durable.stream!r} resumes at batch {start_at} (from "
                 f"{self.durable.store!r}): pass a replayable source, run(source) with "
                 "source(start) yielding the batches from number start on")
-        records: list[BatchRecord] = []
         in_flight: dict[int, _InFlight] = {}
         self.window = InFlightWindow(self.max_in_flight)
         self._batches = 0
         t0 = time.perf_counter()
+        records = self._pace(iter(batches), start_at, in_flight, on_submit)
+        self._drain(in_flight)
+        if self.durable is not None:
+            self.durable.position = start_at + len(records)
+        s = self.stats
+        s.batches += len(records)
+        s.elapsed_s += time.perf_counter() - t0
+        s.lost_calls = self.ledger.lost_calls()
+        s.backpressure = self.window.report()
+        return records
+
+    def _pace(self, it: Any, start_at: int, in_flight: dict[int, _InFlight],
+              on_submit: Any) -> list[BatchRecord]:
+        """The pacing loop: each batch at its slot on the fixed grid (or ``lead_s``
+        before it, ahead), once the in-flight window has room; returns the records."""
+        records: list[BatchRecord] = []
         t_next = grid = time.time() + self.interval_s
-        it = iter(batches)
         seq = 0
         while True:
             self._retire(in_flight, block=False)
@@ -836,7 +859,7 @@ class MicroBatchStream:
             b = next(it, None)
             if b is None:
                 self.window.cancel_hold(held)
-                break
+                return records
             scheduled = grid + seq * self.interval_s  # the fixed grid, never reset
             if b.ahead:
                 gate = self._get_gate()
@@ -870,6 +893,11 @@ class MicroBatchStream:
             # The next slot: one interval later; a driver running late does not build up
             # a debt of more than one interval (no burst of catch-up batches).
             t_next = max(t_next + self.interval_s, time.time() - self.interval_s)
+
+    def _drain(self, in_flight: dict[int, _InFlight]) -> None:
+        """After the last batch: every batch closes, every reducer call is confirmed
+        (durable: and checkpointed once more, so a later driver resumes after it), and
+        every reducer says it applied the last call it was sent."""
         deadline = time.monotonic() + self.restart_timeout_s * 4
         final = self.durable is None or not self.reducers  # the last checkpoint taken
         while in_flight or self.ledger.pending or not final:
@@ -884,11 +912,3 @@ class MicroBatchStream:
                 self._checkpoint_all()
                 final = True
         self._verify_applied(deadline)
-        if self.durable is not None:
-            self.durable.position = start_at + seq
-        s = self.stats
-        s.batches += seq
-        s.elapsed_s += time.perf_counter() - t0
-        s.lost_calls = self.ledger.lost_calls()
-        s.backpressure = self.window.report()
-        return records
