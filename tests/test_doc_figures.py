@@ -50,3 +50,40 @@ def test_a_hand_edited_figure_is_caught(tmp_path):
     edited = text[:m.start(4)] + changed + text[m.end(4):]
     assert doc_figures.render(edited) != edited
     assert doc_figures.render(text) == text
+
+
+def _provenances(data) -> list:
+    """The provenance records of a JSON run file: one per run (a list of runs) or one."""
+    if isinstance(data, list):
+        return [r.get("provenance") if isinstance(r, dict) else None for r in data] or [None]
+    return [data.get("provenance")]
+
+
+def test_every_json_the_docs_cite_records_where_it_was_measured():
+    """Every docs/*.json a page names (in a figures block or in its text) records the
+    commit, whether the tree was dirty, the machine and the load: a figure in the docs
+    traces back to the run that produced it."""
+    import glob
+    import json
+    pages = [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(ROOT, "docs", "*.md"))]
+    cited = set()
+    for page in pages:
+        with open(page) as f:
+            cited |= set(re.findall(r"docs/[\w.-]+\.json", f.read()))
+    assert len(cited) > 10, cited
+    missing, bare = [], []
+    for path in sorted(cited):
+        full = os.path.join(ROOT, path)
+        if not os.path.exists(full):
+            missing.append(path)
+            continue
+        with open(full) as f:
+            data = json.load(f)
+        for p in _provenances(data):
+            p = p or {}
+            if not (p.get("commit") and p.get("dirty") is not None and p.get("machine")
+                    and p.get("loadavg_start") and p.get("loadavg_end")):
+                bare.append(path)
+                break
+    assert not missing, f"pages cite JSON files that do not exist: {missing}"
+    assert not bare, f"JSON without the commit, tree, machine and load: {bare}"
