@@ -80,9 +80,10 @@ BAZEL_CACHE ?= $(HOME)/.cache/irfront-bazel
 test-cpp: $(TEST_STAMP)
 	bazel test --disk_cache=$(BAZEL_CACHE) --nocache_test_results //src/scheduler/... --test_output=errors
 
-# The ten slowest tests are printed at the end, so the budget (15 minutes for `make test`
+# The sixty slowest tests are printed at the end, so the budget (10 minutes for `make test`
 # from a fresh clone on a 2-core machine) stays visible. Tests marked `slow` (the wheel in
-# a fresh venv, the network-namespace cluster) run in `make test-slow`, not here.
+# a fresh venv, the network-namespace cluster, the short chaos matrix's other node-fault
+# runs) run in `make test-slow`, not here.
 test-py: build
 	$(PY) -m pytest tests -q -m "not slow" --durations=60
 
