@@ -10,13 +10,14 @@ from typing import Any, Sequence
 
 import ray
 
+import ray_patch.serialized as serialized_
 from irfront.errors import IRError
 from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, Map,
                               MapActors, Node, Objects, ReduceActors)
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
 from irfront.lowering.fused import PICK, PICK_ORDERED, fused_function, node_task_function
-from irfront.lowering.resident import lower_resident, resident_
+from irfront.lowering.resident import lower_resident
 
 
 def flat_objects(src: Node, value: list) -> list:
@@ -109,7 +110,7 @@ def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | Non
         cls = actors.actor_cls
         if ctx.options.enabled("resident") and not actors.checkpointed:
             # its methods locked, so a resident channel never runs beside one
-            cls = resident_.serialized_class(cls)
+            cls = serialized_.serialized_class(cls)
         try:
             handles = ctx.submitter.actors(
                 cls, [actors.arg(i) for i in range(actors.n)], group_id=gid,
@@ -118,7 +119,7 @@ def ensure_actors(ctx: LoweringContext, actors: InitActors, consumer: Node | Non
             by = f" (placing for {consumer.label})" if consumer is not None else ""
             raise IRError(actors.label, f"{e}{by}") from e
         if ctx.options.enabled("resident") and not actors.checkpointed:
-            resident_.mark_serialized(actors.actor_cls, handles)
+            serialized_.mark_serialized(actors.actor_cls, handles)
     if durable is not None:
         ctx.results.set_next_seq(actors, durable.next_seq)
         directory.started(actors, handles)

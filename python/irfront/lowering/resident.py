@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 import ray_patch.resident as resident_
+import ray_patch.serialized as serialized_
 from irfront.ir.nodes import InitActors, ReduceActors
 from irfront.lowering.context import Lowered, LoweringContext
 
@@ -63,7 +64,7 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
     if any(isinstance(a, ray.ObjectRef) for p in prefixes for a in p):
         return None  # e.g. a pre-scheduling gate: the reducers would wait on it
     actors = red.actors
-    if not resident_.channel_safe(actors.actor_cls, handles, actors.checkpointed):
+    if not serialized_.channel_safe(actors.actor_cls, handles, actors.checkpointed):
         return None  # async methods, or actors not made one-method-at-a-time here
     route = resident_.route_for(handles, actors.checkpointed, owner=actors)
     seq = ctx.results.next_seq(actors) if actors.checkpointed else route.next_seq
