@@ -66,7 +66,7 @@ def locality(cluster, scheduler_mode):
         gc.collect()
         if ray_patch.group_count() == 0 or time.monotonic() > deadline:
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     rt = ray_patch.current_runtime()
     left = [(r.group_id, r.name, r.policy) for r in rt.groups.values()] if rt else []
     assert ray_patch.group_count() == 0, f"a run left groups behind: {left}"

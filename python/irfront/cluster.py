@@ -110,7 +110,8 @@ class LocalCluster:
     Ray's dashboard on the head (ray[default]; off by default: it costs CPU on small
     machines). Each node's metrics agent runs whenever ray[default] is installed (it
     exports Ray's and irfront's metrics: ``metrics_ports()``). ``system_config`` goes to
-    the head's ``_system_config`` over ``HEALTH_CHECK`` (dead nodes seen in about 1.5 s).
+    the head's ``_system_config`` over ``HEALTH_CHECK`` (a killed raylet is seen dead in
+    about 2.5 s).
     """
 
     def __init__(self, num_nodes: int = 4, cpus_per_node: int = 2, *,
