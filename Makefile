@@ -83,7 +83,7 @@ test-cpp: $(TEST_STAMP)
 # The sixty slowest tests are printed at the end, so the budget (10 minutes for `make test`
 # from a fresh clone on a 2-core machine) stays visible. Tests marked `slow` (the wheel in
 # a fresh venv, the network-namespace cluster, the short chaos matrix's other node-fault
-# runs) run in `make test-slow`, not here.
+# runs, the corpus's actor-heavy programs) run in `make test-slow`, not here.
 test-py: build
 	$(PY) -m pytest tests -q -m "not slow" --durations=60
 

@@ -641,3 +641,8 @@ def prog_streaming_batches():
 
 PROGRAMS = {name[5:]: fn for name, fn in sorted(globals().items())
             if name.startswith("prog_") and callable(fn)}
+# Programs that start several actor processes per driver and make few task calls (10 of
+# the corpus's ~200): most of a cold run's time. `make test` runs the others,
+# `make test-slow` these (tests/test_infer_corpus.py).
+HEAVY = frozenset({"actor_restart", "actor_tree", "actors_calling_actors",
+                   "async_and_threaded_actors", "batch_prediction", "runtime_env"})
