@@ -319,7 +319,6 @@ def default_skew(H: int) -> list[int]:
 
 def main(argv=None):
     args = parse_args(argv)
-    args.load0 = os.getloadavg()
     cluster = None
     if args.address:
         irfront.init(address=args.address)
@@ -339,6 +338,7 @@ def main(argv=None):
 
 
 def run(args):
+    load0 = os.getloadavg()
     hosts = Hosts(args.state)
     H = len(hosts)
     skew = [int(x) for x in args.skew.split(",")] if args.skew else default_skew(H)
@@ -384,7 +384,7 @@ def run(args):
         print(f"round {r + 1}/{rounds} done ({time.time() - t0:.0f} s)", flush=True)
     wall = time.time() - t0
     rows = summarise(series, results, layouts, hosts, rate, R)
-    report(args, rows, hosts, skew, R, rate, wall, results)
+    report(args, rows, hosts, skew, R, rate, wall, results, load0)
     return rows
 
 
@@ -435,7 +435,7 @@ def summarise(series, results, layouts, hosts, rate, R):
     return rows
 
 
-def report(args, rows, hosts, skew, R, rate, wall, results):
+def report(args, rows, hosts, skew, R, rate, wall, results, load0):
     cols = ["series", "size_mb", "p50_ms", "p99_ms", "samples", "p50_vs_vfuse",
             "placed_mb", "per_task_mb", "join_mb", "opt_join_mb", "core_mb", "shuffle_mb", "net_mb",
             "net_idle_mb", "net_vs_placed", "join_tasks", "reducers"]
@@ -463,8 +463,8 @@ def report(args, rows, hosts, skew, R, rate, wall, results):
     if args.json:
         payload = {"rows": rows, "hosts": hosts.addrs, "cpus": hosts.cpus, "skew": skew,
                    "reducers": R, "idle_tx_bytes_per_s": rate, "wall_s": wall,
-                   "args": {k: v for k, v in vars(args).items() if k != "load0"},
-                   "provenance": common.provenance(args.load0),
+                   "args": {k: v for k, v in vars(args).items()},
+                   "provenance": common.provenance(load0),
                    "latencies_ms": {f"{n}@{s:g}": [x for b in rs for x in b["lat_ms"]]
                                     for (n, s), rs in results.items()},
                    "per_batch": {f"{n}@{s:g}": [{k: b[k] for k in ("placed", "placed_task",

@@ -129,7 +129,6 @@ def build_batch(parts: list, reducers: InitActors, maps: int, num_reducers: int,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.load0 = os.getloadavg()
     opts = irfront.options_for(args.scheduler)
     cluster = irfront.LocalCluster(num_nodes=args.nodes, cpus_per_node=args.cpus_per_node,
                                    object_store_mb=args.object_store_mb)
@@ -140,6 +139,7 @@ def main(argv=None) -> int:
 
 
 def run(args, opts) -> int:
+    load0 = os.getloadavg()
     ray.cloudpickle.register_pickle_by_value(wl)
     if not args.name_tasks:
         ray_patch.configure(name_tasks=False)
@@ -240,7 +240,7 @@ def run(args, opts) -> int:
     common.print_table([{"metric": k, "value": v} for k, v in summary.items()
                         if not isinstance(v, (dict, list))], title="summary")
     if args.json:  # rows: the samples
-        common.write_rows(args.json, rows, args.load0, "bench/longrun.py", summary=summary)
+        common.write_rows(args.json, rows, load0, "bench/longrun.py", summary=summary)
     ok = (stats.lost_calls == 0 and all_applied and exact
           and summary["groups_back_to_start"])
     return 0 if ok else 1

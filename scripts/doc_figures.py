@@ -66,6 +66,13 @@ def _where(p: dict | None) -> str:
             f"{p.get('finished_at', '?')}.")
 
 
+def _source(data: dict, path: str) -> str:
+    """Where a run's figures come from: its provenance, its command, its JSON."""
+    cmd = data.get("command")
+    return _where(data.get("provenance")) + (f" Command: `{cmd}`." if cmd else "") + \
+        f" Data: `{path}`."
+
+
 def stream_block(data: dict, path: str) -> str:
     runs = data["runs"]
     labels = data.get("labels") or {}
@@ -96,9 +103,7 @@ def stream_block(data: dict, path: str) -> str:
         out.append("")
         out += [f"- {t['text']}" for t in targets]
         out.append("")
-    cmd = data.get("command")
-    out.append(_where(data.get("provenance")) +
-               (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.")
+    out.append(_source(data, path))
     return "\n".join(out) + "\n"
 
 
@@ -125,9 +130,7 @@ def chaos_block(data: dict, path: str) -> str:
     took = f", in {data['wall_s'] / 60:.0f} min" if data.get("wall_s") else ""
     total = (f"{len(data['runs'])} runs, {data.get('injected', 0)} faults injected at "
              f"random moments, {broken} runs with a broken promise{took}.")
-    cmd = data.get("command")
-    return table(data["runs"]) + "\n\n" + total + " " + _where(data.get("provenance")) + \
-        (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
+    return table(data["runs"]) + "\n\n" + total + " " + _source(data, path) + "\n"
 
 
 def overhead_block(data: list, path: str) -> str:
@@ -158,9 +161,7 @@ def rows_block(data: dict, path: str) -> str:
         lines += [f"| {k.replace('_', ' ')} | "
                   f"{', '.join(map(str, v)) if isinstance(v, list) else _cell(v)} |"
                   for k, v in totals.items()]
-    cmd = data.get("command")
-    return "\n".join(lines) + "\n\n" + _where(data.get("provenance")) + \
-        (f" Command: `{cmd}`." if cmd else "") + f" Data: `{path}`.\n"
+    return "\n".join(lines) + "\n\n" + _source(data, path) + "\n"
 
 
 def datamove_block(data: dict, path: str) -> str:
@@ -178,8 +179,7 @@ def datamove_block(data: dict, path: str) -> str:
             f"{mb(r['join_mb'])} / {mb(r['opt_join_mb'])} / {mb(r.get('core_mb'))} | "
             f"{mb(r.get('net_mb'))} | {mb(r.get('net_vs_placed'))} | {r['join_tasks']} | "
             f"{r['reducers']} |")
-    return "\n".join(lines) + "\n\n" + _where(data.get("provenance")) + \
-        f" Data: `{path}`.\n"
+    return "\n".join(lines) + "\n\n" + _source(data, path) + "\n"
 
 
 KINDS = {"stream": stream_block, "datamove": datamove_block, "runs": runs_block,

@@ -35,10 +35,7 @@ class RayCalls:
     """Reducer calls as Ray actor calls."""
 
     def sent(self, ledger: Ledger, key: int, call: ReducerCall, batch: int) -> None:
-        g = ledger.groups[key]
-        fresh = call.seq > g.confirmed[call.index]
-        ledger.sent(key, call.index, call.seq, call, batch)
-        if fresh:
+        if ledger.sent(key, call.index, call.seq, call, batch):
             ledger.expect(call.ref, Pending(Wait.APPLY, key, call.index, call.seq))
 
     def replay(self, ledger: Ledger, key: int, i: int, seq: int, call: ReducerCall) -> None:

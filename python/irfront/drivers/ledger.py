@@ -68,13 +68,14 @@ class ReducerGroup:
                    recoveries=[0] * n, name=name, horizon=[-1] * n, epoch=epoch)
 
     # ---- events -------------------------------------------------------------------------
-    def sent(self, i: int, seq: int, call: Any) -> int:
-        """Call ``seq`` went to reducer i: kept until a checkpoint covers it (unless it
-        is already confirmed); returns how many calls reducer i keeps."""
+    def sent(self, i: int, seq: int, call: Any) -> bool:
+        """Call ``seq`` went to reducer i: kept until a checkpoint covers it, unless it
+        is already confirmed; returns whether it was kept."""
         self.last = max(self.last, seq)
-        if seq > self.confirmed[i]:
-            self.kept[i][seq] = call
-        return len(self.kept[i])
+        if seq <= self.confirmed[i]:
+            return False
+        self.kept[i][seq] = call
+        return True
 
     def confirmed_up_to(self, i: int, seq: int) -> None:
         self.confirmed[i] = max(self.confirmed[i], seq)
@@ -135,11 +136,14 @@ class Ledger:
             self.actors[key] = actors
         return key, g
 
-    def sent(self, key: int, i: int, seq: int, call: Any, batch: int) -> None:
-        """Call ``seq`` of batch ``batch`` went to reducer i of group ``key``."""
+    def sent(self, key: int, i: int, seq: int, call: Any, batch: int) -> bool:
+        """Call ``seq`` of batch ``batch`` went to reducer i of group ``key``; returns
+        whether it was kept (not already confirmed)."""
         g = self.groups[key]
-        self.kept_peak = max(self.kept_peak, g.sent(i, seq, call))
+        kept = g.sent(i, seq, call)
+        self.kept_peak = max(self.kept_peak, len(g.kept[i]))
         self.batch_of[(key, seq)] = batch
+        return kept
 
     def expect(self, ref: Any, pending: Pending) -> None:
         self.pending[ref] = pending

@@ -412,7 +412,6 @@ class MicroBatchStream:
         if self.durable is not None:
             self.durable.track(self.durable.group_of(c.actors), c.seq, self._abs_batch)
         self.paths.of(c).sent(self.ledger, key, c, self._abs_batch)
-        self.stats.kept_peak = self.ledger.kept_peak
         return key
 
     def _checkpoint_all(self) -> None:
@@ -840,6 +839,7 @@ class MicroBatchStream:
         s.batches += len(records)
         s.elapsed_s += time.perf_counter() - t0
         s.lost_calls = self.ledger.lost_calls()
+        s.kept_peak = self.ledger.kept_peak
         s.backpressure = self.window.report()
         return records
 
