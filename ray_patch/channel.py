@@ -66,6 +66,7 @@ class Piece(NamedTuple):
     epoch: int = 0  # exactly-once reducers: the driver's last restore token
     route: int = 0  # other actors: the route's nonce (its own call numbering)
     base: int = 0  # other actors: every call of the route below it was answered
+    keep: bool = False  # other actors: the call's result is kept (``result_of`` reads it)
 
 
 def dumps_answer(head: tuple, ok: bool, value: Any) -> bytes:

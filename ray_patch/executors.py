@@ -41,11 +41,16 @@ _ExecutorActor = ray.remote(num_cpus=0, **pinned_actor_options({"num_cpus": 0}),
                             max_restarts=-1, max_task_retries=-1)(
     _executor_class())
 
+# Executors are named in a namespace of their own: a program's
+# ``ray.util.list_named_actors()`` (its own namespace) lists only its actors.
+NAMESPACE = "irfront-executors"
+
+
 def executor_for(rt: Any, kind: str, node: int, make: Any) -> tuple[str, Any, dict]:
     """The ``kind`` executor of node index ``node``: ``(node hex id, handle, its method
     wrappers)``, made on first use by ``make(strategy, cpus, name)``: pinned with
     ``strategy``, as many threads as the node's ``cpus``, named
-    ``<Kind>Executor~<job>-<runtime>-<node>``. Every kind lives in the runtime's one
+    ``<Kind>Executor~<job>-<runtime>-<node>`` in ``NAMESPACE``. Every kind lives in the runtime's one
     table (``rt.executors``; kind "stage" is this module's, "resident"
     ray_patch.resident's), so ``forget`` drops them all at shutdown and
     ``executor_nodes`` lists them."""
@@ -65,7 +70,7 @@ def executor_for(rt: Any, kind: str, node: int, make: Any) -> tuple[str, Any, di
 
 def _make_stage(strategy: Any, cpus: int, name: str) -> Any:
     return _ExecutorActor.options(scheduling_strategy=strategy, max_concurrency=cpus,
-                                  name=name).remote()
+                                  name=name, namespace=NAMESPACE).remote()
 
 
 def executor_call(rt: Any, node: int, num_returns: int) -> Any:

@@ -49,6 +49,7 @@ This module is the driver's side; what runs on the workers (the executor, ``gath
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import secrets
 import threading
@@ -66,7 +67,7 @@ from ray_patch import channel, executors as executors_, shipping, wire
 from ray_patch.lru import LRU
 from ray_patch.options import effective_options, executor_eligible, pinned_actor_options
 from ray_patch.ray_private import weak_handle
-from ray_patch.resident_worker import GATHER, ResidentExecutor
+from ray_patch.resident_worker import GATHER, RESULT_OF, ResidentExecutor
 from ray_patch.runtime import GroupRecord, current_runtime, get_runtime
 from ray_patch.submit import _inputs_of, place
 from ray_patch.validate import as_tuples, check_remote_function
@@ -181,6 +182,7 @@ class ResidentBatch:
     num_returns: int
     strategies: list = field(default_factory=list)
     base: int = 0  # other actors: the route's base when the batch was sent
+    keep: bool = False  # other actors: each call's result kept for ``ReducerAnswer``
     _partials: dict = field(default_factory=dict)  # source -> plain task's refs
 
     def forget_source(self, source: int) -> None:
@@ -203,7 +205,43 @@ class ResidentBatch:
                 refs[reducer], False)
         if self.route.checkpointed:
             return h.apply_partial.remote(*args)
-        return h.__ray_call__.remote(GATHER, *args, 0, self.route.nonce, self.base)
+        return h.__ray_call__.remote(GATHER, *args, 0, self.route.nonce, self.base,
+                                     self.keep)
+
+
+class ReducerAnswer:
+    """Reducer ``reducer``'s call of a resident batch whose results are kept
+    (``submit_resident(keep=True)``): what a Ray actor call hands back, made on first
+    use. ``waitables()``: the batch's executor answers (a driver waiting for the call
+    waits on those, with no Ray call); ``ref()``: an ``ObjectRef`` of the reducer's
+    result, or its error (one ``__ray_call__`` on the reducer, ``result_of``)."""
+
+    __slots__ = ("batch", "reducer", "_ref")
+
+    def __init__(self, batch: ResidentBatch, reducer: int):
+        self.batch, self.reducer, self._ref = batch, reducer, None
+
+    def waitables(self) -> list:
+        return self.batch.refs
+
+    def ref(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+        if self._ref is None:
+            h = self.batch.route.handles[self.reducer]
+            self._ref = h.__ray_call__.remote(RESULT_OF, self.batch.route.nonce,
+                                              self.batch.seq, timeout_s)
+        return self._ref
+
+
+def wait_answered(refs: Sequence[Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Waits (at most ``timeout_s``) until every executor answer in ``refs`` (refs
+    or futures of resident batches) is in, whatever it says: every reducer call of
+    those batches was applied or failed."""
+    objs = [r for r in refs if isinstance(r, ray.ObjectRef)]
+    futs = [r for r in refs if not isinstance(r, ray.ObjectRef)]
+    if objs:
+        ray.wait(objs, num_returns=len(objs), timeout=timeout_s, fetch_local=False)
+    if futs:
+        concurrent.futures.wait(futs, timeout=timeout_s)
 
 
 def route_for(handles: Sequence[Any], checkpointed: bool, owner: Any = None) -> Route:
@@ -336,7 +374,8 @@ def _resident_executors(rt: Any) -> list:
 
 
 def _make_resident(strategy: Any, cpus: int, name: str) -> Any:
-    return _ExecutorActor.options(scheduling_strategy=strategy, name=name).remote(cpus)
+    return _ExecutorActor.options(scheduling_strategy=strategy, name=name,
+                                  namespace=executors_.NAMESPACE).remote(cpus)
 
 
 def _executor(rt: Any, node: int) -> Any:
@@ -351,12 +390,14 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
                     group_id: int | None = None, group_dependency: int | None = None,
                     policy: str = "locality", plan_cache: bool = False,
                     epochs: Sequence[int] | None = None, base: int = 0,
-                    timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[ResidentBatch, int]:
+                    timeout_s: float = DEFAULT_TIMEOUT_S, keep: bool = False
+                    ) -> tuple[ResidentBatch, int]:
     """Places one task per argument tuple as a group (as ``submit_per_node``), then sends
     each node's share to that node's resident executor, which feeds the route's
     reducers call ``seq`` (see the module's docstring). Returns the batch and the group
     id. A stage that asks for resources, a runtime_env or more than one CPU is not
-    resident (the caller checks ``residentable``)."""
+    resident (the caller checks ``residentable``). ``keep`` (other actors): each
+    reducer keeps its call's result for a ``ReducerAnswer``."""
     fn, _ = check_remote_function(fn)
     args = as_tuples(arg_tuples)
     rt = get_runtime()
@@ -372,7 +413,8 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
         prefixes = tuple(tuple(p) for p in prefixes)
         epochs = tuple(epochs) if epochs is not None else (0,) * len(route.handles)
         batch = ResidentBatch(route, seq, method, prefixes, fn, order, [], [],
-                              num_returns, [rt.strategies[n] for n in order], base)
+                              num_returns, [rt.strategies[n] for n in order], base,
+                              keep and not route.checkpointed)
         fn_key = body.key
         driver_node = rt.driver_node_hex()
         for source, n in enumerate(order):
@@ -382,7 +424,8 @@ def submit_resident(fn: RemoteFunction, arg_tuples: Sequence[Sequence[Any]],
             batch.node_args.append(a)
             handle, st = _executor(rt, n), _feed(rt, n)
             r = (route.key, route.blob, route.checkpointed, seq, source, len(order),
-                 method, prefixes, None, timeout_s, epochs, route.nonce, base)
+                 method, prefixes, None, timeout_s, epochs, route.nonce, base,
+                 batch.keep)
             shape = (fn_key, method, route.key)
             prev = st.last.get(shape, ())  # the shape's previous batch's inputs
             st.last[shape] = ids

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import threading
 import time
 from typing import Any
 
@@ -42,15 +43,40 @@ INPUT_MAX_BYTES = 512 << 20  # what an executor keeps of inputs, at most (LRU)
 GATHER_STALL_S = 30.0  # an incomplete call older than this fails later pieces (loudly)
 
 
+RESULTS_KEPT = 256  # results of kept calls (``Piece.keep``) an actor holds per route
+
+
 def gather(actor: Any, *args: Any) -> int:
     """On any actor: buffers piece ``source`` of call ``seq``; runs every complete call
     in order (``method(*prefix, *pieces)``; a call with a failed piece is skipped);
     returns the last applied call number. The piece comes as a ``channel.Piece`` (an
     executor's channel, under the actor's lock) or spread out (a replay from the
-    driver through Ray, whose piece is a ref Ray resolves)."""
+    driver through Ray, whose piece is a ref Ray resolves). A call whose pieces ask
+    for it (``keep``) leaves its result, or its error, for ``result_of``."""
     piece = args[0] if len(args) == 1 else channel.Piece(*args)
     with channel.lock_of(actor):
         return _gather_locked(actor, piece)
+
+
+class SkippedCall(RuntimeError):
+    """A resident call that never ran: a source stage failed (the stream reports the
+    stage's own error)."""
+
+
+def _answered(actor: Any) -> threading.Condition:
+    """Notified (under the actor's lock) whenever a call of any route is applied."""
+    c = actor.__dict__.get("_irf_answered")
+    if c is None:
+        c = actor.__dict__.setdefault("_irf_answered",
+                                      threading.Condition(channel.lock_of(actor)))
+    return c
+
+
+def _keep(st: dict, seq: int, outcome: tuple) -> None:
+    kept = st.setdefault("results", {})
+    kept[seq] = outcome
+    while len(kept) > RESULTS_KEPT:  # oldest first (dicts keep insertion order)
+        del kept[next(iter(kept))]
 
 
 def _gather_locked(actor: Any, p: "channel.Piece") -> int:
@@ -60,18 +86,32 @@ def _gather_locked(actor: Any, p: "channel.Piece") -> int:
         st = routes[p.route] = {"last": p.base - 1, "parts": {}, "since": None}
     parts = st["parts"]
     if p.seq > st["last"]:
-        got = parts.setdefault(p.seq, [p.nsources, p.prefix, {}, False])
+        got = parts.setdefault(p.seq, [p.nsources, p.prefix, {}, False, p.keep])
         got[2][p.source] = p.partial
         got[3] = got[3] or p.failed
-    while True:
-        nxt = parts.get(st["last"] + 1)
-        if nxt is None or len(nxt[2]) < nxt[0]:
-            break
-        del parts[st["last"] + 1]
-        n, pre, pieces, bad = nxt
-        st["last"] += 1
-        if not bad:
-            getattr(actor, p.method)(*pre, *[pieces[k] for k in range(n)])
+    try:
+        while True:
+            nxt = parts.get(st["last"] + 1)
+            if nxt is None or len(nxt[2]) < nxt[0]:
+                break
+            del parts[st["last"] + 1]
+            n, pre, pieces, bad, keep = nxt
+            st["last"] += 1
+            if bad:
+                if keep:
+                    _keep(st, st["last"], (False, SkippedCall(
+                        f"call {st['last']} was skipped: a stage it reads failed")))
+                continue
+            try:
+                out = getattr(actor, p.method)(*pre, *[pieces[k] for k in range(n)])
+            except Exception as e:
+                if keep:
+                    _keep(st, st["last"], (False, e))
+                raise
+            if keep:
+                _keep(st, st["last"], (True, out))
+    finally:
+        _answered(actor).notify_all()
     if not parts:
         st["since"] = None
     else:
@@ -84,7 +124,34 @@ def _gather_locked(actor: Any, p: "channel.Piece") -> int:
     return st["last"]
 
 
+def result_of(actor: Any, route: int, seq: int, timeout_s: float) -> Any:
+    """On the actor, through Ray (``__ray_call__``): the result of call ``seq`` of
+    ``route`` (its error raised), once applied; what a Ray actor call's ref gives.
+    Read once: the result is dropped here when handed over."""
+    deadline = time.monotonic() + timeout_s
+    cond = _answered(actor)
+    with cond:
+        while True:
+            st = actor.__dict__.get("_irf_gather", {}).get(route)
+            if st is not None and st["last"] >= seq:
+                got = st.get("results", {}).pop(seq, None)
+                if got is None:
+                    raise RuntimeError(
+                        f"the result of call {seq} is not held: a reducer keeps the "
+                        f"last {RESULTS_KEPT} results of resident calls not read yet")
+                ok, value = got
+                if ok:
+                    return value
+                raise value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"call {seq} was not applied within {timeout_s} s "
+                                   "(its pieces were lost, or the actor restarted)")
+            cond.wait(left)
+
+
 GATHER = gather
+RESULT_OF = result_of
 
 
 STALE = "irf-stale-epoch"  # a reducer's answer to a piece fenced off (see below)
@@ -349,7 +416,7 @@ class ResidentExecutor:
 
     async def _run(self, route, handles, fn, spec, refs):
         _, _, checkpointed, seq, source, nsources, method, prefixes, targets, \
-            timeout_s, epochs, nonce, base = route
+            timeout_s, epochs, nonce, base, keep = route
         error = None
         try:
             if INLINE_COMPUTE:  # on the event loop: no thread hop before the sends
@@ -368,7 +435,8 @@ class ResidentExecutor:
             handles[i], checkpointed, channel.Piece(
                 seq, source, nsources, method, prefixes[i],
                 None if error is not None else (out if single else out[i]),
-                error is not None, epochs[i] if checkpointed else 0, nonce, base)))
+                error is not None, epochs[i] if checkpointed else 0, nonce, base,
+                keep)))
             for i in targets]
         done, _ = await asyncio.wait(calls, timeout=timeout_s)
         late = TimeoutError(f"reducer did not answer call {seq} within {timeout_s} s")

@@ -191,6 +191,19 @@ def _wait(items: list, num_returns: int, timeout: float) -> list:
                      return_when=FIRST_COMPLETED)
 
 
+def _waitables(out: Iterable[Any]) -> Iterable[Any]:
+    """What to wait on for a batch's results: each one, or where it says what answers
+    it (``_waitables()``: a reducer call of plain Ray code under ``irfront.infer`` on
+    the resident path, answered by its batch's executors) those, each once."""
+    seen: set[int] = set()
+    for r in out:
+        w = getattr(type(r), "_waitables", None)
+        for x in (w(r) if w is not None else (r,)):
+            if id(x) not in seen:
+                seen.add(id(x))
+                yield x
+
+
 def _value(x: Any) -> Any:
     """``ray.get`` of a ref, or a fed batch's answer (raising its error)."""
     return x.result() if isinstance(x, Future) else ray.get(x)
@@ -382,8 +395,8 @@ class MicroBatchStream:
             if isinstance(out, Node):
                 refs = [r for r in flat_objects(out, out.eval())
                         if isinstance(r, (ray.ObjectRef, Future))]
-            else:
-                refs = list(out or ())
+            else:  # a deferred reducer call (irfront.infer) waits on its batch
+                refs = list(_waitables(out or ()))
         logged = {r for c in log for r in (c.refs if isinstance(c, ResidentCall)
                                            else (c.ref,))}
         calls = []

@@ -26,6 +26,7 @@ from irfront.inference.refs import DeferredActor, DeferredRef, realise
 from irfront.inference.shapes import IR_SHAPE, task_for
 from irfront.ir.nodes import (Broadcast, InitActors, Map, MapActors, Node, Objects,
                               ReduceActors)
+from irfront.lowering.evaluation import EVALUATOR
 
 
 # ---- what the session records --------------------------------------------------------------
@@ -446,6 +447,24 @@ class _At:
         return v
 
 
+class _CallAt(_At):
+    """Actor call ``t`` of an actor group's node: its ref, or where the node ran on the
+    resident path inside a stream (``Results.answering``) its reducer's answer, made a
+    ref on first use (``waitables()``: what a stream driver waits on instead)."""
+
+    __slots__ = ()
+
+    def __call__(self) -> ray.ObjectRef:
+        v = self.node.eval()
+        calls = EVALUATOR.results.calls(self.node)
+        return v[self.path[0]] if calls is None else calls[self.path[0]].ref()
+
+    def waitables(self) -> list | None:
+        self.node.eval()
+        calls = EVALUATOR.results.calls(self.node)
+        return None if calls is None else calls[self.path[0]].waitables()
+
+
 def _bind_node(g: _Group) -> None:
     node = g.node
     if isinstance(node, InitActors):
@@ -460,7 +479,7 @@ def _bind_node(g: _Group) -> None:
                 for j, r in enumerate(rec.outs):
                     r._bind(_At(node, (t, j), t * rec.num_returns + j))
         else:
-            rec.out._bind(_At(node, (t,), t))
+            rec.out._bind(_CallAt(node, (t,), t))
 
 
 class _PlainCall:

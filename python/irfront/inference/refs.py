@@ -49,6 +49,25 @@ class DeferredRef:
                 self._ref = self._thunk()  # the thunk stays: it names where it came from
         return self._ref
 
+    def _waitables(self) -> list:
+        """What a stream driver waits on for this result: a reducer call of the
+        resident path is answered by its batch's executors (no Ray call made for it);
+        anything else is its real reference."""
+        if self._ref is None:
+            if self._thunk is None:
+                self._session.flush("a deferred reference's use")
+            answer = getattr(self._thunk, "waitables", None)
+            got = answer() if answer is not None else None
+            if got is not None:
+                return got
+        return [self._resolve()]
+
+    def _answered_resident(self) -> bool:
+        """Whether this is a reducer call answered on the resident path, not made a
+        real reference yet."""
+        answer = getattr(self._thunk, "waitables", None)
+        return self._ref is None and answer is not None and answer() is not None
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -150,16 +169,20 @@ def has_deferred(x: Any, depth: int = 2) -> bool:
     return _holds(x, is_deferred, depth)
 
 
-def realise(x: Any, depth: int = 8) -> Any:
+def realise(x: Any, depth: int = 8, keep_answers: bool = False) -> Any:
     """``x`` with every deferred value resolved to its real Ray object, looking ``depth``
-    levels into lists, tuples, sets and dicts (deeper ones resolve when pickled)."""
+    levels into lists, tuples, sets and dicts (deeper ones resolve when pickled).
+    ``keep_answers``: a reducer call answered on the resident path stays deferred (a
+    stream driver waits on its batch; any other use makes it real then)."""
     t = type(x)
+    if t is DeferredRef and keep_answers and x._answered_resident():
+        return x
     if t is DeferredRef or t is DeferredActor:
         return x._resolve()
     if depth and t in (list, tuple, set, frozenset) and has_deferred(x, depth):
-        return t(realise(v, depth - 1) for v in x)
+        return t(realise(v, depth - 1, keep_answers) for v in x)
     if depth and t is dict and has_deferred(x, depth):
-        return {k: realise(v, depth - 1) for k, v in x.items()}
+        return {k: realise(v, depth - 1, keep_answers) for k, v in x.items()}
     return x
 
 

@@ -45,6 +45,8 @@ from irfront.inference.quiet import quiet
 from irfront.inference.shapes import IR_SHAPE, TASK_OPTIONS, options_key, read_call
 from irfront.inference.refs import DeferredActor, DeferredRef, holds_ref, realise
 from irfront.ir.nodes import InitActors
+from irfront.lowering.evaluation import EVALUATOR
+from irfront.lowering.resident import settle
 
 
 
@@ -400,6 +402,8 @@ def _submit_actor(cls, args, kwargs, options):
 
 
 def _submit_method(actor, name, args, kwargs, options):
+    if isinstance(actor._node, InitActors):  # after its resident calls, as Ray orders
+        settle(EVALUATOR.results, actor._node)
     method = getattr(actor._resolve(), name)
     if options:
         method = method.options(**options)
@@ -469,9 +473,11 @@ class infer:
         return self
 
     def finish(self, value: Any) -> Any:
-        """Evaluates what is pending and returns ``value`` with its deferred values real."""
+        """Evaluates what is pending and returns ``value`` with its deferred values real;
+        inside a stream driver's batch, a reducer call answered on the resident path
+        stays deferred (the driver waits on its batch; any use makes it real)."""
         self.session.flush("the end of the block")
-        return realise(value)
+        return realise(value, keep_answers=EVALUATOR.results.call_log is not None)
 
     def __exit__(self, *exc: Any) -> None:
         if self._outer:

@@ -25,6 +25,9 @@ class Lowered:
     value: list | None  # futures (a list per task for num_returns > 1) or actor handles
     group_id: int
     depends_on: int | None = None
+    # a ReduceActors on the resident path with per-call answers (``Results.answering``):
+    # one ``ray_patch.resident.ReducerAnswer`` per actor call
+    calls: list | None = None
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Result:
     submitter: Submitter
     freed: bool = False
     finalizer: Any = None
+    calls: list | None = None  # as ``Lowered.calls``
 
 
 @dataclass
@@ -82,6 +86,9 @@ class ActorGroupState:
     # per actor, the token of its last restore (0: never restored); the stream driver
     # sets it, the resident lowering sends it with every piece (ray_patch/channel.py)
     epochs: list[int] = field(default_factory=list)
+    # the executor answers of the group's last resident batch not yet waited for
+    # (``Results.settle``): its calls reach the actors outside Ray's actor queue
+    unsettled: list = field(default_factory=list)
 
 
 class _DriverScope(threading.local):
@@ -91,6 +98,7 @@ class _DriverScope(threading.local):
 
     call_log: list[ReducerCall] | None = None
     actor_directory: ActorDirectory | None = None
+    answers: int = 0  # inside ``Results.answering``
 
 
 class Results:
@@ -125,6 +133,36 @@ class Results:
         finally:
             self._scope.call_log = self._scope.actor_directory = None
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Inside (this thread), a ReduceActors on the resident path answers per actor
+        call, as a Ray actor call does (``Lowered.calls``): each reducer keeps its
+        call's result until read. For plain Ray code under ``irfront.infer``, whose
+        program reads one result per actor call; an exactly-once group then takes the
+        path through Ray, whose calls answer one by one."""
+        self._scope.answers += 1
+        try:
+            yield
+        finally:
+            self._scope.answers -= 1
+
+    @property
+    def answers(self) -> bool:
+        return self._scope.answers > 0
+
+    def calls(self, node: Node) -> list | None:
+        """A node's per-call answers (``Lowered.calls``), or None."""
+        r = self._results.get(node)
+        return None if r is None else r.calls
+
+    def unsettled(self, actors: InitActors) -> list:
+        """The group's list of resident answers not waited for yet (the list
+        itself: the resident lowering sets it, ``settle`` empties it)."""
+        st = self._actor_state.get(actors)
+        if st is None:
+            st = self._actor_state[actors] = ActorGroupState()
+        return st.unsettled
+
     def get(self, node: Node) -> Result | None:
         return self._results.get(node)
 
@@ -136,14 +174,14 @@ class Results:
     def record(self, node: Node, out: Lowered, submitter: Submitter) -> None:
         old = self._results.get(node)
         if old is not None and old.group_id == out.group_id and not old.freed:
-            old.value = out.value
+            old.value, old.calls = out.value, out.calls
             return
         if old is not None and old.finalizer is not None:
             old.finalizer()
         fin = weakref.finalize(node, submitter.defer_free, (out.group_id,))
         fin.atexit = False
         self._results[node] = Result(out.value, out.group_id, out.depends_on, submitter,
-                                     finalizer=fin)
+                                     finalizer=fin, calls=out.calls)
 
     def free(self, node: Node) -> None:
         r = self._results.get(node)

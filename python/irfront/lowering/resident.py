@@ -26,7 +26,7 @@ import ray
 import ray_patch.resident as resident_
 import ray_patch.serialized as serialized_
 from irfront.ir.nodes import InitActors, ReduceActors
-from irfront.lowering.context import Lowered, LoweringContext
+from irfront.lowering.context import Lowered, LoweringContext, Results
 
 
 @dataclass
@@ -57,6 +57,9 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
     opts = ctx.options
     if log is None or not opts.grouped or not opts.enabled("resident"):
         return None
+    answers = ctx.results.answers
+    if answers and red.actors.checkpointed:
+        return None  # its calls are logged and answered one by one through Ray
     if not resident_.residentable(fn, opts.task_retries):
         return None
     n = red.actors.n
@@ -73,11 +76,25 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
         num_returns=n, group_id=gid, group_dependency=depends_on,
         policy=opts.scheduler, plan_cache=opts.enabled("plan_cache"),
         epochs=ctx.results.epochs(actors) if actors.checkpointed else None,
-        base=0 if actors.checkpointed else route.base())
+        base=0 if actors.checkpointed else route.base(), keep=answers)
     if actors.checkpointed:
         log.append(ResidentCall(actors, seq, batch))
-    else:
-        route.unanswered[seq] = list(batch.refs)
-        route.next_seq += 1
-    return Lowered(list(batch.refs), gid, depends_on)
+        return Lowered(list(batch.refs), gid, depends_on)
+    route.unanswered[seq] = list(batch.refs)
+    route.next_seq += 1
+    ctx.results.unsettled(actors)[:] = batch.refs
+    calls = [resident_.ReducerAnswer(batch, i) for i in range(n)] if answers else None
+    return Lowered(list(batch.refs), gid, depends_on, calls)
 
+
+
+def settle(results: Results, actors: InitActors) -> None:
+    """Before a call through Ray on one of ``actors``: waits until the group's last
+    resident batch was answered. Its pieces reach the actors on channels, outside
+    Ray's per-caller actor queue, so without this a later call (``get_total``) could
+    run before the batch's calls, where plain Ray runs them in program order."""
+    pending = results.unsettled(actors)
+    if pending:
+        refs = list(pending)
+        pending.clear()
+        resident_.wait_answered(refs)
