@@ -5,7 +5,7 @@ side with hand-written Ray baselines.
     python bench/stream.py --sizes 1,4,16 --schedulers vanilla,vanilla+fuse,locality \
         --json bench/results/stream.json --plots bench/results
     python bench/stream.py --address 127.0.0.1:6379          # nodes and CPUs from the cluster
-    python bench/stream.py --demo                            # `make demo`: six series, minutes
+    python bench/stream.py --demo                            # `make demo`: its series, minutes
 
 --alone SERIES runs each of those series in a phase of its own before the rotation, one
 size at a time, at the rate it sustains (its warm-up batches run back to back, one in
@@ -174,12 +174,13 @@ TARGETS = [("locality p50 <= 1.1x ray-expert-node p50", "locality", "ray-expert-
 CPU_TARGET_MS = 2.0  # issue 20 (5 ms before the resident path)
 
 
-# `--demo` (what `make demo` runs): the six series a newcomer needs, a few minutes on a
+# `--demo` (what `make demo` runs): the series a newcomer needs, a few minutes on a
 # 2-core machine. Vanilla Ray cannot sustain one batch per 100 ms on such a machine (its
 # backlog then weighs on every series beside it), so it runs in a phase of its own, at a
 # rate it sustains (--alone). Options given on the command line override these.
 DEMO = {"sizes": "1,4,16",
-        "schedulers": f"vanilla,vanilla+fuse,locality,{EXACTLY_ONCE},locality~new",
+        "schedulers": f"vanilla,vanilla+fuse,locality,{EXACTLY_ONCE},locality~new,"
+                      f"{INFERRED}",
         "alone": "vanilla",
         "baselines": "ray-expert-node,compiled-graph,ray-expert-node~new",
         "iterations": 20, "warmup": 3, "no_floor": True}
