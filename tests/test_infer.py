@@ -219,7 +219,8 @@ def test_unrecognised_calls_run_plainly_with_their_reason(defaults):
     @irfront.infer
     def prog():
         xs = [src.remote(float(i)) for i in range(3)]  # a stage over plain values
-        ys = [join.remote(x, x) for x in xs]  # two references: a join
+        ys = [join.remote(x, x) for x in xs]  # two references, last: a Join
+        ys = [join.remote(x=y, y=y) for y in ys]  # references as keywords: plain
         zs = [inc.remote(c=1, x=y) for y in ys]  # keyword arguments: a Map
         ws = [inc.options(num_cpus=0.5).remote(1, z) for z in zs]  # resources: a Map
         vs = [inc.options(name="mine").remote(1, w) for w in ws]  # other task options
@@ -231,9 +232,11 @@ def test_unrecognised_calls_run_plainly_with_their_reason(defaults):
     want = prog.__wrapped__()  # the function itself: plain Ray
     np.testing.assert_allclose(got, want)
     text = prog.explain()
-    for reason in ("a join", "task options ['name']"):
+    for reason in ("a join whose references are not its last positional arguments",
+                   "task options ['name']"):
         assert reason in text
-    assert prog.session.kinds() == ["Map", "Map", "Map"]  # src, inc (keywords), inc
+    # src, the join, inc (keywords), inc
+    assert prog.session.kinds() == ["Map", "Join", "Map", "Map"]
 
 
 def test_errors_refs_wait_threads_and_nested_tasks_keep_ray_semantics(defaults):

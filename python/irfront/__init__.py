@@ -21,8 +21,8 @@ from irfront.drivers import (Batch, BatchRecord, CheckpointStore, DirectoryStore
                              StreamFinishedError, StreamReport)
 from irfront.errors import IRError
 from irfront.inference import analyze, explain_inferred, infer, is_deferred
-from irfront.ir import (REDUCER_OPTIONS, Broadcast, CheckpointedReducer, InitActors, Map,
-                        MapActors, NeedsRestore, Node, Objects, ReduceActors,
+from irfront.ir import (REDUCER_OPTIONS, Broadcast, CheckpointedReducer, InitActors, Join,
+                        Map, MapActors, NeedsRestore, Node, Objects, ReduceActors,
                         SumReducerBase, combines)
 from irfront.lowering import (SCHEDULERS, LoweringOptions, NodePlacement, get_options,
                               lowering_options, options_for, set_options)
@@ -31,7 +31,7 @@ __all__ = [
     "__version__", "analyze", "Batch", "BatchRecord", "Broadcast",
     "CheckpointedReducer", "CheckpointStore", "combines", "connect", "DirectoryStore",
     "explain_inferred", "get", "get_options", "infer", "InFlightWindow", "init",
-    "InitActors", "IRError", "is_deferred", "LocalCluster", "lowering_options",
+    "InitActors", "IRError", "is_deferred", "Join", "LocalCluster", "lowering_options",
     "LoweringOptions", "Map", "MapActors", "MicroBatchStream", "NeedsRestore", "Node",
     "NodePlacement", "Objects", "options_for", "RecoveryError", "ReduceActors",
     "REDUCER_OPTIONS", "SCHEDULERS", "set_options", "set_scheduler", "shutdown",

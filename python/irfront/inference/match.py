@@ -4,6 +4,8 @@ graph (``match(records) -> Plan``).
     one call whose result many tasks read             Broadcast(f, n, *args)
     the same function over every object of a stage    Map(f, stage, args)   (object last)
       (with num_returns=k: a shuffle)                 Map(f, stage, args, num_returns=k)
+    calls of one function each reading several
+      objects of one stage, last (a join)             Join(f, stage, picks, args)
     actors of one class created one after another     InitActors(cls, n, args)
     one method on every actor, each given all objects
       of a stage (or the i-th return of every task)   ReduceActors(m, actors, stage, args)
@@ -23,8 +25,8 @@ import ray
 
 from irfront.errors import IRError
 from irfront.inference.refs import DeferredActor, DeferredRef, realise
-from irfront.inference.shapes import IR_SHAPE, task_for
-from irfront.ir.nodes import (Broadcast, InitActors, Map, MapActors, Node, Objects,
+from irfront.inference.shapes import IR_SHAPE, JoinRefs, task_for
+from irfront.ir.nodes import (Broadcast, InitActors, Join, Map, MapActors, Node, Objects,
                               ReduceActors)
 from irfront.lowering.evaluation import EVALUATOR
 
@@ -51,7 +53,10 @@ class TaskRec:
 
     @property
     def args(self) -> tuple:
-        """The arguments of ``task_of(self)``: the lead, then the object."""
+        """The arguments of ``task_of(self)``: the lead, then the object (a join's
+        objects)."""
+        if type(self.obj) is JoinRefs:
+            return self.lead + self.obj
         return self.lead if self.obj is NOTHING else self.lead + (self.obj,)
 
 
@@ -136,7 +141,7 @@ class _Sources:
 class _Group:
     """Records matched as one stage (or one source call)."""
 
-    kind: str  # task | source | actors | method
+    kind: str  # task | values | join | source | actors | method
     recs: list
     key: tuple = ()
     node: Node | None = None
@@ -209,9 +214,11 @@ def _task_groups(records: Sequence[Record], src: _Sources) -> list[_Group]:
     for rec in records:
         if type(rec) is not TaskRec or not rec.is_ref:
             continue
+        if type(rec.obj) is JoinRefs:
+            _add_join(rec, src, open_, out)
+            continue
         o = src.origin(rec.obj)
-        where = (o[0], id(o[1])) if o[0] in ("pending", "node") else ("ext",)
-        key = rec.key + where
+        key = rec.key + _where(o)
         g = open_.get(key)
         if g is not None and o[0] != "ext" and not _broadcast_like(o) and \
                 id(rec.obj) in g.reads:
@@ -223,6 +230,25 @@ def _task_groups(records: Sequence[Record], src: _Sources) -> list[_Group]:
         g.reads.add(id(rec.obj))
         src.group_of[id(rec)] = g
     return out
+
+
+def _where(o: tuple) -> tuple:
+    return (o[0], id(o[1])) if o[0] in ("pending", "node") else ("ext",)
+
+
+def _add_join(rec: TaskRec, src: _Sources, open_: dict, out: list) -> None:
+    """A join joins the open group of its key reading the stage its first object comes
+    from; one that reads an object the group read already starts a new group."""
+    key = rec.key + _where(src.origin(rec.obj[0]))
+    g = open_.get(key)
+    if g is not None and any(id(x) in g.reads for x in rec.obj):
+        g = None
+    if g is None:
+        g = open_[key] = _Group("join", [], key)
+        out.append(g)
+    g.recs.append(rec)
+    g.reads.update(id(x) for x in rec.obj)
+    src.group_of[id(rec)] = g
 
 
 def _broadcast_like(o: tuple) -> bool:
@@ -271,9 +297,10 @@ def _consumer_counts(groups: Sequence[_Group], src: _Sources) -> dict[int, int]:
     n)."""
     n: dict[int, int] = {}
     for g in groups:
-        if g.kind != "task":
+        if g.kind not in ("task", "join"):
             continue
-        o = src.origin(g.recs[0].obj)
+        obj = g.recs[0].obj
+        o = src.origin(obj[0] if g.kind == "join" else obj)
         if o[0] == "pending" and o[1] is not None and o[1].kind == "source":
             n.setdefault(id(o[1]), len(g.recs))
     return n
@@ -292,6 +319,8 @@ def _build(g: _Group, src: _Sources, consumers: dict[int, int]) -> None:
             g.order = [rec]
     elif g.kind in ("task", "values"):
         _build_map(g, src)
+    elif g.kind == "join":
+        _build_join(g, src)
     elif g.kind == "actors":
         recs = g.recs
         g.node = InitActors(recs[0].cls, len(recs), [r.args for r in recs])
@@ -316,7 +345,8 @@ def _stage_of(refs: Sequence[Any], src: _Sources) -> tuple[Node | None, list[int
                 at = 0
             else:
                 t = g.pos[id(o[2])]
-                at = t * g.node.num_returns + o[3] if isinstance(g.node, Map) else t
+                at = t * g.node.num_returns + o[3] if isinstance(g.node, (Map, Join)) \
+                    else t
             here = g.node
         elif o[0] == "node":
             here, at = o[1], o[2]
@@ -358,6 +388,28 @@ def _build_map(g: _Group, src: _Sources) -> None:
     g.node = Map(task_of(recs[0]), node, [r.lead for r in order],
                  num_returns=recs[0].num_returns)
     g.order = order
+
+
+def _build_join(g: _Group, src: _Sources) -> None:
+    """Joins reading one stage (or only references made outside the block): a Join,
+    task i picking its objects' places in that stage."""
+    recs = g.recs
+    flat = [x for r in recs for x in r.obj]
+    if all(src.origin(x)[0] == "ext" for x in flat):
+        node: Node | None = Objects([realise(x, 0) for x in flat])
+        idx = list(range(len(flat)))
+    else:
+        node, idx, why = _stage_of(flat, src)
+        if node is None:
+            g.why = why
+            return
+    picks, at = [], 0
+    for r in recs:
+        picks.append(tuple(idx[at:at + len(r.obj)]))
+        at += len(r.obj)
+    g.node = Join(task_of(recs[0]), node, picks, [r.lead for r in recs],
+                  num_returns=recs[0].num_returns)
+    g.order = recs
 
 
 def _build_actor_call(g: _Group, src: _Sources) -> None:

@@ -42,7 +42,8 @@ import irfront.inference.patch as patch
 from irfront.inference.match import (NOTHING, ActorRec, MethodRec, Plan, TaskRec, match,
                                      name_of, run_plain)
 from irfront.inference.quiet import quiet
-from irfront.inference.shapes import IR_SHAPE, TASK_OPTIONS, options_key, read_call
+from irfront.inference.shapes import (IR_SHAPE, TASK_OPTIONS, JoinRefs, options_key,
+                                      read_call)
 from irfront.inference.refs import DeferredActor, DeferredRef, holds_ref, realise
 from irfront.ir.nodes import InitActors
 from irfront.lowering.evaluation import EVALUATOR
@@ -174,9 +175,11 @@ class Session:
         if why:
             return self._run_plain(name_of_fn(fn), why, args, kwargs, plain, task=True)
         outs = [DeferredRef(self) for _ in range(k)]
-        key = (id(fn), shape, options_key(extra) if extra else (), k, len(lead))
+        join = type(obj) is JoinRefs
+        key = (id(fn), shape, options_key(extra) if extra else (), k, len(lead),
+               len(obj) if join else 0)
         self._record(TaskRec(fn, lead, obj, k, outs, plain, is_ref, shape, extra, key),
-                     obj if is_ref else None)
+                     obj if is_ref and not join else None, obj if join else ())
         self._unread.update(map(id, outs))
         return outs[0] if k == 1 else outs
 

@@ -11,7 +11,12 @@ read as
     shape: (the object's place: an index or a keyword, the positional count, the
           keyword names)
 
-and a call whose shape is not the IR's runs as a ``reshaped`` remote function: the same
+A call with several references, all of them its last positional arguments
+(``add.remote(a, b)``, ``f.remote(*refs)``), is a join: ``obj`` is a ``JoinRefs`` of
+them, read as the IR's ``Join`` calls its task (``task(*args[i], *picked)``). Other
+places of several references run plainly.
+
+A call whose shape is not the IR's runs as a ``reshaped`` remote function: the same
 Python function behind a thin wrapper that puts the arguments back where the program
 put them. The wrapper carries the function's name, so Ray names its tasks as the
 program's (``ray::predict()``), and the function's own ``@ray.remote`` options; the
@@ -43,19 +48,31 @@ TASK_OPTIONS = frozenset({"num_returns", "num_cpus", "num_gpus", "resources", "m
 IR_SHAPE = "ir"  # the object last and positional, no keywords: the task as it is
 
 
+class JoinRefs(tuple):
+    """A join's references (``read_call``'s ``obj`` for a call with several): its last
+    positional arguments, in order."""
+
+    __slots__ = ()
+
+
 def read_call(args: tuple, kwargs: dict) -> tuple[str, tuple, Any, bool, Any]:
     """(why not a Map call or "", lead, obj, whether obj is a reference, shape)."""
     ref_at = None
+    refs: list = []  # every reference's place
     # positional places are indices, keyword places their names
     for at, a in [*enumerate(args), *kwargs.items()]:
         why = _plain_value(a)
         if why == "ref":
-            if ref_at is not None:
-                return "more than one reference among its arguments (a join)", (), None, \
-                    False, None
+            refs.append(at)
             ref_at = at
         elif why:
             return why, (), None, False, None
+    if len(refs) > 1:  # a join: its references last and positional
+        first = len(args) - len(refs)
+        if kwargs or refs != list(range(first, len(args))):
+            return ("a join whose references are not its last positional arguments "
+                    "(a Join's task takes them last)"), (), None, False, None
+        return "", args[:first], JoinRefs(args[first:]), True, IR_SHAPE
     is_ref = ref_at is not None
     if ref_at is None:  # a stage over plain values: the last argument is the object
         if args:

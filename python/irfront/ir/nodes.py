@@ -12,6 +12,12 @@ of the node they read from. The calling conventions are the 2018 IR's:
                                                 actor i: method(*args[i], objects[i])
     Objects(refs)                               existing ObjectRefs / values as a source
 
+irfront's extension for tasks that read several objects (a join, ``add.remote(a, b)``,
+``f.remote(*refs)``):
+
+    Join(task, objects, picks, args=None, num_returns=1)
+                                                task i: task(*args[i], *objects[picks[i]])
+
 ``task`` may be a ``@ray.remote`` function or its ``f.options(...)`` wrapper, and
 ``actor_cls`` a ``@ray.remote`` class or its ``Cls.options(...)`` wrapper: the options
 (``num_cpus``, ``num_gpus``, ``resources``, ``max_retries``, a ``scheduling_strategy``...)
@@ -297,6 +303,63 @@ class Map(_Task, Node):
         return len(self) * self.num_returns
 
 
+class Join(_Task, Node):
+    """One task per entry of ``picks``: task i is ``task(*args[i], *[objects[j] for j in
+    picks[i]])``, the objects it reads as separate arguments, in the order picked (a
+    tree reduction's ``add(a, b)``: ``picks=[(0, 1), (2, 3)]``; a reduce into tasks over
+    a shuffle's returns: ``picks=[(j, k + j, 2 * k + j, ...) for j in range(k)]``). The
+    group is placed as one: each task with the objects it reads.
+    ``num_returns`` as in ``Map``."""
+
+    kind = "Join"
+
+    def __init__(self, task: RemoteFunction, objects: Any, picks: Sequence[Sequence[int]],
+                 args: Sequence | None = None, num_returns: int | None = None, *,
+                 replaces: Node | None = None):
+        super().__init__(check.task_name(task), replaces=replaces)
+        with _checked(self.label):
+            self.function, self.task_options = check.check_remote_function(task,
+                                                                           "InitActors")
+            if num_returns is None:
+                own = self.ray_options.get("num_returns")
+                num_returns = own if isinstance(own, int) and own >= 1 else 1
+            self.num_returns = check.check_count("num_returns", num_returns,
+                                                   check.MAX_RETURNS)
+        src = _as_source(self.label, objects)
+        self.inputs = (src,)
+        self.task, self.objects = task, src
+        if not isinstance(picks, (list, tuple)) or not picks:
+            raise IRError(self.label, "picks must be a non-empty list of index tuples, "
+                          "one per task (task i reads objects[j] for j in picks[i])")
+        n = src.num_objects
+        self.picks: tuple[tuple[int, ...], ...] = tuple(tuple(p) for p in picks)
+        for i, p in enumerate(self.picks):
+            bad = [j for j in p if isinstance(j, bool) or not isinstance(j, int)
+                   or not 0 <= j < n]
+            if not p or bad:
+                raise IRError(self.label, f"picks[{i}] = {p!r}: pass one or more indices "
+                              f"of {src.label}'s {n} objects (0 to {n - 1})")
+        widths = {len(p) for p in self.picks}
+        with _checked(self.label):
+            self.args = (None if args is None else
+                         check.as_tuples(args, len(self.picks), "task"))
+            width = len(self.args[0]) if self.args else 0
+            for w in sorted(widths):
+                check.check_arg_count(_fn_of(self.function), width + w,
+                                      f"task '{self.name}' (args[i] first, then the "
+                                      f"{w} objects it picks)")
+
+    def arg(self, i: int) -> tuple:
+        return self.args[i] if self.args is not None else ()
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self) * self.num_returns
+
+
 class InitActors(Node):
     """``n`` actors, actor i built as ``actor_cls(*args[i])``; placed lazily by the first
     ReduceActors / MapActors evaluated on them (or by ``eval()``).
@@ -498,5 +561,5 @@ class GroupedShuffle(Node):
         return self.actors.n
 
 
-NODE_KINDS = (Objects, Broadcast, Map, InitActors, ReduceActors, MapActors, FusedMap,
+NODE_KINDS = (Objects, Broadcast, Map, Join, InitActors, ReduceActors, MapActors, FusedMap,
               GroupedShuffle)

@@ -12,8 +12,8 @@ import ray
 
 import ray_patch.serialized as serialized_
 from irfront.errors import IRError
-from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, Map,
-                              MapActors, Node, Objects, ReduceActors)
+from irfront.ir.nodes import (Broadcast, FusedMap, GroupedShuffle, InitActors, Join,
+                              Map, MapActors, Node, Objects, ReduceActors)
 from irfront.ir.reducers import REDUCER_OPTIONS
 from irfront.lowering.context import Lowered, LoweringContext, ReducerCall
 from irfront.lowering.fused import PICK, PICK_ORDERED, fused_function, node_task_function
@@ -22,7 +22,7 @@ from irfront.lowering.resident import lower_resident
 
 def flat_objects(src: Node, value: list) -> list:
     """The objects a consumer of ``src`` gets: num_returns=k tasks give k each."""
-    if isinstance(src, (Map, FusedMap)) and src.num_returns > 1:
+    if isinstance(src, (Map, FusedMap, Join)) and src.num_returns > 1:
         return [r for refs in value for r in refs]
     return list(value)
 
@@ -78,6 +78,17 @@ def lower_map(node: Map, ctx: LoweringContext) -> Lowered:
 
 def lower_fused_map(node: FusedMap, ctx: LoweringContext) -> Lowered:
     return submit_chain(ctx, node.chain, node.objects)
+
+
+def lower_join(node: Join, ctx: LoweringContext) -> Lowered:
+    """One group of tasks, task i reading the objects it picks (placed with them)."""
+    base = ctx.lowered(node.objects)
+    objs = flat_objects(node.objects, base.value)
+    calls = [(*node.arg(i), *[objs[j] for j in p]) for i, p in enumerate(node.picks)]
+    gid = ctx.submitter.new_group()
+    refs = ctx.submitter.tasks(node.task, calls, group_id=gid, depends_on=base.group_id,
+                               num_returns=node.num_returns)
+    return Lowered(refs, gid, base.group_id)
 
 
 # ---- actors ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from typing import Callable
 
 from irfront.errors import IRError
 from irfront.ir.nodes import (NODE_KINDS, Broadcast, FusedMap, GroupedShuffle, InitActors,
-                              Map, MapActors, Node, Objects, ReduceActors)
+                              Join, Map, MapActors, Node, Objects, ReduceActors)
 import irfront.lowering.ops as ops
 from irfront.lowering.context import Lowered, LoweringContext
 
@@ -19,6 +19,7 @@ def register_lowerings() -> None:
         Objects: ops.lower_objects,
         Broadcast: ops.lower_broadcast,
         Map: ops.lower_map,
+        Join: ops.lower_join,
         FusedMap: ops.lower_fused_map,
         InitActors: ops.lower_init_actors,
         ReduceActors: ops.lower_reduce_actors,

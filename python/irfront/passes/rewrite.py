@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from irfront.ir.nodes import (FusedMap, GroupedShuffle, Map, MapActors, Node, ReduceActors)
+from irfront.ir.nodes import (FusedMap, GroupedShuffle, Join, Map, MapActors, Node,
+                              ReduceActors)
 
 Done = Callable[[Node], bool]  # whether a node is already evaluated (a leaf for passes)
 
@@ -16,6 +17,9 @@ def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     origin = node.replaces or node
     if isinstance(node, Map):
         return Map(node.task, inputs[0], node.args, node.num_returns, replaces=origin)
+    if isinstance(node, Join):
+        return Join(node.task, inputs[0], node.picks, node.args, node.num_returns,
+                    replaces=origin)
     if isinstance(node, FusedMap):
         return FusedMap(node.chain, inputs[0])
     if isinstance(node, ReduceActors):
