@@ -364,7 +364,8 @@ def _build_map(g: _Group, src: _Sources) -> None:
     recs = g.recs
     first = src.origin(recs[0].obj)
     if first[0] == "ext":  # real references (or plain calls' results, or plain values)
-        g.node = Map(task_of(recs[0]), Objects([realise(r.obj, 0) for r in recs]),
+        g.node = Map(task_of(recs[0]), Objects([realise(r.obj, 0) for r in recs],
+                                               inline=True),
                      [r.lead for r in recs],
                      num_returns=recs[0].num_returns)
         g.order = recs
@@ -396,7 +397,7 @@ def _build_join(g: _Group, src: _Sources) -> None:
     recs = g.recs
     flat = [x for r in recs for x in r.obj]
     if all(src.origin(x)[0] == "ext" for x in flat):
-        node: Node | None = Objects([realise(x, 0) for x in flat])
+        node: Node | None = Objects([realise(x, 0) for x in flat], inline=True)
         idx = list(range(len(flat)))
     else:
         node, idx, why = _stage_of(flat, src)

@@ -227,13 +227,17 @@ class _Task:
 
 # ---- nodes ---------------------------------------------------------------------------------
 class Objects(Node):
-    """Existing ObjectRefs (or values, put into the object store at eval) as a source."""
+    """Existing ObjectRefs (or values, put into the object store at eval) as a source.
+    ``inline=True``: values are handed to the tasks that read them as arguments, as Ray
+    passes a value given to ``.remote()`` (it puts a large one itself), and ``eval()``
+    gives them as they are."""
 
     kind = "Objects"
 
-    def __init__(self, objects: Sequence[Any]):
+    def __init__(self, objects: Sequence[Any], *, inline: bool = False):
         super().__init__(str(len(objects)))
         self.objects = list(objects)
+        self.inline = bool(inline)
         if not self.objects:
             raise IRError(self.label, "got no objects; pass a non-empty list")
 

@@ -33,8 +33,10 @@ def lower_objects(node: Objects, ctx: LoweringContext) -> Lowered:
     on the resident path, values stay values: the tasks that read them get them as
     arguments (a resident executor in its feed's frame, straight from the driver; a
     Ray task through Ray, which puts a large one itself), so a batch's new data is not
-    put and then read back. ``eval()`` of such a node gives those values."""
-    if ctx.results.call_log is not None and ctx.options.enabled("resident"):
+    put and then read back. ``eval()`` of such a node gives those values, as of an
+    ``inline`` one (plain values a program passed to ``.remote()``, under infer)."""
+    if node.inline or (ctx.results.call_log is not None
+                       and ctx.options.enabled("resident")):
         return Lowered(list(node.objects), ctx.submitter.new_group())
     refs = [o if isinstance(o, ray.ObjectRef) else ray.put(o) for o in node.objects]
     return Lowered(refs, ctx.submitter.new_group())
