@@ -97,7 +97,8 @@ test-all: test test-slow
 
 # The streaming benchmark's demo preset on an embedded 4-node x 2-CPU local cluster (about
 # 3 minutes on a 2-core machine): vanilla Ray (in a phase of its own, at the rate it
-# sustains), fusion alone, irfront, the best hand-written Ray and the Ray Compiled Graph;
+# sustains), fusion alone, irfront, the same pipeline in plain Ray under irfront.infer,
+# the best hand-written Ray and the Ray Compiled Graph;
 # a summary at the end; plots in bench/results/demo.
 demo: $(DEMO_STAMP)
 	$(PY) setup.py -q build_ext --inplace

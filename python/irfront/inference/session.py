@@ -167,6 +167,8 @@ class Session:
         elif type(k) is not int or k < 1:
             why = "num_returns is not a positive int"
         elif args or kwargs:
+            if _has_actor(args, kwargs):  # a handle is a plain value: create it now
+                args, kwargs = _actors_made(args, kwargs)
             why, lead, obj, is_ref, shape = read_call(args, kwargs)
         else:
             why = ""  # no arguments: a source (a Broadcast when a stage reads it)
@@ -393,6 +395,19 @@ def _describe(why: str, plan: Plan, keep_nodes: bool) -> Flush:
     for r, reason in plan.plain:
         _count(f.plain, (name_of(r), reason))
     return f
+
+
+def _has_actor(args: tuple, kwargs: dict) -> bool:
+    return any(type(a) is DeferredActor for a in args) or any(
+        type(v) is DeferredActor for v in kwargs.values())
+
+
+def _actors_made(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A task's arguments with each actor being created (``DeferredActor``) made real:
+    the task gets its handle, as from plain Ray, and reads no object through it."""
+    def real(a: Any) -> Any:
+        return a._resolve() if type(a) is DeferredActor else a
+    return tuple(map(real, args)), {k: real(v) for k, v in kwargs.items()}
 
 
 def _submit_task(fn, args, kwargs, options):
