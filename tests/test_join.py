@@ -94,7 +94,7 @@ def test_a_tree_reduction_and_a_reduce_into_tasks_are_joins(cluster):
     assert g.session.kinds() == ["Map", "Join"], g.explain()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 6), picks=st.lists(st.lists(st.integers(0, 5), min_size=1,
                                                      max_size=4), min_size=1, max_size=4),
        outside=st.booleans())
