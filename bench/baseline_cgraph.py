@@ -231,10 +231,20 @@ class CompiledGraphDriver:
             return None
         self._expect("DONE", 60.0)
         self._stop(wait_s=60.0)
+        self._drop_log()  # a clean run's stderr is not needed (a failed one's is kept)
         return {"records": [(_tag(t), lat) for t, lat in out["records"]],
                 "cpu_s": {_tag(t): s for t, s in out["cpu_s"]},
                 "held_back_s": {_tag(t): s for t, s in out["held_back_s"]},
                 "totals": out["totals"]}
+
+    def _drop_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            try:
+                os.unlink(self._log.name)
+            except OSError:
+                pass
+            self._log = None
 
     def _stop(self, wait_s: float = 10.0) -> None:
         """Closes the child's stdin and waits; ends it (by its pid) if it hangs."""

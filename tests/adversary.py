@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import socket
 import struct
 import sys
@@ -121,6 +122,14 @@ def main() -> int:
     os.environ["RAY_AUTH_TOKEN"] = os.urandom(16).hex()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     sys.path[:0] = [os.path.join(ROOT, "python"), ROOT, HERE]
+    try:
+        return _attack_run(token_dir)
+    finally:
+        shutil.rmtree(token_dir, ignore_errors=True)
+
+
+def _attack_run(token_dir: str) -> int:
+    """``main``'s run; the marker a stranger's code would write goes in ``token_dir``."""
     from irfront.cluster import LocalCluster
     from ray_patch import wire
     import streams
