@@ -232,12 +232,20 @@ class ReducerAnswer:
         return self._ref
 
 
-def wait_answered(refs: Sequence[Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Waits (at most ``timeout_s``) until every executor answer in ``refs`` (refs
-    or futures of resident batches) is in, whatever it says: every reducer call of
-    those batches was applied or failed."""
-    objs = [r for r in refs if isinstance(r, ray.ObjectRef)]
-    futs = [r for r in refs if not isinstance(r, ray.ObjectRef)]
+def wait_unanswered(handles: Sequence[Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Waits (at most ``timeout_s``) until every batch sent on the route to these plain
+    actors has been answered, whatever the answer: its calls were applied or failed.
+    Their pieces reach the actors on channels, outside Ray's per-caller actor queue, so
+    a call through Ray that must follow them in program order waits here first."""
+    rt = current_runtime()
+    if rt is None:
+        return
+    k = (tuple(h._actor_id.binary() for h in handles), False)
+    with _lock:
+        r = _routes(rt).get(k)
+        refs = [x for rs in list(r.unanswered.values()) for x in rs] if r else []
+    objs = [x for x in refs if isinstance(x, ray.ObjectRef)]
+    futs = [x for x in refs if not isinstance(x, ray.ObjectRef)]
     if objs:
         ray.wait(objs, num_returns=len(objs), timeout=timeout_s, fetch_local=False)
     if futs:

@@ -3,8 +3,6 @@ recognition from plain Ray code under ``irfront.infer`` (``add.remote(a, b)``,
 ``f.remote(*refs)``), checked against plain Ray on the same input."""
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import pytest
 import ray
@@ -12,6 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import irfront
 from irfront import IRError, Join, Map, Objects
+from corpus.programs import CORPUS, apply_map, apply_reduce
 
 
 @ray.remote
@@ -29,22 +28,6 @@ def total(scale, *xs):
     return scale * int(sum(int(x.sum()) for x in xs))
 
 
-@ray.remote
-def words(i, k):
-    parts = [collections.Counter() for _ in range(k)]
-    for w in f"w{i} w{i % 3} w{i % 2} common".split():
-        parts[len(w) % k][w] += 1
-    return tuple(dict(p) for p in parts)
-
-
-@ray.remote
-def merge(*dicts):
-    out = collections.Counter()
-    for d in dicts:
-        out.update(d)
-    return dict(out)
-
-
 def tree_reduce(n):
     refs = [load.remote(i) for i in range(n)]
     while len(refs) > 1:
@@ -53,8 +36,9 @@ def tree_reduce(n):
 
 
 def map_reduce(n, k):
-    maps = [words.options(num_returns=k).remote(i, k) for i in range(n)]
-    reduced = [merge.remote(*[m[j] for m in maps]) for j in range(k)]
+    """The corpus's map-reduce (Ray's example) over its first ``n`` texts."""
+    maps = [apply_map.options(num_returns=k).remote(t, k) for t in CORPUS[:n]]
+    reduced = [apply_reduce.remote(*[m[j] for m in maps]) for j in range(k)]
     return ray.get(reduced)
 
 

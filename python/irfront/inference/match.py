@@ -508,14 +508,17 @@ class _CallAt(_At):
     __slots__ = ()
 
     def __call__(self) -> ray.ObjectRef:
-        v = self.node.eval()
-        calls = EVALUATOR.results.calls(self.node)
-        return v[self.path[0]] if calls is None else calls[self.path[0]].ref()
+        answer = self._answer()
+        return self.node.eval()[self.path[0]] if answer is None else answer.ref()
 
     def waitables(self) -> list | None:
+        answer = self._answer()
+        return None if answer is None else answer.waitables()
+
+    def _answer(self) -> Any:
         self.node.eval()
         calls = EVALUATOR.results.calls(self.node)
-        return None if calls is None else calls[self.path[0]].waitables()
+        return None if calls is None else calls[self.path[0]]
 
 
 def _bind_node(g: _Group) -> None:

@@ -49,24 +49,20 @@ class DeferredRef:
                 self._ref = self._thunk()  # the thunk stays: it names where it came from
         return self._ref
 
+    def _answers(self) -> list | None:
+        """For a reducer call answered on the resident path and not made real yet: its
+        batch's executor answers (what tells it was applied); else None."""
+        answer = getattr(self._thunk, "waitables", None)
+        return answer() if self._ref is None and answer is not None else None
+
     def _waitables(self) -> list:
         """What a stream driver waits on for this result: a reducer call of the
         resident path is answered by its batch's executors (no Ray call made for it);
         anything else is its real reference."""
-        if self._ref is None:
-            if self._thunk is None:
-                self._session.flush("a deferred reference's use")
-            answer = getattr(self._thunk, "waitables", None)
-            got = answer() if answer is not None else None
-            if got is not None:
-                return got
-        return [self._resolve()]
-
-    def _answered_resident(self) -> bool:
-        """Whether this is a reducer call answered on the resident path, not made a
-        real reference yet."""
-        answer = getattr(self._thunk, "waitables", None)
-        return self._ref is None and answer is not None and answer() is not None
+        if self._ref is None and self._thunk is None:
+            self._session.flush("a deferred reference's use")
+        got = self._answers()
+        return got if got is not None else [self._resolve()]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -175,7 +171,7 @@ def realise(x: Any, depth: int = 8, keep_answers: bool = False) -> Any:
     ``keep_answers``: a reducer call answered on the resident path stays deferred (a
     stream driver waits on its batch; any other use makes it real then)."""
     t = type(x)
-    if t is DeferredRef and keep_answers and x._answered_resident():
+    if t is DeferredRef and keep_answers and x._answers() is not None:
         return x
     if t is DeferredRef or t is DeferredActor:
         return x._resolve()

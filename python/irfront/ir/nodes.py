@@ -264,7 +264,38 @@ class Broadcast(_Task, Node):
         return self.n
 
 
-class Map(_Task, Node):
+class _Stage(_Task, Node):
+    """What Map and Join share: a group of tasks over one source node, ``num_returns``
+    each (default: the task's own int ``num_returns`` option, else 1), ``args[i]``
+    first in task i's call."""
+
+    args: tuple | None
+    num_returns: int
+
+    def __init__(self, task: RemoteFunction, objects: Any, num_returns: int | None,
+                 replaces: Node | None):
+        super().__init__(check.task_name(task), replaces=replaces)
+        with _checked(self.label):
+            self.function, self.task_options = check.check_remote_function(task,
+                                                                           "InitActors")
+            if num_returns is None:
+                own = self.ray_options.get("num_returns")
+                num_returns = own if isinstance(own, int) and own >= 1 else 1
+            self.num_returns = check.check_count("num_returns", num_returns,
+                                                   check.MAX_RETURNS)
+        src = _as_source(self.label, objects)
+        self.inputs = (src,)
+        self.task, self.objects = task, src
+
+    def arg(self, i: int) -> tuple:
+        return self.args[i] if self.args is not None else ()
+
+    @property
+    def num_objects(self) -> int:
+        return len(self) * self.num_returns
+
+
+class Map(_Stage):
     """One task per object of ``objects``: task i is ``task(*args[i], objects[i])``.
 
     With ``num_returns=k`` each task returns k objects (a shuffle's k partitions) and
@@ -277,18 +308,8 @@ class Map(_Task, Node):
 
     def __init__(self, task: RemoteFunction, objects: Any, args: Sequence | None = None,
                  num_returns: int | None = None, *, replaces: Node | None = None):
-        super().__init__(check.task_name(task), replaces=replaces)
-        with _checked(self.label):
-            self.function, self.task_options = check.check_remote_function(task,
-                                                                           "InitActors")
-            if num_returns is None:
-                own = self.ray_options.get("num_returns")
-                num_returns = own if isinstance(own, int) and own >= 1 else 1
-            self.num_returns = check.check_count("num_returns", num_returns,
-                                                   check.MAX_RETURNS)
-        src = _as_source(self.label, objects)
-        self.inputs = (src,)
-        self.task, self.objects = task, src
+        super().__init__(task, objects, num_returns, replaces)
+        src = self.objects
         with _checked(self.label):
             self.args = (None if args is None else
                          check.as_tuples(args, src.num_objects, "object"))
@@ -296,18 +317,11 @@ class Map(_Task, Node):
             check.check_arg_count(_fn_of(self.function), width + 1,
                                   f"task '{self.name}' (args[i] first, the object last)")
 
-    def arg(self, i: int) -> tuple:
-        return self.args[i] if self.args is not None else ()
-
     def __len__(self) -> int:
         return self.objects.num_objects
 
-    @property
-    def num_objects(self) -> int:
-        return len(self) * self.num_returns
 
-
-class Join(_Task, Node):
+class Join(_Stage):
     """One task per entry of ``picks``: task i is ``task(*args[i], *[objects[j] for j in
     picks[i]])``, the objects it reads as separate arguments, in the order picked (a
     tree reduction's ``add(a, b)``: ``picks=[(0, 1), (2, 3)]``; a reduce into tasks over
@@ -320,18 +334,8 @@ class Join(_Task, Node):
     def __init__(self, task: RemoteFunction, objects: Any, picks: Sequence[Sequence[int]],
                  args: Sequence | None = None, num_returns: int | None = None, *,
                  replaces: Node | None = None):
-        super().__init__(check.task_name(task), replaces=replaces)
-        with _checked(self.label):
-            self.function, self.task_options = check.check_remote_function(task,
-                                                                           "InitActors")
-            if num_returns is None:
-                own = self.ray_options.get("num_returns")
-                num_returns = own if isinstance(own, int) and own >= 1 else 1
-            self.num_returns = check.check_count("num_returns", num_returns,
-                                                   check.MAX_RETURNS)
-        src = _as_source(self.label, objects)
-        self.inputs = (src,)
-        self.task, self.objects = task, src
+        super().__init__(task, objects, num_returns, replaces)
+        src = self.objects
         if not isinstance(picks, (list, tuple)) or not picks:
             raise IRError(self.label, "picks must be a non-empty list of index tuples, "
                           "one per task (task i reads objects[j] for j in picks[i])")
@@ -353,15 +357,8 @@ class Join(_Task, Node):
                                       f"task '{self.name}' (args[i] first, then the "
                                       f"{w} objects it picks)")
 
-    def arg(self, i: int) -> tuple:
-        return self.args[i] if self.args is not None else ()
-
     def __len__(self) -> int:
         return len(self.picks)
-
-    @property
-    def num_objects(self) -> int:
-        return len(self) * self.num_returns
 
 
 class InitActors(Node):

@@ -86,9 +86,6 @@ class ActorGroupState:
     # per actor, the token of its last restore (0: never restored); the stream driver
     # sets it, the resident lowering sends it with every piece (ray_patch/channel.py)
     epochs: list[int] = field(default_factory=list)
-    # the executor answers of the group's last resident batch not yet waited for
-    # (``Results.settle``): its calls reach the actors outside Ray's actor queue
-    unsettled: list = field(default_factory=list)
 
 
 class _DriverScope(threading.local):
@@ -154,14 +151,6 @@ class Results:
         """A node's per-call answers (``Lowered.calls``), or None."""
         r = self._results.get(node)
         return None if r is None else r.calls
-
-    def unsettled(self, actors: InitActors) -> list:
-        """The group's list of resident answers not waited for yet (the list
-        itself: the resident lowering sets it, ``settle`` empties it)."""
-        st = self._actor_state.get(actors)
-        if st is None:
-            st = self._actor_state[actors] = ActorGroupState()
-        return st.unsettled
 
     def get(self, node: Node) -> Result | None:
         return self._results.get(node)

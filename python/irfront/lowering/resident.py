@@ -82,19 +82,15 @@ def lower_resident(ctx: LoweringContext, red: ReduceActors, fn: Any, calls: list
         return Lowered(list(batch.refs), gid, depends_on)
     route.unanswered[seq] = list(batch.refs)
     route.next_seq += 1
-    ctx.results.unsettled(actors)[:] = batch.refs
     calls = [resident_.ReducerAnswer(batch, i) for i in range(n)] if answers else None
     return Lowered(list(batch.refs), gid, depends_on, calls)
 
 
 
 def settle(results: Results, actors: InitActors) -> None:
-    """Before a call through Ray on one of ``actors``: waits until the group's last
-    resident batch was answered. Its pieces reach the actors on channels, outside
-    Ray's per-caller actor queue, so without this a later call (``get_total``) could
-    run before the batch's calls, where plain Ray runs them in program order."""
-    pending = results.unsettled(actors)
-    if pending:
-        refs = list(pending)
-        pending.clear()
-        resident_.wait_answered(refs)
+    """Before a call through Ray on one of ``actors``: waits until the resident batches
+    sent to them were answered (``ray_patch.resident.wait_unanswered``), so a later call
+    (``get_total``) runs after them, in program order, as under plain Ray."""
+    r = results.get(actors)
+    if r is not None and r.value is not None and not actors.checkpointed:
+        resident_.wait_unanswered(r.value)
