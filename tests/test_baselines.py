@@ -100,6 +100,7 @@ def own_cluster(cluster):
         c.shutdown()
 
 
+@pytest.mark.slow  # a cluster of its own (about 15 s on 2 cores): `make test-slow`
 def test_compiled_graph_sums_match_python(own_cluster):
     drv = CompiledGraphDriver(own_cluster.address, partitions=PARTITIONS, maps=MAPS,
                               reducers=REDUCERS, sizes=[DATA_MB], max_in_flight=2,

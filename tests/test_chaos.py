@@ -29,7 +29,7 @@ PLAN = chaos.short_plan(SEED)
 # test` runs the plan's first NODE_FAULT_RUNS runs of each node-fault kind as planned;
 # in its other runs the node fault gives way to a fault of a process
 # (CHEAP_FAULTS, the first that applies), and `make test-slow` runs them as planned.
-NODE_FAULT_RUNS = 2
+NODE_FAULT_RUNS = 1
 CHEAP_FAULTS = ("executor-kill", "worker-sigkill")
 
 

@@ -67,23 +67,25 @@ COMBOS = [f"locality{'' if f else '-nofuse'}{'' if s else '-noshuffle'}"
           for f, s in itertools.product((True, False), repeat=2)]
 
 
-# Two or more switches away from a default: in `make test-slow` (each run here creates its
-# reducer actors, a few seconds on 2 cores); every single switch stays in `make test`.
+# In `make test-slow` (each run here creates its reducer actors, a few seconds on 2 cores):
+# two or more switches away from a default, and the single switches that `make test`'s
+# short chaos matrix (tests/test_chaos.py) already runs, with exact sums, under faults.
+IN_CHAOS = [("locality-nofuse", False), ("locality-noshuffle", False),
+            ("locality-nobatch", False), ("locality-noexec", False),
+            ("locality-noplan", False), ("locality-nocombine/combine", False),
+            ("locality+ahead", True)]
 COMPOUND = [("locality-nofuse-noshuffle+batch", False), ("locality+ahead-noexec", True),
             ("locality-nobatch-noplan", False), ("locality-nobatch/combine", False),
             ("locality-noexec/combine", False), ("pack+fuse+shuffle+batch", False),
             ("locality-nofuse-noshuffle+ahead", True)]
 
 
-@pytest.mark.parametrize("name,ahead", [(c, False) for c in COMBOS] + [
-    ("locality-nobatch", False),
-    ("locality-noexec", False),
-    ("locality-noplan", False),
-    ("locality/combine", False), ("locality-nocombine/combine", False),
-    ("locality+ahead/combine", True),
+@pytest.mark.parametrize("name,ahead", [
+    (c, False) for c in COMBOS if (c, False) not in IN_CHAOS] + [
+    ("locality/combine", False), ("locality+ahead/combine", True),
     ("vanilla/combine", False),
-    ("pack+fuse+shuffle", False), ("vanilla+fuse", False), ("locality+ahead", True)] + [
-    pytest.param(n, a, marks=pytest.mark.slow) for n, a in COMPOUND])
+    ("pack+fuse+shuffle", False), ("vanilla+fuse", False)] + [
+    pytest.param(n, a, marks=pytest.mark.slow) for n, a in IN_CHAOS + COMPOUND])
 def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
     combine = None
     if name.endswith("/combine"):  # the program declares its reducers' merge
@@ -94,6 +96,15 @@ def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
     expect = [BATCHES * PARTS * float(c.sum()) for c in np.array_split(x, REDUCERS)]
     np.testing.assert_allclose(vanilla_totals, expect, rtol=1e-12)
     np.testing.assert_allclose(totals, vanilla_totals, rtol=1e-12)
+
+
+def test_the_switches_left_to_test_slow_run_under_faults_in_make_test():
+    """IN_CHAOS's switches are lowering configurations of the short chaos matrix."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_chaos import FAST
+    under_faults = {(c.options, c.ahead) for c, _ in FAST}
+    for name, ahead in IN_CHAOS:
+        assert (name.split("/")[0], ahead) in under_faults, name
 
 
 def test_defaults_on_under_locality_only():

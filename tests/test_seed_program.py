@@ -136,7 +136,11 @@ def test_seed_program_unfused_maps_follow_their_producers(plain_ray):
     assert sorted(reducers.placement().counts.values()) == [2] * NUM_NODES
 
 
-@pytest.mark.parametrize("scheduler", irfront.SCHEDULERS)
+# The default scheduler and vanilla Ray in `make test`; the other two in `make test-slow`
+# (each run starts its eight reducer actors, a few seconds of CPU on 2 cores).
+@pytest.mark.parametrize("scheduler", [
+    pytest.param(s, marks=() if s in ("locality", "vanilla") else pytest.mark.slow)
+    for s in irfront.SCHEDULERS])
 def test_seed_program_under_every_scheduler(plain_ray, scheduler):
     with irfront.lowering_options(scheduler=scheduler):
         reducers, _, shuffled, _ = main(ARGS)

@@ -339,7 +339,9 @@ def partial_sum(lo, hi):
 
 
 def prog_nested_tasks():
-    return ray.get([partial_sum.remote(0, 16), partial_sum.remote(16, 40)])
+    # Two trees, one and two levels deep: every task that nests blocks in ray.get, and
+    # Ray starts a worker process for each (a cold driver's main cost here).
+    return ray.get([partial_sum.remote(0, 8), partial_sum.remote(8, 20)])
 
 
 # ---- 14. a tree of actors -------------------------------------------------------------------
