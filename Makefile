@@ -8,10 +8,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# --no-compile: Python compiles a module the first time it is imported (and keeps it),
-# so pip need not byte-compile every file of Ray up front (about 13 s of a fresh install).
+# pip byte-compiles what it installs: Ray's workers (hundreds of processes in `make test`)
+# import Ray from those files, and with PYTHONDONTWRITEBYTECODE set nothing else would.
 PIP := $(PY) -m pip
-PIP_INSTALL := $(PIP) install -q --no-compile
+PIP_INSTALL := $(PIP) install -q
 CONSTRAINTS := constraints.txt
 # One stamp per install; each is remade when an input of the install changes.
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -86,7 +86,9 @@ test-cpp: $(TEST_STAMP)
 # The sixty slowest tests are printed at the end, so the budget (10 minutes for `make test`
 # from a fresh clone on a 2-core machine) stays visible. Tests marked `slow` (the wheel in
 # a fresh venv, the network-namespace cluster, the short chaos matrix's other node-fault
-# runs, the corpus's actor-heavy programs) run in `make test-slow`, not here.
+# runs, the corpus's actor-heavy programs, the single lowering switches whose sums the
+# chaos matrix checks under faults here, the seed program under pack and spread, the
+# compiled-graph baseline) run in `make test-slow`, not here.
 test-py: build
 	$(PY) -m pytest tests -q -m "not slow" --durations=60
 

@@ -23,6 +23,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
 from common import provenance  # noqa: E402
 
 SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|errors?)\b.*?) in [\d.]+s")
+# A line that starts a phase of `make test`: the seconds from the start at which each first
+# appears are kept ("phases_start_s"), so a run's set-up and its tests can be told apart.
+PHASES = {"bazel": re.compile(r"^bazel test\b"), "pytest": re.compile(r"-m pytest\b")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,16 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     t0 = time.monotonic()
     summary = None
+    phases: dict[str, float] = {}
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, bufsize=1) as p:
         for line in p.stdout:
             sys.stdout.write(line)
+            for phase, pattern in PHASES.items():
+                if phase not in phases and pattern.search(line):
+                    phases[phase] = round(time.monotonic() - t0, 1)
             m = SUMMARY.search(line)
             if m:
                 summary = m.group(1)
         rc = p.wait()
     rec = {"command": " ".join(cmd), "note": a.note, "rc": rc,
            "result": summary or f"exit {rc}", "seconds": round(time.monotonic() - t0, 1),
+           "phases_start_s": phases,
            "provenance": provenance(load0, root=os.getcwd())}
     old = []
     if os.path.exists(a.json):
