@@ -643,8 +643,9 @@ def prog_streaming_batches():
 
 PROGRAMS = {name[5:]: fn for name, fn in sorted(globals().items())
             if name.startswith("prog_") and callable(fn)}
-# Programs that start several actor processes per driver and make few task calls (10 of
-# the corpus's ~200): most of a cold run's time. `make test` runs the others,
-# `make test-slow` these (tests/test_infer_corpus.py).
+# Programs that start actor processes in each driver and make few task calls (18 of the
+# corpus's ~200): most of a cold run's time. `make test` runs the others, `make
+# test-slow` these (tests/test_infer_corpus.py).
 HEAVY = frozenset({"actor_restart", "actor_tree", "actors_calling_actors",
-                   "async_and_threaded_actors", "batch_prediction", "runtime_env"})
+                   "async_and_threaded_actors", "batch_prediction", "monte_carlo_pi",
+                   "multiprocessing_pool", "named_actor", "runtime_env"})
