@@ -59,3 +59,20 @@ def _dead_node_test(cluster, extra):
     assert sorted(collections.Counter(ray.get(later)).values()) == [2] * NUM_NODES
     ray_patch.free_groups([refs.group_id, again.group_id, later.group_id])
     assert ray_patch.group_count() == 0
+
+
+def test_process_ids_name_every_nodes_agents(cluster):
+    """What the session's reaper kills by pid includes the agents each raylet started
+    (Ray 2.60's agents can outlive a SIGKILLed raylet): no process is left behind."""
+    import psutil
+    ids = set(cluster.process_ids())
+    agents = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.cmdline()[:1] and p.cmdline()[0] in ("ray::DashboardAgent",
+                                                      "ray::RuntimeEnvAgent"):
+                agents.append(p.pid)
+        except psutil.Error:
+            continue
+    assert agents, "no agent found: ray[default] is installed for the tests"
+    assert set(agents) <= ids, sorted(set(agents) - ids)

@@ -207,12 +207,15 @@ class LocalCluster:
         return node
 
     def process_ids(self) -> list[int]:
-        """The pids of every live process of every node this cluster started (GCS,
-        raylets, object stores, agents; Ray's workers end with their raylet)."""
+        """The pids of every live process of every node this cluster started: the GCS,
+        raylets and log monitors, and what each raylet started (its agents, which do not
+        always exit with it, and its workers)."""
         if self._cluster is None:
             return []
-        return [p.pid for node in self._cluster.list_all_nodes()
-                for _, p in node.live_processes()]
+        nodes = self._cluster.list_all_nodes()
+        pids = [p.pid for node in nodes for _, p in node.live_processes()]
+        pids += [p.pid for node in nodes for p in _started_by(node)]
+        return list(dict.fromkeys(pids))
 
     def worker_pids(self) -> list[int]:
         """The pids of the Ray workers (tasks, actors, executors) every node's raylet
