@@ -114,9 +114,14 @@ def sent_inputs() -> int:
 _GONE: collections.deque = collections.deque()
 
 
+def _actor_ids(handles: Sequence[Any]) -> tuple:
+    """A route's reducers, as its key names them (with whether they are checkpointed)."""
+    return tuple(h._actor_id.binary() for h in handles)
+
+
 def forget_route(handles: Sequence[Any]) -> None:
     """Drops the routes to these reducers (a stream that closes lets go of them)."""
-    ids = tuple(h._actor_id.binary() for h in handles)
+    ids = _actor_ids(handles)
     _GONE.extend([(ids, False), (ids, True)])
 
 
@@ -240,7 +245,7 @@ def wait_unanswered(handles: Sequence[Any], timeout_s: float = DEFAULT_TIMEOUT_S
     rt = current_runtime()
     if rt is None:
         return
-    k = (tuple(h._actor_id.binary() for h in handles), False)
+    k = (_actor_ids(handles), False)
     with _lock:
         r = _routes(rt).get(k)
         refs = [x for rs in list(r.unanswered.values()) for x in rs] if r else []
@@ -255,8 +260,7 @@ def wait_unanswered(handles: Sequence[Any], timeout_s: float = DEFAULT_TIMEOUT_S
 def route_for(handles: Sequence[Any], checkpointed: bool, owner: Any = None) -> Route:
     """The route to these reducers (built once per set of handles); dropped when
     ``owner`` (the program's ``InitActors`` node) is garbage-collected."""
-    ids = tuple(h._actor_id.binary() for h in handles)
-    k = (ids, checkpointed)
+    k = (_actor_ids(handles), checkpointed)
     rt = get_runtime()
     routes = _routes(rt)
     with _lock:

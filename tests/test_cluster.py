@@ -8,7 +8,7 @@ import ray
 
 import ray_patch
 from conftest import NUM_NODES, needs_core
-from irfront.cluster import check_loopback
+from irfront.cluster import _AGENTS, check_loopback
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,8 +69,7 @@ def test_process_ids_name_every_nodes_agents(cluster):
     agents = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.cmdline()[:1] and p.cmdline()[0] in ("ray::DashboardAgent",
-                                                      "ray::RuntimeEnvAgent"):
+            if p.cmdline()[:1] and p.cmdline()[0] in _AGENTS:
                 agents.append(p.pid)
         except psutil.Error:
             continue

@@ -100,7 +100,6 @@ def test_reducer_sums_equal_vanilla(name, ahead, vanilla_totals):
 
 def test_the_switches_left_to_test_slow_run_under_faults_in_make_test():
     """IN_CHAOS's switches are lowering configurations of the short chaos matrix."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     from test_chaos import FAST
     under_faults = {(c.options, c.ahead) for c, _ in FAST}
     for name, ahead in IN_CHAOS:
