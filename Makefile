@@ -58,7 +58,7 @@ endef
 $(DEMO_STAMP): $(INSTALL_INPUTS) $(VENV_REBUILD)
 	PYTHON=$(PYTHON) ./scripts/install_system_deps.sh demo
 	$(ensure_venv)
-	$(PIP_INSTALL) -c $(CONSTRAINTS) --no-build-isolation -e ".[demo]"
+	IRFRONT_SKIP_EXTENSION=1 $(PIP_INSTALL) -c $(CONSTRAINTS) --no-build-isolation -e ".[demo]"
 	rm -f $(PENDING)
 	touch $@
 
@@ -66,7 +66,7 @@ $(DEMO_STAMP): $(INSTALL_INPUTS) $(VENV_REBUILD)
 $(TEST_STAMP): $(INSTALL_INPUTS) $(VENV_REBUILD)
 	PYTHON=$(PYTHON) ./scripts/install_system_deps.sh test
 	$(ensure_venv)
-	$(PIP_INSTALL) -c $(CONSTRAINTS) --no-build-isolation -e ".[test,bench]"
+	IRFRONT_SKIP_EXTENSION=1 $(PIP_INSTALL) -c $(CONSTRAINTS) --no-build-isolation -e ".[test,bench]"
 	rm -f $(PENDING)
 	touch $@
 
@@ -127,7 +127,7 @@ chaos: build
 bench: bench-stream bench-placement
 
 # The wheel: build it (pip wheel), install it into a fresh venv, import it, run the seed example
-# from it (tests/test_packaging.py, also part of `make test`; about a minute).
+# from it (tests/test_packaging.py, also part of `make test-slow`; about a minute).
 check-wheel: build
 	$(PY) -m pytest tests/test_packaging.py -q
 

@@ -1,6 +1,6 @@
 """A pytest plugin that says where a test run's time goes: per test, its wall time, the
 machine's CPU seconds over it (all processes: the suite is CPU-bound, and most of its CPU
-is in Ray's processes, not pytest's) and the actors the cluster created during it.
+is in Ray's processes, not pytest's) and the actors the cluster created during it (and, for the whole run, by class).
 
     IRF_TEST_PROFILE=docs/test_profile.json PYTHONPATH=scripts \\
         PYTEST_ADDOPTS="-p pytest_profile" make test
@@ -38,6 +38,21 @@ def _actors() -> int | None:
         return len(ray._private.state.state.actor_table(None))
     except Exception:  # the cluster is going or gone
         return None
+
+
+def _actor_classes() -> dict[str, int]:
+    """Actors the connected cluster has created so far, by class name (most first)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    try:
+        table = ray._private.state.state.actor_table(None)
+    except Exception:  # the cluster is going or gone
+        return {}
+    counts: dict[str, int] = {}
+    for a in table.values():
+        counts[a["ActorClassName"]] = counts.get(a["ActorClassName"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _on() -> str | None:
@@ -84,6 +99,7 @@ def pytest_sessionfinish(session, exitstatus):
            "session_cpu_s": round(_cpu_s() - _START["cpu"], 1),
            "totals": _totals(_ROWS),
            "files": {f: _totals(rs) for f, rs in sorted(files.items())},
+           "actors_by_class": _actor_classes(),
            "rows": _ROWS,
            "provenance": provenance(_START["load"], root=_ROOT)}
     with open(path, "w") as f:
