@@ -2,11 +2,15 @@
 and under ``irfront.infer``: does any program hang, how many of each program's task calls
 run as groups, and what infer does to each program's wall time.
 
-    python bench/corpus.py --passes 20 --fault-every 4 --json bench/results/corpus.json
+    python bench/corpus.py --passes 10 --repeat 2 --fault-every 4 \
+        --json bench/results/corpus.json
 
-On an embedded 4 x 2-CPU cluster, each pass runs every program once in a fresh driver
-process (``tests/corpus/run.py``), plain and infer in turn (the order alternates per
-pass, so neither mode always runs on a warmer cluster). A program that runs past the
+On an embedded 4 x 2-CPU cluster, each pass runs every program ``--repeat`` times in a
+row in a fresh driver process (``tests/corpus/run.py``), plain and infer in turn (the
+order alternates per pass, so neither mode always runs on a warmer cluster). A program's
+first run in a driver is *cold* (the job's workers may have to start, a function be
+exported); the best of its runs, with ``--repeat`` 2 or more, is *warm*, as in a
+long-running program. A program that runs past the
 runner's per-program limit, or a driver still running after ``--pass-timeout`` s, is a
 hang: it is reported with the program's name, and the run exits 1.
 
@@ -19,8 +23,8 @@ comparison of results. A program that hangs under infer where the same fault pla
 does not is the bug this looks for.
 
 Per program (rows of the JSON, ``scripts/doc_figures.py``'s ``rows`` kind): task calls
-and how many ran as groups, median wall time in each mode over the passes without a
-fault, their ratio, hangs, and passes whose result differed from plain's.
+and how many ran as groups, median warm and cold wall times in each mode over the passes
+without a fault, their ratios, hangs, and passes whose result differed from plain's.
 """
 from __future__ import annotations
 
@@ -39,13 +43,17 @@ import common  # noqa: E402
 from irfront.cluster import LocalCluster  # noqa: E402
 
 RUNNER = os.path.join(benchpath.ROOT, "tests", "corpus", "run.py")
+sys.path.insert(0, os.path.join(benchpath.ROOT, "tests"))
+from corpus.programs import STAGE_SHAPED  # noqa: E402
 
 
-def one_pass(address: str, mode: str, timeout_s: float) -> tuple[dict, str | None, str]:
-    """One driver running every program once: (its per-program JSON, the program that
-    was running when the driver outlived ``timeout_s`` or None, the end of its stderr
-    then: the runner's stack dump)."""
-    proc = subprocess.Popen([sys.executable, RUNNER, "--address", address, "--mode", mode],
+def one_pass(address: str, mode: str, timeout_s: float,
+             repeat: int = 1) -> tuple[dict, str | None, str]:
+    """One driver running every program ``repeat`` times: (its per-program JSON, the
+    program that was running when the driver outlived ``timeout_s`` or None, the end of
+    its stderr then: the runner's stack dump)."""
+    proc = subprocess.Popen([sys.executable, RUNNER, "--address", address, "--mode", mode,
+                             "--repeat", str(repeat)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, errs = proc.communicate(timeout=timeout_s)
@@ -103,8 +111,11 @@ def summarise(passes: list[dict]) -> tuple[list[dict], dict]:
         plain_ok, infer_ok = recs("plain", False), recs("infer", False)
         calls = max((r.get("tasks", 0) for r in infer_ok), default=0)
         grouped = max((r.get("grouped", 0) for r in infer_ok), default=0)
-        wp = common.median([r["wall_s"] for r in plain_ok]) * 1e3 if plain_ok else None
-        wi = common.median([r["wall_s"] for r in infer_ok]) * 1e3 if infer_ok else None
+        def wall(recs_: list, key: str) -> float | None:
+            return common.median([r.get(key, r["wall_s"]) for r in recs_]) * 1e3 \
+                if recs_ else None
+        wp, wi = wall(plain_ok, "wall_s"), wall(infer_ok, "wall_s")
+        cp, ci = wall(plain_ok, "wall_first_s"), wall(infer_ok, "wall_first_s")
         ref = plain_ok[0] if plain_ok else {}
         rows.append({
             "program": name, "task_calls": calls, "grouped": grouped,
@@ -112,6 +123,9 @@ def summarise(passes: list[dict]) -> tuple[list[dict], dict]:
             "wall_plain_ms": round(wp, 1) if wp is not None else None,
             "wall_infer_ms": round(wi, 1) if wi is not None else None,
             "infer_over_plain": round(wi / wp, 2) if wp and wi else None,
+            "cold_plain_ms": round(cp, 1) if cp is not None else None,
+            "cold_infer_ms": round(ci, 1) if ci is not None else None,
+            "cold_infer_over_plain": round(ci / cp, 2) if cp and ci else None,
             # the driver outlived the pass, or the runner's own per-program limit fired
             "hangs": sum(1 for p in passes if p["hung"] == name) + sum(
                 1 for r in recs("plain") + recs("infer")
@@ -133,6 +147,11 @@ def summarise(passes: list[dict]) -> tuple[list[dict], dict]:
         "programs_at_0pct": sum(1 for r in with_calls if r["grouped"] == 0),
         "over_1_05x": sorted(r["program"] for r in rows
                              if (r["infer_over_plain"] or 0) > 1.05),
+        "cold_over_1_05x": sorted(r["program"] for r in rows
+                                  if (r["cold_infer_over_plain"] or 0) > 1.05),
+        "stage_programs_under_50pct": sorted(
+            r["program"] for r in with_calls
+            if r["program"] in STAGE_SHAPED and r["grouped_pct"] < 50),
     }
     return rows, totals
 
@@ -142,12 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=20, help="passes per mode")
     ap.add_argument("--fault-every", type=int, default=4,
                     help="every Nth pass gets a fault, in both modes (0: none)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="runs of each program per driver: the first is cold, the best "
+                         "of them warm (1: cold only)")
     ap.add_argument("--pass-timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="bench/results/corpus.json")
     a = ap.parse_args(argv)
     if a.passes < 1:
         ap.error("--passes must be at least 1")
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
     load0 = os.getloadavg()
     rng = random.Random(a.seed)
     passes: list[dict] = []
@@ -161,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 if inj:
                     inj.start()
-                programs, hung, stack = one_pass(cluster.address, mode, a.pass_timeout)
+                programs, hung, stack = one_pass(cluster.address, mode, a.pass_timeout,
+                                                 a.repeat)
                 if inj:
                     inj.stop.set()
                     inj.join()

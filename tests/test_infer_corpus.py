@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import TESTS, needs_core
-from corpus.programs import HEAVY, PROGRAMS
+from corpus.programs import HEAVY, PROGRAMS, STAGE_SHAPED
 
 pytestmark = [needs_core, pytest.mark.timeout(600)]
 
@@ -20,6 +20,12 @@ RUNNER = os.path.join(TESTS, "corpus", "run.py")
 MIN_PROGRAMS = 20
 # The share of the corpus's task calls that must run as groups (issue 19's goal: 60%).
 MIN_GROUPED = 0.6
+# Per program with a stage shape (issue 28): at least half its task calls as groups.
+MIN_GROUPED_PER_STAGE_PROGRAM = 0.5
+# ... except param_server_async: its 4 first gradients are a stage (grouped), its other 8
+# are single tasks, each submitted after a ray.wait and read at once (4 of 12: the
+# target is missed there, docs/INFER.md).
+BELOW_HALF = frozenset({"param_server_async"})
 
 
 def run_corpus(address: str, names: list[str], *modes: str) -> list[dict]:
@@ -80,3 +86,14 @@ def test_most_task_calls_run_as_groups(corpus):
     assert tasks > 100
     assert grouped / tasks >= MIN_GROUPED, {n: (r["grouped"], r["tasks"], r["plain"])
                                              for n, r in infer.items()}
+
+
+def test_each_program_with_a_stage_runs_most_of_its_tasks_as_groups(corpus):
+    _, infer, names = corpus
+    low = {n: (r["grouped"], r["tasks"], r["plain"]) for n, r in infer.items()
+           if n in STAGE_SHAPED - BELOW_HALF
+           and r["grouped"] < MIN_GROUPED_PER_STAGE_PROGRAM * r["tasks"]}
+    assert not low, low
+    # the exception stays one: its stage is grouped, its single tasks are not
+    for n in BELOW_HALF & set(names):
+        assert 0 < infer[n]["grouped"] < infer[n]["tasks"], infer[n]

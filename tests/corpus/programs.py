@@ -649,3 +649,13 @@ PROGRAMS = {name[5:]: fn for name, fn in sorted(globals().items())
 HEAVY = frozenset({"actor_restart", "actor_tree", "actors_calling_actors",
                    "async_and_threaded_actors", "batch_prediction", "monte_carlo_pi",
                    "multiprocessing_pool", "named_actor", "runtime_env"})
+# Programs with a stage shape (several calls of one function over one stage's objects or
+# over plain values, a fan-in, a shuffle): issue 28 asks that at least half of each one's
+# task calls run as groups (bench/corpus.py reports those under it). The others make
+# single tasks read at once, generators, or calls with options the IR does not model.
+STAGE_SHAPED = frozenset({"batch_prediction", "keywords_and_options", "large_put",
+                          "map_reduce", "monte_carlo_pi", "nested_tasks",
+                          "param_server_async", "param_server_sync", "pipeline",
+                          "placement_group", "spread_and_node_affinity",
+                          "streaming_batches", "task_exceptions", "tree_reduce",
+                          "wait_pipelining"})
