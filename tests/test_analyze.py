@@ -242,6 +242,58 @@ def test_map_actors_reduce_actors_and_literal_chains():
     assert a.gave_up == [] and a.notes == []
 
 
+JOINS = textwrap.dedent('''
+    import ray
+
+    @ray.remote
+    def split(k, x):
+        return tuple(range(k))
+
+    @ray.remote
+    def gather(*parts):
+        return sum(parts)
+
+    @ray.remote
+    def add(a, b):
+        return a + b
+
+    @ray.remote
+    def load(i):
+        return i
+
+    maps = [split.options(num_returns=3).remote(3, x) for x in range(4)]
+    reduced = [gather.remote(*[m[j] for m in maps]) for j in range(3)]
+    refs = [load.remote(i) for i in range(8)]
+    pairs = [add.remote(refs[i], refs[i + 1]) for i in range(0, 8, 2)]
+    totals = [gather.remote(*refs) for _ in range(2)]
+    mixed = [add.remote(refs[i], maps[i][0]) for i in range(3)]
+    swapped = [add.remote(refs[i], 1, refs[i + 1]) for i in range(3)]
+    print(ray.get(reduced), ray.get(pairs))
+''')
+
+
+def test_joins_are_inferred_as_the_runtime_matches_them():
+    """A fan-out whose tasks read several objects of one stage, last: a Join (the
+    matcher's pattern, inference/match.py), whatever picks them."""
+    a = analyze(JOINS)
+    assert a.kinds() == ["Map", "Join", "Map", "Join", "Join"]
+    maps, reduced, loads, pairs, totals = a.nodes
+    assert reduced.inputs == [maps.index] and \
+        reduced.details["picks"] == "return i of every task"
+    assert pairs.inputs == [loads.index] and pairs.details["picks"] == "2 objects"
+    assert totals.inputs == [loads.index] and totals.details["picks"] == "every object"
+    reasons = dict(a.gave_up)
+    assert "more than one stage" in reasons[line_of(JOINS, "mixed =")]
+    assert "not its last positional" in reasons[line_of(JOINS, "swapped =")]
+    assert "each task joins 2 objects" in str(a)
+
+
+def test_the_corpus_map_reduce_is_a_map_then_a_join():
+    from corpus.programs import prog_map_reduce
+    a = analyze(prog_map_reduce)
+    assert a.kinds() == ["Map", "Join"] and a.gave_up == []
+
+
 # ---- where it gives up -----------------------------------------------------------------------
 BRANCHING = textwrap.dedent('''
     import ray

@@ -12,7 +12,7 @@ receiver and arguments under the loops that enclose it:
 
 - a comprehension generator, or a ``for`` loop whose body appends ``.remote()`` results
   (or calls an actor per element), is a *fan-out*: one call there is one IR node over the
-  iteration (Map, InitActors, ReduceActors, MapActors);
+  iteration (Map, Join, InitActors, ReduceActors, MapActors);
 - any other loop is a *driver loop*: its body is analysed once, its nodes run once per
   iteration, and the end of an iteration is an evaluation point; a driver loop over
   ``range(k)`` that feeds a stage's refs back into the same name is a chain of k Maps.
@@ -106,6 +106,8 @@ def _describe(d: dict[str, Any]) -> str:
         how = "indexed per reducer" if d.get("indexed") else "shuffle"
         parts.append(f"num_returns={d['num_returns']} ({how})"
                      if "num_returns" in d else "i-th return of every task (shuffle)")
+    if "picks" in d:
+        parts.append(f"each task joins {d['picks']}")
     if d.get("args"):
         parts.append("args: " + ", ".join(d["args"]))
     if "per_iteration" in d:
@@ -647,6 +649,13 @@ class _Analyzer:
                     if isinstance(item, _Ref):          # [d] * n: a broadcast
                         return _Refs(self.broadcast(item.stage, _literal(n)))
                     return times if isinstance(times, _Fetched) else _Container([item])
+        if isinstance(e, ast.BinOp) and isinstance(e.op, (ast.Add, ast.Sub, ast.Mult)):
+            sides = [self.eval(e.left), self.eval(e.right)]
+            ix = [v for v in sides if isinstance(v, _Index)]
+            if ix and all(isinstance(v, (_Index, _Plain)) for v in sides):
+                return _Index(ix[0].count)  # i + 1, 2 * i: moves with the loop's index
+            return next((v for v in sides if isinstance(v, _Fetched)),
+                        _Plain(ast.unparse(e)))
         if isinstance(e, ast.IfExp):
             t = self.eval(e.test)
             if isinstance(t, _Fetched) and _has_remote([e.body, e.orelse]):
@@ -788,10 +797,9 @@ class _Analyzer:
             reads = [v.stage for _, v in pos if isinstance(v, _REF_VALUES)]
             reads += [v.stage for v in starred if isinstance(v, _REF_VALUES)]
             return _Ref(self.stage("Task", fn.name, e, reads))
-        if any(_has_ref(v) for v in starred):
-            return self.give_up(e, f"`{fn.name}` reads every object of a group (`*...`): "
-                                "a reduce into tasks; the IR reduces into actors "
-                                "(ReduceActors)")
+        joined = self.join(e, fn, pos, starred)
+        if joined is not None:
+            return joined
         found = self.objects(pos, fn.name)
         if isinstance(found, str):
             return self.give_up(e, found)
@@ -804,6 +812,37 @@ class _Analyzer:
         if _multi(fn.num_returns):
             details.update(num_returns=fn.num_returns, shuffle=True)
         return _Elem(self.stage("Map", fn.name, e, [obj] + side, **details))
+
+    def join(self, e: ast.Call, fn: _RemoteFn, pos: list, starred: list) -> _V | None:
+        """A task of a fan-out reading several objects of one stage, as its last
+        positional arguments: a Join (``add.remote(refs[i], refs[i + 1])``; a reduce into
+        tasks, ``f.remote(*[s[j] for s in shuffled])`` or ``f.remote(*refs)``). None when
+        the call reads at most one object."""
+        trailing = [i for i, (_, v) in enumerate(pos) if isinstance(v, (_Elem, _Part))]
+        spread = [v for v in starred if _has_ref(v)]
+        if not spread and len(trailing) < 2:
+            return None
+        reads = [pos[i][1] for i in trailing] + spread
+        lead = [a for i, (a, v) in enumerate(pos) if i not in trailing]
+        if spread and (trailing or len(spread) > 1 or not isinstance(e.args[-1], ast.Starred)):
+            return self.give_up(e, f"`{fn.name}` mixes a spread group (`*...`) with other "
+                                "references, or puts it before other arguments: a Join's "
+                                "task takes one stage's objects last")
+        if trailing and trailing != list(range(len(pos) - len(trailing), len(pos))):
+            return self.give_up(e, f"`{fn.name}` reads several objects that are not its "
+                                "last positional arguments: a Join's task takes them last")
+        if len({id(v.stage) for v in reads if isinstance(v, _OfStage)}) != 1 or \
+                not all(isinstance(v, (_Elem, _Part, _Refs, _Parts)) for v in reads):
+            return self.give_up(e, f"`{fn.name}` joins objects of more than one stage: a "
+                                "Join picks from one")
+        v = reads[0]
+        picks = ("return i of every task" if isinstance(v, _Parts) else
+                 "every object" if isinstance(v, _Refs) else f"{len(reads)} objects")
+        details: dict[str, Any] = {"count": self.fan_count(), "picks": picks,
+                                   "args": [ast.unparse(a) for a in lead]}
+        if _multi(fn.num_returns):
+            details.update(num_returns=fn.num_returns, shuffle=True)
+        return _Elem(self.stage("Join", fn.name, e, [v.stage], **details))
 
     def create_actor(self, e: ast.Call, cls: _ActorCls) -> _V:
         pos, _, problem = self.arguments(e)
