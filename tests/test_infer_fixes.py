@@ -150,6 +150,38 @@ def test_explain_totals_are_bounded():
 
 
 @ray.remote
+class _Server:
+    def apply(self, *grads):
+        return sum(grads)
+
+
+@ray.remote
+def _grad(w, seed):
+    return w - seed
+
+
+def test_one_actor_given_every_object_of_a_stage_is_a_reduce():
+    """The parameter server's step (one actor, every gradient): a ReduceActors. With one
+    actor, "every object" and "the i-th return of every task" are the same objects, so
+    the shuffle reading does not make it plain (matched here without a cluster)."""
+    from irfront.inference import patch
+    from irfront.inference.match import match
+    patch.install()
+    s = session_mod.Session()
+    s.flush = lambda why: None  # keep the records for match() (no Ray underneath)
+    patch.set_current(s)
+    try:
+        ps = _Server.remote()
+        grads = [_grad.remote(1.0, i) for i in range(4)]
+        ps.apply.remote(*grads)
+        plan = match(s.pending)
+    finally:
+        patch.set_current(None)
+    assert [n.kind for n in plan.nodes] == ["InitActors", "Map", "ReduceActors"]
+    assert plan.plain == []
+
+
+@ray.remote
 class _CombinedSum:
     def __init__(self):
         self.total = 0

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -89,8 +90,10 @@ def main() -> None:
             faulthandler.dump_traceback_later(HANG_S + 5)
             try:
                 rec["result"] = describe(run())
-            except Hang:
+            except Hang as e:  # where the program was: the frames below this one
                 rec["raised"] = ["Hang", f"still running after {HANG_S} s"]
+                rec["hang_at"] = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}"
+                                  for f in traceback.extract_tb(e.__traceback__)[-8:]]
             except Exception as e:  # an error the program let escape
                 rec["raised"] = err(e)
             finally:

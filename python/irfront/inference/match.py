@@ -432,7 +432,8 @@ def _build_actor_call(g: _Group, src: _Sources) -> None:
     method = recs[0].method
     if all(o == objs[0] for o in objs) and all(type(x) is DeferredRef for x in objs[0]):
         node, idx, why = _stage_of(objs[0], src)
-        if isinstance(node, Map) and node.num_returns == actors.n:
+        # (one actor: its one return of every task is every object, either way)
+        if isinstance(node, Map) and node.num_returns == actors.n and actors.n > 1:
             g.why = ("every actor gets every return of a shuffle with one return per "
                      "actor; the IR would give actor i the i-th returns only")
         elif node is not None and idx == list(range(node.num_objects)):
