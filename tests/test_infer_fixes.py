@@ -182,6 +182,34 @@ def test_one_actor_given_every_object_of_a_stage_is_a_reduce():
 
 
 @ray.remote
+def _half(i):
+    return float(i)
+
+
+@ray.remote
+def _scaled(x, *, scale=1.0):
+    return x * scale
+
+
+def _options_then_keywords():
+    xs = [_half.options(num_cpus=0.5).remote(i) for i in range(4)]
+    return ray.get([_scaled.remote(x=x, scale=2.0) for x in xs])
+
+
+def test_a_program_run_again_reuses_its_fused_remote_function(defaults):
+    """A call's .options(...) and a reshaped call (keywords) fused into one chain: the
+    second run builds no new remote function (each new one is exported to the workers
+    again), and both give plain Ray's result."""
+    from irfront.lowering import fused
+    run = irfront.infer(_options_then_keywords)
+    assert run() == _options_then_keywords() == [0.0, 2.0, 4.0, 6.0]
+    assert run.session.tasks_grouped == 8
+    before = dict(fused._CACHE)
+    assert run() == [0.0, 2.0, 4.0, 6.0]
+    assert fused._CACHE == before
+
+
+@ray.remote
 class _CombinedSum:
     def __init__(self):
         self.total = 0
