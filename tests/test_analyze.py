@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from irfront.inference.analyze import Analysis, analyze
+from corpus.programs import prog_map_reduce
 
 
 def line_of(source: str, text: str, nth: int = 1) -> int:
@@ -289,7 +290,6 @@ def test_joins_are_inferred_as_the_runtime_matches_them():
 
 
 def test_the_corpus_map_reduce_is_a_map_then_a_join():
-    from corpus.programs import prog_map_reduce
     a = analyze(prog_map_reduce)
     assert a.kinds() == ["Map", "Join"] and a.gave_up == []
 

@@ -271,7 +271,8 @@ def test_the_benchmarks_plain_pipeline_under_infer_in_a_stream_equals_plain_ray(
     batches run as plain Ray (differential)."""
     import os
     import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    # last: bench/corpus.py must not shadow the tests' corpus package
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "bench"))
     import stream_workload as wl
     from irfront import Batch, MicroBatchStream

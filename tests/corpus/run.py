@@ -72,12 +72,12 @@ def main() -> None:
     a = ap.parse_args()
     ray.init(address=a.address, logging_level="ERROR", log_to_driver=False)
     import irfront
-    from corpus.programs import PROGRAMS, err
+    from corpus.programs import PROGRAMS, STAGE_SHAPED, err
     names = [n for n in PROGRAMS if not a.only or n in a.only.split(",")]
     out = {}
     for name in names:
         prog = PROGRAMS[name]
-        rec = {"wall_s": math.inf}
+        rec = {"wall_s": math.inf, "stage_shaped": name in STAGE_SHAPED}
         # which program is running, for a caller that must name the one that hung
         print(f"CORPUS-START {name}", file=sys.stderr, flush=True)
         for _ in range(max(1, a.repeat)):
