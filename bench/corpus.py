@@ -19,8 +19,8 @@ fault: at a seeded random moment of the pass a thread SIGKILLs one of Ray's work
 processes (a task's, an actor's or an executor's, or one still starting; by pid, among
 the workers the cluster's raylets started). The cluster's worker registration timeout
 is 20 s (Ray's default: 60 s, the runner's hang limit): a worker killed while it starts
-stalls what waits on it until then, plainly too. Programs may then raise (an actor died), which is reported
-per mode but is not a hang; those passes are left out of the wall times and of the
+stalls what waits on it until then, plainly too. Programs may then raise (an actor
+died), which is reported per mode but is not a hang; those passes are left out of the wall times and of the
 comparison of results. A program that hangs under infer where the same fault plainly
 does not is the bug this looks for.
 
@@ -112,7 +112,7 @@ def summarise(passes: list[dict]) -> tuple[list[dict], dict]:
         calls = max((r.get("tasks", 0) for r in infer_ok), default=0)
         grouped = max((r.get("grouped", 0) for r in infer_ok), default=0)
         def wall(recs_: list, key: str) -> float | None:
-            return common.median([r.get(key, r["wall_s"]) for r in recs_]) * 1e3 \
+            return common.median([r[key] for r in recs_]) * 1e3 \
                 if recs_ else None
         wp, wi = wall(plain_ok, "wall_s"), wall(infer_ok, "wall_s")
         cp, ci = wall(plain_ok, "wall_first_s"), wall(infer_ok, "wall_first_s")

@@ -197,9 +197,9 @@ def _options_then_keywords():
 
 
 def test_a_program_run_again_reuses_its_fused_remote_function(defaults):
-    """A call's .options(...) and a reshaped call (keywords) fused into one chain: the
-    second run builds no new remote function (each new one is exported to the workers
-    again), and both give plain Ray's result."""
+    """A call's .options(...) (a new wrapper at each call) and a reshaped call (keywords):
+    the second run builds no new batched or fused remote function (each new one is
+    exported to the workers again), and both give plain Ray's result."""
     from irfront.lowering import fused
     run = irfront.infer(_options_then_keywords)
     assert run() == _options_then_keywords() == [0.0, 2.0, 4.0, 6.0]

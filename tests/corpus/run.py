@@ -5,8 +5,8 @@
 Per program: ``result`` (what it returned, described: values, and ref types by name),
 ``raised`` (an error that escaped it), ``named`` (named actors it left), ``wall_first_s``
 (its first run in this driver: workers may have to start), ``wall_s`` (the best of
-``--repeat`` runs: with ``--repeat`` 2 or more, a warm run) and, under infer, the session's figures (task calls,
-grouped, recording CPU, the block's driver CPU).
+``--repeat`` runs: with ``--repeat`` 2 or more, a warm run) and, under infer, the
+session's figures (task calls, grouped, recording CPU, the block's driver CPU).
 """
 from __future__ import annotations
 

@@ -128,7 +128,6 @@ def reshape(fn: Any, shape: Any) -> Any:
 
 
 _CACHE: dict[tuple, tuple[RemoteFunction, RemoteFunction]] = {}
-_OPTIONED: dict[tuple, tuple[RemoteFunction, Any]] = {}
 _CACHE_MAX = 1024
 
 
@@ -147,18 +146,7 @@ def task_for(fn: RemoteFunction, shape: Any, options: dict) -> Any:
             twin = ray.remote(**own)(body) if own else ray.remote(body)
             hit = _CACHE[key] = (fn, twin)
         fn = hit[1]
-    if not options:
-        return fn
-    # One wrapper per function and options: Ray's .options() makes a new one per call,
-    # and a new wrapper would miss the lowering's cache of fused chains (a new remote
-    # function, exported to the workers again, at every evaluation).
-    key = (id(fn), options_key(options))
-    hit = _OPTIONED.get(key)
-    if hit is None or hit[0] is not fn:
-        if len(_OPTIONED) >= _CACHE_MAX:
-            _OPTIONED.clear()
-        hit = _OPTIONED[key] = (fn, fn.options(**options))
-    return hit[1]
+    return fn.options(**options) if options else fn
 
 
 def options_key(options: dict) -> tuple:
